@@ -1,0 +1,15 @@
+//! arbor: compose RPM package sets into signed, atomically updatable OSTree
+//! trees for ARM boards, and write them into flashable images.
+//!
+//! Each pipeline stage is a module taking one typed value to the next; see
+//! DESIGN.md for the data flow.
+
+pub mod arch;
+pub mod cli;
+pub mod host;
+pub mod ostree;
+pub mod progress;
+pub mod rpm;
+pub mod runner;
+pub mod sample_repo;
+pub mod solve;

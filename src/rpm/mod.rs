@@ -1,0 +1,4 @@
+//! Reading RPM packages: header summaries and ELF-derived dependencies.
+
+pub mod elfdeps;
+pub mod info;

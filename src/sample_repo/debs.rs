@@ -1,0 +1,344 @@
+//! Debian packages as a source of real ARM binaries: finding the exact .deb
+//! apt would fetch, downloading it once into a verified cache, and reading its
+//! data tarball into memory.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+use crate::runner::Tool;
+
+/// What apt knows about the candidate version of one package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptRecord {
+    /// `name:arch` as asked.
+    pub spec: String,
+    /// Package name.
+    pub package: String,
+    /// Full Debian version (`[epoch:]upstream[-revision]`).
+    pub version: String,
+    /// Depends and Pre-Depends, names only.
+    pub depends: Vec<String>,
+    /// Pool file name (the .deb's basename).
+    pub filename: String,
+    /// SHA-256 of the .deb, hex.
+    pub sha256: String,
+}
+
+/// Parses the first stanza of `apt-cache show --no-all-versions` output.
+pub fn parse_apt_show(spec: &str, text: &str) -> Result<AptRecord> {
+    let stanza = text.split("\n\n").next().unwrap_or_default();
+    let field = |key: &str| {
+        stanza.lines().find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|r| r.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        })
+    };
+    let need = |key: &str| field(key).with_context(|| format!("apt record for {spec} has no {key} field"));
+    let mut depends = Vec::new();
+    for key in ["Pre-Depends", "Depends"] {
+        for alt in field(key).unwrap_or_default().split(',') {
+            if let Some(name) = alt.split(['|', '(']).next().map(str::trim).filter(|n| !n.is_empty()) {
+                depends.push(name.split(':').next().unwrap_or(name).to_string());
+            }
+        }
+    }
+    let filename = need("Filename")?;
+    Ok(AptRecord {
+        spec: spec.to_string(),
+        package: need("Package")?,
+        version: need("Version")?,
+        depends,
+        filename: filename.rsplit('/').next().unwrap_or(&filename).to_string(),
+        sha256: need("SHA256")?,
+    })
+}
+
+/// Asks apt for the candidate of `package:arch` (once per process).
+pub fn apt_show(package: &str, arch: &str) -> Result<AptRecord> {
+    static SEEN: Mutex<Option<HashMap<String, AptRecord>>> = Mutex::new(None);
+    let spec = format!("{package}:{arch}");
+    if let Some(r) = SEEN.lock().expect("apt cache lock").as_ref().and_then(|m| m.get(&spec)) {
+        return Ok(r.clone());
+    }
+    let text = Tool::new("apt-cache")
+        .args(["show", "--no-all-versions", &spec])
+        .text()
+        .with_context(|| {
+            format!(
+                "looking up Debian package {spec}: is the {arch} architecture added and its lists fetched? \
+             scripts/setup does both (dpkg --add-architecture {arch} && apt-get update)"
+            )
+        })?;
+    let rec = parse_apt_show(&spec, &text)?;
+    SEEN.lock()
+        .expect("apt cache lock")
+        .get_or_insert_with(HashMap::new)
+        .insert(spec, rec.clone());
+    Ok(rec)
+}
+
+/// Resolves a metapackage (`linux-image-arm64`) to the dependency whose name starts with `prefix`.
+pub fn via_depends(meta: &AptRecord, prefix: &str) -> Result<String> {
+    meta.depends
+        .iter()
+        .find(|d| d.starts_with(prefix))
+        .cloned()
+        .with_context(|| {
+            format!(
+                "{} {} has no dependency starting with {prefix:?}",
+                meta.spec, meta.version
+            )
+        })
+}
+
+/// Ensures the .deb for `rec` is in `cache_dir` with the right checksum, downloading it if not.
+pub fn fetch(rec: &AptRecord, cache_dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(cache_dir).with_context(|| format!("creating deb cache {}", cache_dir.display()))?;
+    let path = cache_dir.join(&rec.filename);
+    if path.exists() && sha256_file(&path)? == rec.sha256 {
+        return Ok(path);
+    }
+    // apt-get download writes into the current directory; use a private one and rename,
+    // so an interrupted download never leaves a truncated file under the final name.
+    let tmp = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempdir_in(cache_dir)
+        .with_context(|| format!("creating a temporary directory in {}", cache_dir.display()))?;
+    tracing::info!(package = %rec.spec, version = %rec.version, "downloading");
+    Tool::new("apt-get")
+        .args(["download", "-q", &format!("{}={}", rec.spec, rec.version)])
+        .current_dir(tmp.path())
+        .run()
+        .with_context(|| format!("downloading Debian package {} {}", rec.spec, rec.version))?;
+    let got = tmp.path().join(&rec.filename);
+    let sum = sha256_file(&got).with_context(|| format!("apt-get download did not produce {}", rec.filename))?;
+    if sum != rec.sha256 {
+        bail!(
+            "downloaded {} has SHA-256 {sum}, apt's index says {}",
+            rec.filename,
+            rec.sha256
+        );
+    }
+    std::fs::rename(&got, &path).with_context(|| format!("moving {} into {}", rec.filename, cache_dir.display()))?;
+    Ok(path)
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// One entry of a .deb's data tarball.
+#[derive(Debug, Clone)]
+pub struct DebEntry {
+    /// Path without the leading `./`, never empty.
+    pub path: String,
+    /// What it is.
+    pub kind: DebKind,
+    /// Permission bits (including setuid/setgid/sticky).
+    pub mode: u16,
+    /// Owner name.
+    pub user: String,
+    /// Group name.
+    pub group: String,
+    /// Modification time (seconds since the epoch).
+    pub mtime: u64,
+}
+
+/// The type of a .deb entry.
+#[derive(Debug, Clone)]
+pub enum DebKind {
+    /// A directory.
+    Dir,
+    /// A regular file and its bytes.
+    File(Arc<Vec<u8>>),
+    /// A symlink and its target.
+    Symlink(String),
+}
+
+/// The data tarball of one .deb, in archive order.
+#[derive(Debug)]
+pub struct DebContents {
+    /// Entries in archive order.
+    pub entries: Vec<DebEntry>,
+}
+
+impl DebContents {
+    /// The kernel version, from the one directory under `lib/modules/`.
+    pub fn kernel_version(&self) -> Option<String> {
+        self.entries.iter().find_map(|e| {
+            let rest = e.path.strip_prefix("lib/modules/")?;
+            let kver = rest.split('/').next()?;
+            (!kver.is_empty()).then(|| kver.to_string())
+        })
+    }
+}
+
+/// Reads the data tarball of `deb` (through `dpkg-deb --fsys-tarfile`).
+pub fn read(deb: &Path) -> Result<DebContents> {
+    let tarball = Tool::new("dpkg-deb").arg("--fsys-tarfile").arg(deb).output()?;
+    let mut archive = tar::Archive::new(tarball.as_slice());
+    let mut entries = Vec::new();
+    let mut by_path: HashMap<String, Arc<Vec<u8>>> = HashMap::new();
+    let ctx = || format!("reading the data tarball of {}", deb.display());
+    for entry in archive.entries().with_context(ctx)? {
+        let mut entry = entry.with_context(ctx)?;
+        let raw = entry.path().with_context(ctx)?.to_string_lossy().into_owned();
+        let path = raw.trim_start_matches("./").trim_end_matches('/').to_string();
+        if path.is_empty() {
+            continue;
+        }
+        let header = entry.header();
+        let mode = (header.mode().with_context(ctx)? & 0o7777) as u16;
+        let user = header.username().ok().flatten().unwrap_or("root").to_string();
+        let group = header.groupname().ok().flatten().unwrap_or("root").to_string();
+        let mtime = header.mtime().unwrap_or(0);
+        let kind = match header.entry_type() {
+            tar::EntryType::Directory => DebKind::Dir,
+            tar::EntryType::Symlink => {
+                let target = entry.link_name().with_context(ctx)?.context("symlink without target")?;
+                DebKind::Symlink(target.to_string_lossy().into_owned())
+            }
+            tar::EntryType::Link => {
+                // A hardlink to an earlier entry: the same bytes under another name.
+                let target = entry
+                    .link_name()
+                    .with_context(ctx)?
+                    .context("hardlink without target")?;
+                let target = target.to_string_lossy().trim_start_matches("./").to_string();
+                let bytes = by_path
+                    .get(&target)
+                    .with_context(|| format!("{}: hardlink {path} to unknown {target}", deb.display()))?;
+                DebKind::File(bytes.clone())
+            }
+            tar::EntryType::Regular => {
+                let mut bytes = Vec::with_capacity(entry.size() as usize);
+                entry.read_to_end(&mut bytes).with_context(ctx)?;
+                let bytes = Arc::new(bytes);
+                by_path.insert(path.clone(), bytes.clone());
+                DebKind::File(bytes)
+            }
+            other => bail!("{}: entry {path} has unsupported type {other:?}", deb.display()),
+        };
+        entries.push(DebEntry {
+            path,
+            kind,
+            mode,
+            user,
+            group,
+            mtime,
+        });
+    }
+    Ok(DebContents { entries })
+}
+
+/// Reads each .deb at most once per run, shared between package builds.
+#[derive(Default)]
+pub struct DebReader {
+    cache: Mutex<HashMap<PathBuf, Arc<DebContents>>>,
+}
+
+impl DebReader {
+    /// The contents of `deb`, read on first use.
+    pub fn get(&self, deb: &Path) -> Result<Arc<DebContents>> {
+        if let Some(c) = self.cache.lock().expect("deb cache lock").get(deb) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(read(deb)?);
+        self.cache
+            .lock()
+            .expect("deb cache lock")
+            .insert(deb.to_path_buf(), c.clone());
+        Ok(c)
+    }
+}
+
+/// A Debian version split into rpm's epoch, version and release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpmEvr {
+    /// Epoch, when the Debian version has one.
+    pub epoch: Option<u32>,
+    /// Upstream version.
+    pub version: String,
+    /// Debian revision with characters rpm does not allow replaced.
+    pub release: String,
+}
+
+/// Maps `1:1.35.0-4+deb12u1+b1` to epoch 1, version `1.35.0`, release `4+deb12u1+b1`.
+pub fn deb_to_rpm_evr(deb: &str) -> Result<RpmEvr> {
+    let (epoch, rest) = match deb.split_once(':') {
+        Some((e, r)) => (
+            Some(
+                e.parse::<u32>()
+                    .with_context(|| format!("Debian version {deb:?}: bad epoch"))?,
+            ),
+            r,
+        ),
+        None => (None, deb),
+    };
+    let (upstream, revision) = rest.rsplit_once('-').unwrap_or((rest, "1"));
+    let clean = |s: &str| s.replace(['-', ':'], "_");
+    if upstream.is_empty() {
+        bail!("Debian version {deb:?}: empty upstream version");
+    }
+    Ok(RpmEvr {
+        epoch,
+        version: clean(upstream),
+        release: clean(revision),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_map_to_rpm() {
+        let cases = [
+            ("1:1.35.0-4+deb12u1+b1", Some(1), "1.35.0", "4+deb12u1+b1"),
+            ("2.36-9+deb12u14", None, "2.36", "9+deb12u14"),
+            ("2023.01+dfsg-2+deb12u3", None, "2023.01+dfsg", "2+deb12u3"),
+            ("6.1-0.1", None, "6.1", "0.1"),
+            ("1.0", None, "1.0", "1"),
+            ("1.2-rc1-3", None, "1.2_rc1", "3"),
+        ];
+        for (deb, e, v, r) in cases {
+            let got = deb_to_rpm_evr(deb).unwrap();
+            assert_eq!(
+                got,
+                RpmEvr {
+                    epoch: e,
+                    version: v.into(),
+                    release: r.into()
+                },
+                "{deb}"
+            );
+        }
+        assert!(deb_to_rpm_evr("x:1-1").is_err());
+    }
+
+    #[test]
+    fn apt_show_parses() {
+        let text = "Package: linux-image-arm64\nVersion: 6.1.176-1\nArchitecture: arm64\n\
+                    Depends: linux-image-6.1.0-50-arm64 (= 6.1.176-1), foo | bar:any\n\
+                    Pre-Depends: libc6 (>= 2.36)\nFilename: pool/main/l/x/linux-image-arm64_6.1.176-1_arm64.deb\n\
+                    SHA256: abcd\n\nPackage: other\n";
+        let r = parse_apt_show("linux-image-arm64:arm64", text).unwrap();
+        assert_eq!(r.version, "6.1.176-1");
+        assert_eq!(r.filename, "linux-image-arm64_6.1.176-1_arm64.deb");
+        assert_eq!(r.depends, ["libc6", "linux-image-6.1.0-50-arm64", "foo"]);
+        assert_eq!(via_depends(&r, "linux-image-").unwrap(), "linux-image-6.1.0-50-arm64");
+        assert!(via_depends(&r, "nope-").unwrap_err().to_string().contains("nope-"));
+        let e = parse_apt_show("x:arm64", "Package: x\n").unwrap_err().to_string();
+        assert!(e.contains("no Version field"), "{e}");
+    }
+}
