@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use rpm::{Dependency, FileMode, FileOptions, PackageBuilder, Scriptlet};
 
 use super::debs::{self, DebKind, DebReader, RpmEvr};
-use super::manifest::{Dep, Loaded, ScriptKind, TriggerKind, parse_dep};
+use super::manifest::{Dep, Loaded, ScriptKind, TriggerKind, applies, parse_dep};
 use crate::arch::Arch;
 use crate::rpm::elfdeps;
 
@@ -71,7 +71,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     let mut evr: Option<RpmEvr> = None;
 
-    for src in &m.from_deb {
+    for src in m.from_deb.iter().filter(|d| applies(&d.arches, arch)) {
         let deb_arch = src.deb_arch.clone().unwrap_or_else(|| arch.deb_name().to_string());
         let mut rec = debs::apt_show(&src.package, &deb_arch)?;
         if let Some(prefix) = &src.via_depends {
@@ -87,7 +87,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
             vars.insert("kver", kver);
         }
         for rule in &src.copy {
-            if rule.arches.as_ref().is_some_and(|a| !a.contains(&arch)) {
+            if !applies(&rule.arches, arch) {
                 continue;
             }
             let from = expand(&rule.src, &vars)?;
@@ -137,7 +137,6 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
         }
     }
 
-    let applies = |a: &Option<Vec<Arch>>| a.as_ref().is_none_or(|a| a.contains(&arch));
     let synthetic = |kind, mode| Entry {
         kind,
         mode,
@@ -148,17 +147,17 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
         doc: false,
         ghost: false,
     };
-    for d in m.dir.iter().filter(|d| applies(&d.arches)) {
+    for d in m.dir.iter().filter(|d| applies(&d.arches, arch)) {
         insert(&mut entries, expand(&d.path, &vars)?, synthetic(Kind::Dir, d.mode))?;
     }
-    for s in m.symlink.iter().filter(|s| applies(&s.arches)) {
+    for s in m.symlink.iter().filter(|s| applies(&s.arches, arch)) {
         insert(
             &mut entries,
             expand(&s.path, &vars)?,
             synthetic(Kind::Symlink(expand(&s.target, &vars)?), 0o777),
         )?;
     }
-    for f in m.file.iter().filter(|f| applies(&f.arches)) {
+    for f in m.file.iter().filter(|f| applies(&f.arches, arch)) {
         let content = Arc::new(expand(&f.content, &vars)?.into_bytes());
         let mut e = synthetic(Kind::File(content), f.mode);
         (e.config, e.doc, e.ghost) = (f.config, f.doc, f.ghost);
@@ -312,7 +311,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
         b.requires(Dependency::rpmlib("BuiltinLuaScripts", "4.2.2-1"));
     }
 
-    let package = b.build()?;
+    let package = drop_lua_interp_requires(b.build()?)?;
     // rpm file names never carry the epoch.
     let file_name = format!("{}-{}-{}.{}.rpm", m.name, evr.version, evr.release, arch.rpm_name());
     Ok(Built {
@@ -320,6 +319,65 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
         package,
         content_bytes,
     })
+}
+
+/// The `rpm` crate adds an interpreter requirement for every scriptlet, `<lua>`
+/// included; rpmbuild does not (it adds `rpmlib(BuiltinLuaScripts)` instead), and
+/// no package can provide `<lua>`, so solvers would refuse the package. Rewrite
+/// the header without it and recompute the header digests.
+fn drop_lua_interp_requires(mut pkg: rpm::Package) -> Result<rpm::Package> {
+    use rpm::{IndexData, IndexTag};
+    const NAME: u32 = IndexTag::RPMTAG_REQUIRENAME as u32;
+    const FLAGS: u32 = IndexTag::RPMTAG_REQUIREFLAGS as u32;
+    const VERSION: u32 = IndexTag::RPMTAG_REQUIREVERSION as u32;
+    let mut entries = pkg.metadata.header.get_all_entries()?;
+    let names = entries.iter().find_map(|(t, d)| match (t, d) {
+        (&NAME, IndexData::StringArray(v)) => Some(v.clone()),
+        _ => None,
+    });
+    let Some(names) = names else { return Ok(pkg) };
+    let keep: Vec<bool> = names.iter().map(|n| n != "<lua>").collect();
+    if keep.iter().all(|k| *k) {
+        return Ok(pkg);
+    }
+    let dict_tags = [
+        IndexTag::RPMTAG_DEPENDSDICT as u32,
+        IndexTag::RPMTAG_FILEDEPENDSX as u32,
+    ];
+    if entries.iter().any(|(t, _)| dict_tags.contains(t)) {
+        bail!("cannot drop the <lua> requirement: the header has per-file dependency indexes");
+    }
+    let filter = |len: usize| keep.iter().take(len).copied().collect::<Vec<_>>();
+    for (tag, data) in entries.iter_mut() {
+        match (*tag, data) {
+            (NAME | VERSION, IndexData::StringArray(v)) => {
+                let k = filter(v.len());
+                let mut i = 0;
+                v.retain(|_| (k[i], i += 1).0);
+            }
+            (FLAGS, IndexData::Int32(v)) => {
+                let k = filter(v.len());
+                let mut i = 0;
+                v.retain(|_| (k[i], i += 1).0);
+            }
+            _ => {}
+        }
+    }
+    let region = IndexTag::RPMTAG_HEADERIMMUTABLE as u32;
+    let header = rpm::Header::from_entries(
+        entries
+            .into_iter()
+            .filter(|(t, _)| *t != region)
+            .map(|(t, d)| rpm::HeaderEntry::new(t, d)),
+        IndexTag::RPMTAG_HEADERIMMUTABLE,
+    );
+    pkg.metadata.header = header;
+    let header_bytes = pkg.metadata.header_bytes()?;
+    pkg.metadata.signature = rpm::SignatureHeaderBuilder::new()
+        .set_content_length(header_bytes.len() as u64 + pkg.payload.len() as u64)
+        .calculate_digests(&header_bytes)
+        .build()?;
+    Ok(pkg)
 }
 
 fn insert(entries: &mut BTreeMap<String, Entry>, path: String, e: Entry) -> Result<()> {

@@ -116,8 +116,13 @@ pub fn fetch(rec: &AptRecord, cache_dir: &Path) -> Result<PathBuf> {
         .current_dir(tmp.path())
         .run()
         .with_context(|| format!("downloading Debian package {} {}", rec.spec, rec.version))?;
-    let got = tmp.path().join(&rec.filename);
-    let sum = sha256_file(&got).with_context(|| format!("apt-get download did not produce {}", rec.filename))?;
+    // apt names the file itself (an epoch becomes `%3a`): take the one .deb it wrote.
+    let got = std::fs::read_dir(tmp.path())
+        .with_context(|| format!("listing {}", tmp.path().display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("apt-get download of {} wrote no .deb file", rec.spec))?;
+    let sum = sha256_file(&got)?;
     if sum != rec.sha256 {
         bail!(
             "downloaded {} has SHA-256 {sum}, apt's index says {}",

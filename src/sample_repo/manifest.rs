@@ -96,6 +96,9 @@ pub struct FromDeb {
     /// The package is a metapackage: use its dependency whose name starts with this.
     #[serde(default)]
     pub via_depends: Option<String>,
+    /// Only for these arches (default: all of the manifest's).
+    #[serde(default)]
+    pub arches: Option<Vec<Arch>>,
     /// What to copy: `src` inside the .deb (a file, symlink or directory) to `dest`.
     pub copy: Vec<CopyRule>,
 }
@@ -296,6 +299,11 @@ fn validate(m: &Manifest) -> Result<()> {
     if m.arches.contains(&Arch::Noarch) && m.arches.len() > 1 {
         bail!("key `arches`: noarch cannot be combined with other arches");
     }
+    for a in &m.arches {
+        if !m.from_deb.is_empty() && m.version.is_none() && !m.from_deb.iter().any(|d| applies(&d.arches, *a)) {
+            bail!("arch {a}: no from_deb applies and no `version` is set");
+        }
+    }
     if m.from_deb.is_empty() && m.version.is_none() {
         bail!("key `version`: required when the package takes nothing from a .deb");
     }
@@ -346,6 +354,11 @@ fn validate(m: &Manifest) -> Result<()> {
         parse_dep(dep)?;
     }
     Ok(())
+}
+
+/// Whether an optional per-entry arch list includes `arch` (no list: every arch).
+pub fn applies(arches: &Option<Vec<Arch>>, arch: Arch) -> bool {
+    arches.as_ref().is_none_or(|a| a.contains(&arch))
 }
 
 fn check_abs_path(p: &str) -> Result<()> {

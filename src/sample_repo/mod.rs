@@ -257,7 +257,12 @@ fn input_digest(manifests: &[manifest::Loaded], _opts: &Options) -> Result<Strin
         );
         h.update(std::fs::read(&l.file).with_context(|| format!("reading {}", l.file.display()))?);
         for arch in &l.manifest.arches {
-            for src in &l.manifest.from_deb {
+            for src in l
+                .manifest
+                .from_deb
+                .iter()
+                .filter(|d| manifest::applies(&d.arches, *arch))
+            {
                 let deb_arch = src.deb_arch.clone().unwrap_or_else(|| arch.deb_name().to_string());
                 let rec = debs::apt_show(&src.package, &deb_arch)?;
                 h.update(rec.sha256.as_bytes());
