@@ -48,11 +48,13 @@ pub fn parse_apt_show(spec: &str, text: &str) -> Result<AptRecord> {
             }
         }
     }
+    let package = need("Package")?;
+    let version = need("Version")?;
     let filename = need("Filename")?;
     Ok(AptRecord {
         spec: spec.to_string(),
-        package: need("Package")?,
-        version: need("Version")?,
+        package,
+        version,
         depends,
         filename: filename.rsplit('/').next().unwrap_or(&filename).to_string(),
         sha256: need("SHA256")?,

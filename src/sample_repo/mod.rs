@@ -106,6 +106,8 @@ pub struct Summary {
 /// Builds the repository unless it is up to date; returns what is there.
 pub fn ensure(opts: &Options) -> Result<Summary> {
     let started = Instant::now();
+    let out = std::path::absolute(&opts.out).with_context(|| format!("resolving {}", opts.out.display()))?;
+    let opts = &Options { out, ..opts.clone() };
     let manifests = manifest::load_dir(&opts.manifests)?;
     let digest = input_digest(&manifests, opts)?;
     if !opts.force
@@ -119,6 +121,7 @@ pub fn ensure(opts: &Options) -> Result<Summary> {
         tracing::info!(out = %opts.out.display(), "sample repository is up to date");
         return Ok(Summary {
             rebuilt: false,
+            out: opts.out.clone(),
             ..existing
         });
     }
