@@ -12,7 +12,7 @@ pub mod manifest;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -109,7 +109,7 @@ pub fn ensure(opts: &Options) -> Result<Summary> {
     let out = std::path::absolute(&opts.out).with_context(|| format!("resolving {}", opts.out.display()))?;
     let opts = &Options { out, ..opts.clone() };
     let manifests = manifest::load_dir(&opts.manifests)?;
-    let digest = input_digest(&manifests, opts)?;
+    let digest = input_digest(&manifests)?;
     if !opts.force
         && let Some(existing) = read_stamp(&opts.out)
         && existing.input_digest == digest
@@ -151,18 +151,23 @@ pub fn ensure(opts: &Options) -> Result<Summary> {
     };
     let progress = Progress::bar(jobs.len() as u64, "building sample RPMs");
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Result<(PackageFile, u64)>>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Result<(PackageFile, u64)>)>> = Mutex::new(Vec::new());
+    let failed = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.clamp(1, jobs.len().max(1)) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some((loaded, arch)) = jobs.get(i) else { break };
+                    if failed.load(Ordering::SeqCst) {
+                        break;
+                    }
                     progress.message(&format!("{} {arch}", loaded.manifest.name));
                     let r = build::build(loaded, *arch, &inputs)
-                        .and_then(|built| write_package(&pkg_dir, built, loaded, *arch));
+                        .and_then(|built| write_package(&pkg_dir, built, loaded, *arch, source_date));
                     progress.inc();
-                    results.lock().expect("results lock").push(r);
+                    failed.fetch_or(r.is_err(), Ordering::SeqCst);
+                    results.lock().expect("results lock").push((i, r));
                 }
             });
         }
@@ -170,7 +175,10 @@ pub fn ensure(opts: &Options) -> Result<Summary> {
     progress.finish();
     let mut packages = Vec::new();
     let mut content_bytes = 0;
-    for r in results.into_inner().expect("results lock") {
+    // Report the first failure in manifest order, whatever finished first.
+    let mut results = results.into_inner().expect("results lock");
+    results.sort_by_key(|(i, _)| *i);
+    for (_, r) in results {
         let (p, bytes) = r?;
         packages.push(p);
         content_bytes += bytes;
@@ -203,7 +211,13 @@ pub fn ensure(opts: &Options) -> Result<Summary> {
     Ok(summary)
 }
 
-fn write_package(dir: &Path, built: build::Built, loaded: &manifest::Loaded, arch: Arch) -> Result<(PackageFile, u64)> {
+fn write_package(
+    dir: &Path,
+    built: build::Built,
+    loaded: &manifest::Loaded,
+    arch: Arch,
+    source_date: u32,
+) -> Result<(PackageFile, u64)> {
     let path = dir.join(&built.file_name);
     let tmp = dir.join(format!(".{}.tmp", built.file_name));
     let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -211,6 +225,10 @@ fn write_package(dir: &Path, built: build::Built, loaded: &manifest::Loaded, arc
         .package
         .write(&mut f)
         .with_context(|| format!("writing {}", tmp.display()))?;
+    // createrepo_c records the file's mtime in primary.xml: pin it so metadata is reproducible.
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(source_date.into());
+    f.set_modified(when)
+        .with_context(|| format!("setting the mtime of {}", tmp.display()))?;
     f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} into place", tmp.display()))?;
     let size = std::fs::metadata(&path)
@@ -247,18 +265,14 @@ fn read_stamp(out: &Path) -> Option<Summary> {
 }
 
 /// Digest of the generator version, every manifest, and the exact .deb versions apt offers now.
-fn input_digest(manifests: &[manifest::Loaded], _opts: &Options) -> Result<String> {
+fn input_digest(manifests: &[manifest::Loaded]) -> Result<String> {
     let mut h = Sha256::new();
     h.update(GENERATOR_VERSION.to_le_bytes());
     h.update(std::env::var("SOURCE_DATE_EPOCH").unwrap_or_default());
     for l in manifests {
-        h.update(
-            l.file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
-        h.update(std::fs::read(&l.file).with_context(|| format!("reading {}", l.file.display()))?);
+        let ctx = || format!("in sample manifest {}", l.file.display());
+        h.update(l.file.file_name().unwrap_or_default().as_encoded_bytes());
+        h.update(std::fs::read(&l.file).with_context(ctx)?);
         for arch in &l.manifest.arches {
             for src in l
                 .manifest
@@ -267,14 +281,11 @@ fn input_digest(manifests: &[manifest::Loaded], _opts: &Options) -> Result<Strin
                 .filter(|d| manifest::applies(&d.arches, *arch))
             {
                 let deb_arch = src.deb_arch.clone().unwrap_or_else(|| arch.deb_name().to_string());
-                let rec = debs::apt_show(&src.package, &deb_arch)?;
+                let rec = debs::apt_show(&src.package, &deb_arch).with_context(ctx)?;
                 h.update(rec.sha256.as_bytes());
                 if let Some(prefix) = &src.via_depends {
-                    h.update(
-                        debs::apt_show(&debs::via_depends(&rec, prefix)?, &deb_arch)?
-                            .sha256
-                            .as_bytes(),
-                    );
+                    let real = debs::via_depends(&rec, prefix).with_context(ctx)?;
+                    h.update(debs::apt_show(&real, &deb_arch).with_context(ctx)?.sha256.as_bytes());
                 }
             }
         }

@@ -1,0 +1,33 @@
+# arbor: the two commands a fresh machine needs are `make demo` and `make test`.
+CARGO ?= cargo
+
+.PHONY: all setup build demo test lint bench sample-repo clean
+
+all: build
+
+setup:
+	scripts/setup
+
+build: setup
+	$(CARGO) build --all-targets
+
+# Build the sample rpm-md repository (real aarch64/armv7hl/x86_64 RPMs from Debian's packages).
+sample-repo: setup
+	$(CARGO) run --quiet --bin arbor-sample-repo -- --output target/sample-repo
+
+# The main job end to end, as far as it exists today.
+demo: build
+	scripts/demo
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: setup lint
+	$(CARGO) test --no-fail-fast
+
+bench: setup
+	$(CARGO) bench --bench sample_repo
+
+clean:
+	$(CARGO) clean

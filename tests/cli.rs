@@ -1,0 +1,109 @@
+//! The `arbor` binary as a user runs it.
+
+mod common;
+
+use std::process::Command;
+
+use common::{package, run};
+
+fn arbor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_arbor"))
+}
+
+#[test]
+fn help_lists_every_verb_group() {
+    let help = run(arbor().arg("--help"));
+    for verb in [
+        "compose", "treefile", "keygen", "sign", "verify", "delta", "publish", "bundle", "image", "flash", "status",
+        "upgrade", "rollback", "deploy", "install", "pkg", "doctor",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(&format!("{verb} "))),
+            "--help lacks {verb}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn unimplemented_verbs_say_so_and_fail() {
+    for args in [
+        &["compose", "resolve", "t.yaml"][..],
+        &["compose", "tree", "t.yaml", "--repo", "r"],
+        &["sign", "--repo", "r", "--key", "k", "c"],
+        &["image", "--repo", "r", "--ref", "x", "--board", "rpi4", "-o", "i"],
+        &["status", "--json"],
+        &["upgrade"],
+    ] {
+        let out = arbor().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            err.contains("is not implemented yet") && err.contains("nothing was done"),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed output it did not produce");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_name_the_problem() {
+    let out = arbor()
+        .args(["compose", "resolve", "t.yaml", "--arch", "sparc"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sparc") && err.contains("aarch64, armv7hl, x86_64, noarch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pkg_info_json_reads_a_real_aarch64_rpm() {
+    let out = run(arbor().args(["pkg", "info", "--json"]).arg(package("bash", "aarch64")));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p = &v[0];
+    assert_eq!(p["name"], "bash");
+    assert_eq!(p["arch"], "aarch64");
+    assert_eq!(p["payload_compressor"], "zstd");
+    let req: Vec<&str> = p["requires"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(req.contains(&"libtinfo.so.6()(64bit)"), "{req:?}");
+    let human = run(arbor().args(["pkg", "info"]).arg(package("glibc", "aarch64")));
+    assert!(human.contains("post: <lua>"), "{human}");
+}
+
+#[test]
+fn pkg_info_on_a_bad_file_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bogus = tmp.path().join("not-an.rpm");
+    std::fs::write(&bogus, b"this is not an rpm").unwrap();
+    for path in [bogus, tmp.path().join("missing.rpm")] {
+        let out = arbor().args(["pkg", "info"]).arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("error: ") && err.contains(&*path.to_string_lossy()),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn doctor_json_reports_linked_libraries_and_tools() {
+    let out = arbor().args(["doctor", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["libsolv_version"].as_str().unwrap().starts_with("0.7."));
+    assert_eq!(v["libostree_ok"], true);
+    let tools = v["tools"].as_array().unwrap();
+    let rpm = tools.iter().find(|t| t["name"] == "rpm").unwrap();
+    assert!(rpm["path"].is_string(), "scripts/setup installs rpm: {rpm}");
+    // Exit status follows the problems found.
+    let missing = tools.iter().any(|t| t["path"].is_null());
+    assert_eq!(out.status.success(), !missing || v["user_namespaces"] == false);
+}

@@ -1,0 +1,111 @@
+//! The generator itself: deterministic output, up-to-date detection, and errors
+//! that name the manifest and the path. Uses small manifest subsets so it does
+//! not rebuild the kernel.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use arbor::sample_repo::{Options, ensure};
+
+fn subset(dir: &Path, names: &[&str]) -> Options {
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    for n in names {
+        std::fs::copy(common::root().join("samples/packages").join(n), manifests.join(n)).unwrap();
+    }
+    Options {
+        manifests,
+        out: dir.join("repo"),
+        deb_cache: arbor::sample_repo::default_deb_cache(),
+        jobs: 2,
+        force: false,
+    }
+}
+
+fn digests(repo: &Path) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for sub in ["Packages", "repodata"] {
+        for e in std::fs::read_dir(repo.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            let name = format!("{sub}/{}", p.file_name().unwrap().to_string_lossy());
+            m.insert(name, arbor::sample_repo::debs::sha256_file(&p).unwrap());
+        }
+    }
+    m
+}
+
+#[test]
+fn same_inputs_give_identical_bytes_and_a_second_run_builds_nothing() {
+    let names = ["busybox.toml", "filesystem.toml", "hello.toml", "glibc.toml"];
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let first = ensure(&subset(a.path(), &names)).unwrap();
+    assert!(first.rebuilt);
+    assert_eq!(first.packages.len(), 3 + 3 + 1 + 2);
+    let other = ensure(&subset(b.path(), &names)).unwrap();
+    assert_eq!(
+        digests(&first.out),
+        digests(&other.out),
+        "two builds of the same inputs differ"
+    );
+    let again = ensure(&subset(a.path(), &names)).unwrap();
+    assert!(!again.rebuilt, "unchanged inputs must not rebuild");
+    assert_eq!(again.input_digest, first.input_digest);
+}
+
+#[test]
+fn a_changed_manifest_rebuilds_and_replaces_the_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = subset(tmp.path(), &["hello.toml", "hello-data.toml"]);
+    let first = ensure(&opts).unwrap();
+    let path = opts.manifests.join("hello-data.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("version = \"2.12\"", "version = \"2.13\"");
+    std::fs::write(&path, text).unwrap();
+    let second = ensure(&opts).unwrap();
+    assert!(second.rebuilt);
+    assert_ne!(first.input_digest, second.input_digest);
+    let files: Vec<String> = second.packages.iter().map(|p| p.file.clone()).collect();
+    assert_eq!(files, ["hello-2.12-1.noarch.rpm", "hello-data-2.13-1.noarch.rpm"]);
+    assert!(
+        !opts.out.join("Packages/hello-data-2.12-1.noarch.rpm").exists(),
+        "old package left behind"
+    );
+}
+
+#[test]
+fn bad_manifests_fail_before_anything_is_replaced_and_name_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = subset(tmp.path(), &["busybox.toml"]);
+    let good = ensure(&opts).unwrap();
+    let before = digests(&good.out);
+    let path = opts.manifests.join("busybox.toml");
+    let cases = [
+        (
+            "bin/busybox",
+            "bin/no-such-file",
+            "copy src \"bin/no-such-file\" matches nothing in busybox-static:arm64",
+        ),
+        (
+            "requires = [\"filesystem\"]",
+            "requires = [\"filesystem\"]\nfrobnicate = 1",
+            "unknown field `frobnicate`",
+        ),
+        (
+            "package = \"busybox-static\"",
+            "package = \"arbor-no-such-package\"",
+            "arbor-no-such-package:arm64",
+        ),
+    ];
+    let original = std::fs::read_to_string(&path).unwrap();
+    for (from, to, want) in cases {
+        std::fs::write(&path, original.replace(from, to)).unwrap();
+        let e = format!("{:#}", ensure(&opts).unwrap_err());
+        assert!(e.contains(want), "want {want:?} in: {e}");
+        assert!(e.contains("busybox.toml"), "error must name the manifest: {e}");
+        assert_eq!(digests(&good.out), before, "a failed build changed the repository");
+    }
+}
