@@ -5,6 +5,8 @@
 //! the least any tool must do (unpack and recompress) to turn them into
 //! zstd-compressed packages. The ratio is arbor's time over the reference's.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;

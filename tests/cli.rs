@@ -1,5 +1,7 @@
 //! The `arbor` binary as a user runs it.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! The sample repository against the real tools: rpm reads and verifies every
 //! package, libsolv loads the createrepo_c metadata, the binaries are real ARM.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::collections::BTreeSet;

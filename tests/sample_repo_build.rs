@@ -2,6 +2,8 @@
 //! that name the manifest and the path. Uses small manifest subsets so it does
 //! not rebuild the kernel.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -24,7 +24,7 @@ use crate::progress::Progress;
 use crate::runner::Tool;
 
 /// Bump when the generator's output changes for the same inputs.
-const GENERATOR_VERSION: u32 = 1;
+const GENERATOR_VERSION: u32 = 2;
 /// Name of the file recording what a repository was built from.
 pub const STAMP: &str = "arbor-sample-repo.json";
 /// Build time written into every package unless `SOURCE_DATE_EPOCH` says otherwise.
@@ -82,6 +82,8 @@ pub struct PackageFile {
     pub arch: String,
     /// Size of the .rpm file in bytes.
     pub size: u64,
+    /// Bytes of file content packed into its payload.
+    pub content_bytes: u64,
 }
 
 /// What a build produced (also stored as the stamp file).
@@ -151,7 +153,7 @@ pub fn ensure(opts: &Options) -> Result<Summary> {
     };
     let progress = Progress::bar(jobs.len() as u64, "building sample RPMs");
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<(PackageFile, u64)>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Result<PackageFile>)>> = Mutex::new(Vec::new());
     let failed = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.clamp(1, jobs.len().max(1)) {
@@ -173,16 +175,11 @@ pub fn ensure(opts: &Options) -> Result<Summary> {
         }
     });
     progress.finish();
-    let mut packages = Vec::new();
-    let mut content_bytes = 0;
     // Report the first failure in manifest order, whatever finished first.
     let mut results = results.into_inner().expect("results lock");
     results.sort_by_key(|(i, _)| *i);
-    for (_, r) in results {
-        let (p, bytes) = r?;
-        packages.push(p);
-        content_bytes += bytes;
-    }
+    let mut packages = results.into_iter().map(|(_, r)| r).collect::<Result<Vec<_>>>()?;
+    let content_bytes = packages.iter().map(|p| p.content_bytes).sum();
     packages.sort_by(|a, b| a.file.cmp(&b.file));
 
     Tool::new("createrepo_c")
@@ -217,7 +214,7 @@ fn write_package(
     loaded: &manifest::Loaded,
     arch: Arch,
     source_date: u32,
-) -> Result<(PackageFile, u64)> {
+) -> Result<PackageFile> {
     let path = dir.join(&built.file_name);
     let tmp = dir.join(format!(".{}.tmp", built.file_name));
     let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -234,13 +231,13 @@ fn write_package(
     let size = std::fs::metadata(&path)
         .with_context(|| format!("reading {}", path.display()))?
         .len();
-    let file = PackageFile {
+    Ok(PackageFile {
         file: built.file_name,
         name: loaded.manifest.name.clone(),
         arch: arch.to_string(),
         size,
-    };
-    Ok((file, built.content_bytes))
+        content_bytes: built.content_bytes,
+    })
 }
 
 /// Swaps `staging` in as `out`: the old repository stays complete until the rename.

@@ -2,6 +2,7 @@
 //! and shared by every test binary; a file lock keeps parallel test binaries
 //! from building it at the same time.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
