@@ -13,3 +13,4 @@ pub mod rpm;
 pub mod runner;
 pub mod sample_repo;
 pub mod solve;
+pub mod treefile;

@@ -1,0 +1,1 @@
+//! rpm-ostree compatible treefiles (being written).
