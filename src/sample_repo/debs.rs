@@ -2,7 +2,7 @@
 //! apt would fetch, downloading it once into a verified cache, and reading its
 //! data tarball into memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -61,28 +61,65 @@ pub fn parse_apt_show(spec: &str, text: &str) -> Result<AptRecord> {
     })
 }
 
-/// Asks apt for the candidate of `package:arch` (once per process).
+static SEEN: Mutex<Option<HashMap<String, AptRecord>>> = Mutex::new(None);
+
+/// Asks apt for the candidate of `package:arch` (once per process; see [`prefetch`]).
 pub fn apt_show(package: &str, arch: &str) -> Result<AptRecord> {
-    static SEEN: Mutex<Option<HashMap<String, AptRecord>>> = Mutex::new(None);
     let spec = format!("{package}:{arch}");
     if let Some(r) = SEEN.lock().expect("apt cache lock").as_ref().and_then(|m| m.get(&spec)) {
         return Ok(r.clone());
     }
+    prefetch(&[(package.to_string(), arch.to_string())])
+        .with_context(|| format!("looking up Debian package {spec}"))?;
+    let seen = SEEN.lock().expect("apt cache lock");
+    seen.as_ref()
+        .and_then(|m| m.get(&spec))
+        .cloned()
+        .with_context(|| format!("apt has no candidate for {spec}"))
+}
+
+/// Looks up many `(package, arch)` pairs with one `apt-cache` run (each run reads
+/// every package list, which takes over a second with three architectures).
+pub fn prefetch(specs: &[(String, String)]) -> Result<()> {
+    let missing: Vec<String> = {
+        let seen = SEEN.lock().expect("apt cache lock");
+        specs
+            .iter()
+            .map(|(p, a)| format!("{p}:{a}"))
+            .filter(|s| seen.as_ref().is_none_or(|m| !m.contains_key(s)))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    if missing.is_empty() {
+        return Ok(());
+    }
     let text = Tool::new("apt-cache")
-        .args(["show", "--no-all-versions", &spec])
+        .args(["show", "--no-all-versions"])
+        .args(&missing)
         .text()
         .with_context(|| {
-            format!(
-                "looking up Debian package {spec}: is the {arch} architecture added and its lists fetched? \
-             scripts/setup does both (dpkg --add-architecture {arch} && apt-get update)"
-            )
+            "is each architecture added and its package lists fetched? \
+         scripts/setup does both (dpkg --add-architecture arm64 armhf && apt-get update)"
         })?;
-    let rec = parse_apt_show(&spec, &text)?;
-    SEEN.lock()
-        .expect("apt cache lock")
-        .get_or_insert_with(HashMap::new)
-        .insert(spec, rec.clone());
-    Ok(rec)
+    let mut seen = SEEN.lock().expect("apt cache lock");
+    let map = seen.get_or_insert_with(HashMap::new);
+    for stanza in text.split("\n\n").filter(|s| !s.trim().is_empty()) {
+        let arch = stanza
+            .lines()
+            .find_map(|l| l.strip_prefix("Architecture:"))
+            .map(str::trim)
+            .unwrap_or_default();
+        let package = stanza
+            .lines()
+            .find_map(|l| l.strip_prefix("Package:"))
+            .map(str::trim)
+            .unwrap_or_default();
+        let spec = format!("{package}:{arch}");
+        let rec = parse_apt_show(&spec, stanza)?;
+        map.insert(spec, rec);
+    }
+    Ok(())
 }
 
 /// Resolves a metapackage (`linux-image-arm64`) to the dependency whose name starts with `prefix`.

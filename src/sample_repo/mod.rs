@@ -263,6 +263,38 @@ fn read_stamp(out: &Path) -> Option<Summary> {
 
 /// Digest of the generator version, every manifest, and the exact .deb versions apt offers now.
 fn input_digest(manifests: &[manifest::Loaded]) -> Result<String> {
+    // Two batched apt lookups (packages, then the packages metapackages point to)
+    // instead of one slow apt-cache run per package.
+    let specs = |via: bool| -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for l in manifests {
+            for arch in &l.manifest.arches {
+                for src in l
+                    .manifest
+                    .from_deb
+                    .iter()
+                    .filter(|d| manifest::applies(&d.arches, *arch))
+                {
+                    let deb_arch = src.deb_arch.clone().unwrap_or_else(|| arch.deb_name().to_string());
+                    match (&src.via_depends, via) {
+                        (_, false) => out.push((src.package.clone(), deb_arch)),
+                        (Some(prefix), true) => {
+                            let rec = debs::apt_show(&src.package, &deb_arch)
+                                .with_context(|| format!("in sample manifest {}", l.file.display()))?;
+                            out.push((debs::via_depends(&rec, prefix)?, deb_arch));
+                        }
+                        (None, true) => {}
+                    }
+                }
+            }
+        }
+        Ok(out)
+    };
+    // A failed batch (an unknown package) falls through to per-package lookups below,
+    // whose errors name the manifest.
+    if debs::prefetch(&specs(false)?).is_ok() {
+        let _ = specs(true).map(|s| debs::prefetch(&s));
+    }
     let mut h = Sha256::new();
     h.update(GENERATOR_VERSION.to_le_bytes());
     h.update(std::env::var("SOURCE_DATE_EPOCH").unwrap_or_default());

@@ -1,15 +1,21 @@
 //! libsolv, the solver dnf uses, kept behind one safe module. All unsafe FFI
-//! for libsolv lives here.
+//! for libsolv lives here; callers see [`Pool`], [`Request`] and [`Solution`].
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use std::ffi::{CStr, CString, c_char, c_int};
+use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use libsolv_sys::ffi;
+use serde::Serialize;
 
-// SAFETY: declared as in libsolv's evr.h; libsolv-sys does not bind evr.h.
+use crate::arch::Arch;
+
+// SAFETY: declared as in libsolv's evr.h and solv_xfopen.h, which libsolv-sys does not bind.
 unsafe extern "C" {
     fn pool_evrcmp_str(pool: *const ffi::Pool, evr1: *const c_char, evr2: *const c_char, mode: c_int) -> c_int;
+    fn solv_xfopen(path: *const c_char, mode: *const c_char) -> *mut ffi::FILE;
 }
 /// evr.h: compare epoch, version and release.
 const EVRCMP_COMPARE: c_int = 0;
@@ -23,28 +29,417 @@ pub fn libsolv_version() -> String {
 }
 
 /// A libsolv pool set up for RPM version rules (never Debian's, which the
-/// Debian build of libsolv defaults to).
+/// Debian build of libsolv defaults to) and one target arch.
 pub struct Pool {
     raw: *mut ffi::Pool,
+    prepared: bool,
+}
+
+/// What to solve for: the treefile's package set, as jobs.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Package names, provides or file paths to install.
+    pub install: Vec<String>,
+    /// Package names (globs allowed) that must never be installed.
+    pub exclude: Vec<String>,
+    /// Packages that must come from one repository only: (repo name, packages).
+    pub pinned: Vec<(String, Vec<String>)>,
+    /// Install weak dependencies (Recommends).
+    pub recommends: bool,
+}
+
+/// One package of a solved transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Package {
+    /// Name.
+    pub name: String,
+    /// `[epoch:]version-release`.
+    pub evr: String,
+    /// Arch.
+    pub arch: String,
+    /// The repository it comes from.
+    pub repo: String,
+    /// Path relative to the repository's base URL.
+    pub location: String,
+    /// Checksum type from the metadata (`sha256`).
+    pub checksum_type: String,
+    /// Checksum of the .rpm file, hex.
+    pub checksum: String,
+    /// Size of the .rpm file.
+    pub download_size: u64,
+    /// Size once installed.
+    pub install_size: u64,
+}
+
+impl Package {
+    /// `name-evr.arch`, as rpm prints it.
+    pub fn nevra(&self) -> String {
+        format!("{}-{}.{}", self.name, self.evr, self.arch)
+    }
+}
+
+/// The solver could not satisfy the request.
+#[derive(Debug, thiserror::Error)]
+#[error("the package set cannot be installed:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct Unsolvable {
+    /// One line per problem rule, in libsolv's words.
+    pub problems: Vec<String>,
+}
+
+/// An owned libsolv queue.
+struct Queue(ffi::Queue);
+
+impl Queue {
+    fn new() -> Queue {
+        let mut q = std::mem::MaybeUninit::<ffi::Queue>::uninit();
+        // SAFETY: queue_init fully initialises the struct.
+        unsafe { ffi::queue_init(q.as_mut_ptr()) };
+        // SAFETY: initialised just above.
+        Queue(unsafe { q.assume_init() })
+    }
+
+    fn push(&mut self, id: ffi::Id) {
+        // SAFETY: the queue is initialised; inserting at `count` appends.
+        unsafe { ffi::queue_insert(&mut self.0, self.0.count, id) };
+    }
+
+    fn as_slice(&self) -> &[ffi::Id] {
+        if self.0.count == 0 {
+            return &[];
+        }
+        // SAFETY: elements points at `count` initialised Ids owned by the queue.
+        unsafe { std::slice::from_raw_parts(self.0.elements, self.0.count as usize) }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // SAFETY: initialised in new(), freed once.
+        unsafe { ffi::queue_free(&mut self.0) };
+    }
+}
+
+fn cstr(s: &str) -> Result<CString> {
+    CString::new(s).with_context(|| format!("{s:?} contains a NUL byte"))
 }
 
 impl Pool {
-    /// A new, empty pool with `DISTTYPE_RPM`.
-    pub fn new_rpm() -> Pool {
+    /// A new, empty pool with `DISTTYPE_RPM` for `arch` (noarch packages are always allowed).
+    pub fn new(arch: Arch) -> Pool {
         // SAFETY: pool_create returns a fresh pool or aborts on OOM; setdisttype on it is valid.
         let raw = unsafe { ffi::pool_create() };
         // SAFETY: raw is the live pool just created.
         unsafe { ffi::pool_setdisttype(raw, ffi::DISTTYPE_RPM as c_int) };
-        Pool { raw }
+        let arch = CString::new(arch.rpm_name()).expect("arch names have no NUL");
+        // SAFETY: raw is live; arch is a NUL-terminated string libsolv copies.
+        unsafe { ffi::pool_setarch(raw, arch.as_ptr()) };
+        Pool { raw, prepared: false }
+    }
+
+    /// A pool only for comparing versions.
+    pub fn new_rpm() -> Pool {
+        Pool::new(Arch::Noarch)
     }
 
     /// Compares two `[epoch:]version[-release]` strings the way rpm does.
     pub fn evrcmp(&self, a: &str, b: &str) -> Result<Ordering> {
-        let ca = CString::new(a).with_context(|| format!("version {a:?} contains NUL"))?;
-        let cb = CString::new(b).with_context(|| format!("version {b:?} contains NUL"))?;
+        let (ca, cb) = (cstr(a)?, cstr(b)?);
         // SAFETY: self.raw is live; both strings are NUL-terminated and outlive the call.
         let r = unsafe { pool_evrcmp_str(self.raw, ca.as_ptr(), cb.as_ptr(), EVRCMP_COMPARE) };
         Ok(r.cmp(&0))
+    }
+
+    /// Loads a repository from rpm-md primary (and optionally filelists) files,
+    /// compressed or not (gz, xz, zst by extension).
+    pub fn add_rpmmd(&mut self, name: &str, primary: &Path, filelists: Option<&Path>) -> Result<()> {
+        let cname = cstr(name)?;
+        // SAFETY: raw is live; repo_create copies the name.
+        let repo = unsafe { ffi::repo_create(self.raw, cname.as_ptr()) };
+        for (path, flags) in [(Some(primary), 0), (filelists, ffi::REPO_EXTEND_SOLVABLES as c_int)] {
+            let Some(path) = path else { continue };
+            let cpath = cstr(&path.to_string_lossy())?;
+            let mode = cstr("r")?;
+            // SAFETY: both strings are NUL-terminated; a null return is handled.
+            let fp = unsafe { solv_xfopen(cpath.as_ptr(), mode.as_ptr()) };
+            if fp.is_null() {
+                bail!("opening {} for repository {name}", path.display());
+            }
+            // SAFETY: repo and fp are live; the language may be null.
+            let r = unsafe { ffi::repo_add_rpmmd(repo, fp, std::ptr::null(), flags) };
+            // SAFETY: fp came from solv_xfopen and is closed once.
+            unsafe { nix::libc::fclose(fp.cast()) };
+            if r != 0 {
+                // SAFETY: pool_errstr returns the pool's last error message.
+                let err = unsafe { CStr::from_ptr(ffi::pool_errstr(self.raw)) }
+                    .to_string_lossy()
+                    .into_owned();
+                bail!(
+                    "repository {name}: {} is not valid rpm-md metadata: {err}",
+                    path.display()
+                );
+            }
+        }
+        // SAFETY: repo is live.
+        unsafe { ffi::repo_internalize(repo) };
+        self.prepared = false;
+        Ok(())
+    }
+
+    /// Number of packages loaded.
+    pub fn len(&self) -> usize {
+        // SAFETY: raw is live; nsolvables counts the reserved system solvables too.
+        (unsafe { (*self.raw).nsolvables }.max(2) - 2) as usize
+    }
+
+    /// Whether no package is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn prepare(&mut self) {
+        if !self.prepared {
+            // SAFETY: raw is live; file provides must be added before the whatprovides index.
+            unsafe {
+                ffi::pool_addfileprovides(self.raw);
+                ffi::pool_createwhatprovides(self.raw);
+            }
+            self.prepared = true;
+        }
+    }
+
+    fn id2str(&self, id: ffi::Id) -> String {
+        // SAFETY: raw is live; pool_id2str returns a string owned by the pool.
+        unsafe { CStr::from_ptr(ffi::pool_id2str(self.raw, id)) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn solvable(&self, id: ffi::Id) -> *mut ffi::Solvable {
+        // SAFETY: id comes from libsolv for this pool, so it indexes the solvables array.
+        unsafe { (*self.raw).solvables.add(id as usize) }
+    }
+
+    /// Solvable ids matching `spec` by name, provides, file path or name.arch.
+    fn select(&self, spec: &str, flags: u32) -> Result<Queue> {
+        let mut sel = Queue::new();
+        let c = cstr(spec)?;
+        // SAFETY: raw and sel are live; c is NUL-terminated.
+        unsafe { ffi::selection_make(self.raw, &mut sel.0, c.as_ptr(), flags as c_int) };
+        let mut ids = Queue::new();
+        // SAFETY: raw and both queues are live.
+        unsafe { ffi::selection_solvables(self.raw, &mut sel.0, &mut ids.0) };
+        Ok(ids)
+    }
+
+    fn repo_name(&self, id: ffi::Id) -> String {
+        // SAFETY: every solvable from a repo file has a live repo with a NUL-terminated name.
+        unsafe { CStr::from_ptr((*(*self.solvable(id)).repo).name) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn name_of(&self, id: ffi::Id) -> String {
+        // SAFETY: solvable() points into the live solvables array.
+        self.id2str(unsafe { (*self.solvable(id)).name })
+    }
+
+    /// Solves `req`; on success, the packages in the order rpm would install them.
+    pub fn solve(&mut self, req: &Request) -> Result<Vec<Package>> {
+        self.prepare();
+        let by = ffi::SELECTION_NAME | ffi::SELECTION_PROVIDES | ffi::SELECTION_FILELIST | ffi::SELECTION_DOTARCH;
+        let mut problems = Vec::new();
+
+        // Excluded and pinned-elsewhere packages are taken out of consideration,
+        // as dnf does with excludes: for the solver they do not exist.
+        let mut hidden = BTreeSet::new();
+        for pattern in &req.exclude {
+            hidden.extend(
+                self.select(pattern, ffi::SELECTION_NAME | ffi::SELECTION_GLOB)?
+                    .as_slice()
+                    .iter()
+                    .copied(),
+            );
+        }
+        let mut pinned_jobs = Vec::new();
+        for (repo, names) in &req.pinned {
+            for name in names {
+                let ids = self.select(name, ffi::SELECTION_NAME | ffi::SELECTION_DOTARCH)?;
+                let (inside, outside): (Vec<_>, Vec<_>) =
+                    ids.as_slice().iter().partition(|id| &self.repo_name(**id) == repo);
+                if inside.is_empty() {
+                    problems.push(format!("repo-packages: no package {name} in repository {repo}"));
+                }
+                hidden.extend(outside);
+                pinned_jobs.push(inside);
+            }
+        }
+        let mut considered = std::mem::MaybeUninit::<ffi::Map>::uninit();
+        // SAFETY: raw is live; map_init allocates a zeroed bitmap of nsolvables bits.
+        unsafe { ffi::map_init(considered.as_mut_ptr(), (*self.raw).nsolvables) };
+        // SAFETY: initialised just above.
+        let mut considered = unsafe { considered.assume_init() };
+        // SAFETY: map.map holds map.size bytes; set every bit, then clear the hidden ones.
+        unsafe {
+            std::ptr::write_bytes(considered.map, 0xff, considered.size as usize);
+            for id in &hidden {
+                *considered.map.add((*id >> 3) as usize) &= !(1u8 << (id & 7));
+            }
+            (*self.raw).considered = &mut considered;
+        }
+
+        let mut job = Queue::new();
+        for spec in &req.install {
+            if req.pinned.iter().any(|(_, names)| names.contains(spec)) {
+                continue;
+            }
+            let ids = self.select(spec, by)?;
+            let visible: Vec<ffi::Id> = ids
+                .as_slice()
+                .iter()
+                .copied()
+                .filter(|id| !hidden.contains(id))
+                .collect();
+            if visible.is_empty() {
+                let why = if ids.as_slice().is_empty() {
+                    "no package provides it"
+                } else {
+                    "every match is excluded"
+                };
+                problems.push(format!(
+                    "package {spec} was requested but {why} for this arch and these repositories"
+                ));
+                continue;
+            }
+            pinned_jobs.push(visible);
+        }
+        if !problems.is_empty() {
+            // SAFETY: detach the stack map before returning.
+            unsafe { (*self.raw).considered = std::ptr::null_mut() };
+            // SAFETY: considered was initialised by map_init.
+            unsafe { ffi::map_free(&mut considered) };
+            return Err(Unsolvable { problems }.into());
+        }
+        for ids in pinned_jobs {
+            let mut one_of = Queue::new();
+            for id in ids {
+                one_of.push(id);
+            }
+            // SAFETY: raw is live; pool_queuetowhatprovides interns the id list.
+            let what = unsafe { ffi::pool_queuetowhatprovides(self.raw, &mut one_of.0) };
+            job.push((ffi::SOLVER_INSTALL | ffi::SOLVER_SOLVABLE_ONE_OF) as ffi::Id);
+            job.push(what);
+        }
+
+        // SAFETY: raw is live; the solver is freed below on every path.
+        let solv = unsafe { ffi::solver_create(self.raw) };
+        // SAFETY: solv is live.
+        unsafe {
+            ffi::solver_set_flag(
+                solv,
+                ffi::SOLVER_FLAG_IGNORE_RECOMMENDED as c_int,
+                (!req.recommends) as c_int,
+            )
+        };
+        // SAFETY: solv and job are live.
+        let nproblems = unsafe { ffi::solver_solve(solv, &mut job.0) };
+        let result = if nproblems > 0 {
+            Err(Unsolvable {
+                problems: self.describe_problems(solv, nproblems),
+            }
+            .into())
+        } else {
+            Ok(self.ordered_transaction(solv))
+        };
+        // SAFETY: solv is live and freed once; the considered map is detached before it is freed.
+        unsafe {
+            ffi::solver_free(solv);
+            (*self.raw).considered = std::ptr::null_mut();
+            ffi::map_free(&mut considered);
+        }
+        result
+    }
+
+    fn describe_problems(&self, solv: *mut ffi::Solver, n: c_int) -> Vec<String> {
+        let mut out = Vec::new();
+        for problem in 1..=n {
+            let mut rules = Queue::new();
+            // SAFETY: solv is live; problem ids run from 1 to the count.
+            unsafe { ffi::solver_findallproblemrules(solv, problem, &mut rules.0) };
+            for &rid in rules.as_slice() {
+                let (mut source, mut target, mut dep) = (0, 0, 0);
+                // SAFETY: rid comes from the solver; the out-params are plain Ids.
+                let kind = unsafe { ffi::solver_ruleinfo(solv, rid, &mut source, &mut target, &mut dep) };
+                // SAFETY: the returned string lives in the pool's temp space until the next call.
+                let text = unsafe { CStr::from_ptr(ffi::solver_problemruleinfo2str(solv, kind, source, target, dep)) }
+                    .to_string_lossy()
+                    .into_owned();
+                // A package outside the considered map is one the treefile excluded.
+                let text = match text.strip_suffix(" is disabled") {
+                    Some(p) => format!("{p} is excluded (exclude-packages or repo-packages)"),
+                    None => text,
+                };
+                if !out.contains(&text) {
+                    out.push(text);
+                }
+            }
+        }
+        out
+    }
+
+    fn ordered_transaction(&self, solv: *mut ffi::Solver) -> Vec<Package> {
+        // SAFETY: solv is live; the transaction is freed below.
+        let trans = unsafe { ffi::solver_create_transaction(solv) };
+        // SAFETY: trans is live; flags 0 = the full order rpm would use.
+        unsafe { ffi::transaction_order(trans, 0) };
+        // SAFETY: trans is live; steps is its queue of solvable ids.
+        let steps: Vec<ffi::Id> = unsafe {
+            let q = &(*trans).steps;
+            if q.count == 0 {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(q.elements, q.count as usize).to_vec()
+            }
+        };
+        // SAFETY: trans is live and freed once.
+        unsafe { ffi::transaction_free(trans) };
+        steps.into_iter().map(|id| self.package(id)).collect()
+    }
+
+    fn package(&self, id: ffi::Id) -> Package {
+        let s = self.solvable(id);
+        let mut medianr = 0;
+        let mut cktype = 0;
+        // SAFETY: s points at a live solvable; returned strings are copied at once.
+        unsafe {
+            let location = ffi::solvable_lookup_location(s, &mut medianr);
+            let checksum =
+                ffi::solvable_lookup_checksum(s, ffi::solv_knownid_SOLVABLE_CHECKSUM as ffi::Id, &mut cktype);
+            let opt = |p: *const c_char| {
+                if p.is_null() {
+                    String::new()
+                } else {
+                    CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            };
+            Package {
+                name: self.id2str((*s).name),
+                evr: self.id2str((*s).evr),
+                arch: self.id2str((*s).arch),
+                repo: self.repo_name(id),
+                location: opt(location),
+                checksum_type: opt(ffi::solv_chksum_type2str(cktype)),
+                checksum: opt(checksum),
+                download_size: ffi::solvable_lookup_num(s, ffi::solv_knownid_SOLVABLE_DOWNLOADSIZE as ffi::Id, 0),
+                install_size: ffi::solvable_lookup_num(s, ffi::solv_knownid_SOLVABLE_INSTALLSIZE as ffi::Id, 0),
+            }
+        }
+    }
+
+    /// Names of every package in the pool (for messages and tests).
+    pub fn names(&self) -> BTreeSet<String> {
+        // SAFETY: raw is live; ids 2.. are the loaded solvables.
+        let n = unsafe { (*self.raw).nsolvables };
+        (2..n).map(|id| self.name_of(id)).collect()
     }
 }
 
@@ -79,5 +474,14 @@ mod tests {
     #[test]
     fn version_is_system_libsolv() {
         assert!(libsolv_version().starts_with("0.7."), "{}", libsolv_version());
+    }
+
+    #[test]
+    fn missing_metadata_file_is_named() {
+        let mut pool = Pool::new(Arch::Aarch64);
+        let e = pool
+            .add_rpmmd("r", Path::new("/nonexistent/primary.xml.gz"), None)
+            .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/primary.xml.gz"), "{e}");
     }
 }

@@ -1,0 +1,192 @@
+//! libsolv through arbor's safe wrapper, against the sample repository's
+//! createrepo_c metadata: target-arch selection, weak and rich deps, file
+//! provides, obsoletes, excludes, pinning, and plain-words problems.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+
+use arbor::arch::Arch;
+use arbor::solve::{Package, Pool, Request};
+
+fn metadata(kind: &str) -> std::path::PathBuf {
+    let dir = common::sample_repo().out.join("repodata");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(&format!("-{kind}.xml.gz")))
+        .unwrap()
+}
+
+fn pool(arch: Arch) -> Pool {
+    let mut pool = Pool::new(arch);
+    pool.add_rpmmd("arbor-sample", &metadata("primary"), Some(&metadata("filelists")))
+        .unwrap();
+    pool
+}
+
+fn solve(arch: Arch, install: &[&str], f: impl FnOnce(&mut Request)) -> anyhow::Result<Vec<Package>> {
+    let mut req = Request {
+        install: install.iter().map(|s| s.to_string()).collect(),
+        recommends: true,
+        ..Default::default()
+    };
+    f(&mut req);
+    pool(arch).solve(&req)
+}
+
+fn names(pkgs: &[Package]) -> Vec<String> {
+    let mut n: Vec<String> = pkgs.iter().map(|p| format!("{}.{}", p.name, p.arch)).collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn aarch64_picks_only_aarch64_and_noarch() {
+    let pkgs = solve(Arch::Aarch64, &["bash", "busybox", "hello", "kernel"], |_| {}).unwrap();
+    assert!(
+        pkgs.iter().all(|p| p.arch == "aarch64" || p.arch == "noarch"),
+        "{:?}",
+        names(&pkgs)
+    );
+    for want in [
+        "bash.aarch64",
+        "glibc.aarch64",
+        "ncurses-libs.aarch64",
+        "filesystem.aarch64",
+        "kernel.aarch64",
+    ] {
+        assert!(
+            names(&pkgs).contains(&want.to_string()),
+            "{want} missing: {:?}",
+            names(&pkgs)
+        );
+    }
+    let x86 = solve(Arch::X86_64, &["bash", "busybox", "hello"], |_| {}).unwrap();
+    assert!(names(&x86).contains(&"bash.x86_64".to_string()), "{:?}", names(&x86));
+    assert!(x86.iter().all(|p| p.arch == "x86_64" || p.arch == "noarch"));
+}
+
+#[test]
+fn transaction_is_ordered_dependencies_first() {
+    let pkgs = solve(Arch::Aarch64, &["bash"], |_| {}).unwrap();
+    let pos = |n: &str| {
+        pkgs.iter()
+            .position(|p| p.name == n)
+            .unwrap_or_else(|| panic!("{n} not in {pkgs:?}"))
+    };
+    assert!(pos("filesystem") < pos("glibc"), "{:?}", names(&pkgs));
+    assert!(pos("glibc") < pos("bash"));
+    assert!(pos("ncurses-libs") < pos("bash"));
+}
+
+#[test]
+fn weak_deps_follow_recommends_flag() {
+    let with = names(&solve(Arch::Aarch64, &["hello", "bash"], |_| {}).unwrap());
+    assert!(
+        with.contains(&"hello-docs.noarch".into()),
+        "Recommends installed by default: {with:?}"
+    );
+    assert!(
+        !with.contains(&"hello-extras.noarch".into()),
+        "Suggests never installed: {with:?}"
+    );
+    assert!(
+        with.contains(&"hello-bash-completion.noarch".into()),
+        "Supplements (hello and bash): {with:?}"
+    );
+    let without = names(&solve(Arch::Aarch64, &["hello", "bash"], |r| r.recommends = false).unwrap());
+    assert!(!without.contains(&"hello-docs.noarch".into()), "{without:?}");
+}
+
+#[test]
+fn rich_deps_file_provides_obsoletes_and_versions() {
+    let armv7 = names(&solve(Arch::Armv7hl, &["shell-profile"], |_| {}).unwrap());
+    assert!(
+        armv7.contains(&"busybox-sh.armv7hl".into()),
+        "(bash or busybox-sh) on armv7hl: {armv7:?}"
+    );
+    assert!(
+        !armv7.contains(&"shell-profile-bash.noarch".into()),
+        "(x if bash) without bash: {armv7:?}"
+    );
+    let with_bash = names(&solve(Arch::Aarch64, &["shell-profile", "bash"], |_| {}).unwrap());
+    assert!(with_bash.contains(&"shell-profile-bash.noarch".into()), "{with_bash:?}");
+    let tool = names(&solve(Arch::Aarch64, &["tool-user"], |_| {}).unwrap());
+    assert!(
+        tool.contains(&"tool-helper.noarch".into()),
+        "file provide from filelists: {tool:?}"
+    );
+    let ver = solve(Arch::Aarch64, &["vercmp-user"], |_| {}).unwrap();
+    let v = ver.iter().find(|p| p.name == "vercmp").unwrap();
+    assert_eq!(v.evr, "1.0^post1-1");
+    let newest = solve(Arch::Aarch64, &["vercmp"], |_| {}).unwrap();
+    assert_eq!(newest.iter().find(|p| p.name == "vercmp").unwrap().evr, "1.0^post1-1");
+    let obs = names(&solve(Arch::Aarch64, &["newtool"], |_| {}).unwrap());
+    assert_eq!(obs, ["newtool.noarch"]);
+    let both = solve(Arch::Aarch64, &["newtool", "oldtool"], |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(both.contains("obsoletes") || both.contains("oldtool"), "{both}");
+}
+
+#[test]
+fn excludes_and_unsatisfiable_sets_explain_themselves() {
+    let e = solve(Arch::Aarch64, &["hello", "needs-missing-lib"], |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nothing provides libfoo.so.1()(64bit) needed by needs-missing-lib-1.0-1.noarch"),
+        "{e}"
+    );
+    let e = solve(Arch::Aarch64, &["bash"], |r| r.exclude = vec!["ncurses-libs".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bash-5.2.15-2+b13.aarch64 requires libtinfo.so.6()(64bit), but none of the providers"),
+        "{e}"
+    );
+    assert!(
+        e.contains("ncurses-libs-6.4-4.aarch64 is excluded (exclude-packages or repo-packages)"),
+        "{e}"
+    );
+    let e = solve(Arch::Armv7hl, &["bash"], |_| {}).unwrap_err().to_string();
+    assert!(
+        e.contains("package bash was requested but no package provides it"),
+        "{e}"
+    );
+    let e = solve(Arch::Aarch64, &["hello"], |r| r.exclude = vec!["hello*".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("every match is excluded"), "{e}");
+}
+
+#[test]
+fn pinned_packages_come_from_their_repo() {
+    let pkgs = solve(Arch::Aarch64, &["hello"], |r| {
+        r.pinned = vec![("arbor-sample".into(), vec!["hello".into()])]
+    })
+    .unwrap();
+    assert!(pkgs.iter().any(|p| p.name == "hello" && p.repo == "arbor-sample"));
+    let e = solve(Arch::Aarch64, &[], |r| {
+        r.pinned = vec![("elsewhere".into(), vec!["hello".into()])]
+    })
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("no package hello in repository elsewhere"),
+        "{e}"
+    );
+}
+
+#[test]
+fn packages_carry_location_checksum_and_sizes() {
+    let pkgs = solve(Arch::Aarch64, &["busybox"], |_| {}).unwrap();
+    let bb = pkgs.iter().find(|p| p.name == "busybox").unwrap();
+    assert_eq!(bb.location, "Packages/busybox-1.35.0-4+deb12u1+b1.aarch64.rpm");
+    assert_eq!(bb.checksum_type, "sha256");
+    let file = common::sample_repo().out.join(&bb.location);
+    assert_eq!(bb.checksum, arbor::sample_repo::debs::sha256_file(&file).unwrap());
+    assert_eq!(bb.download_size, std::fs::metadata(&file).unwrap().len());
+    assert!(bb.install_size > 1_000_000);
+    assert_eq!(bb.evr, "1:1.35.0-4+deb12u1+b1");
+}
