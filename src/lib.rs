@@ -9,6 +9,7 @@ pub mod cli;
 pub mod host;
 pub mod ostree;
 pub mod progress;
+pub mod repo;
 pub mod rpm;
 pub mod runner;
 pub mod sample_repo;

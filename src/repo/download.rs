@@ -1,0 +1,111 @@
+//! Package downloads: parallel (bounded), resumable, into a cache addressed by
+//! content checksum; each file is checked against the metadata checksum, its
+//! rpm header and payload digests, and, where the repository asks for it, its
+//! OpenPGP signature.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, Result, bail};
+
+use super::fetch::{Checksum, Fetcher};
+use crate::progress::Progress;
+use crate::runner::Tool;
+
+/// One package to fetch.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// `name-evr.arch`, for messages.
+    pub nevra: String,
+    /// Full URL of the .rpm.
+    pub url: String,
+    /// Checksum from the repository metadata.
+    pub checksum: Checksum,
+    /// Signing keys to check against (files); `None` when the repo has gpgcheck=0.
+    pub gpg_keys: Option<Vec<PathBuf>>,
+}
+
+/// Where an item lives in the cache: `packages/<checksum>/<file name>`.
+pub fn cache_path(cache_dir: &Path, item: &Item) -> PathBuf {
+    let name = item.url.rsplit('/').next().unwrap_or("package.rpm");
+    cache_dir.join("packages").join(&item.checksum.hex).join(name)
+}
+
+/// Downloads every item (at most `jobs` at once) and returns their cache paths in order.
+pub fn download_all(items: &[Item], cache_dir: &Path, fetcher: &Fetcher, jobs: usize) -> Result<Vec<PathBuf>> {
+    let progress = Progress::bar(items.len() as u64, "downloading");
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Result<PathBuf>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    progress.message(&item.nevra);
+                    let r = fetch_one(item, cache_dir, fetcher).with_context(|| format!("package {}", item.nevra));
+                    progress.inc();
+                    results.lock().expect("results lock").push((i, r));
+                }
+            });
+        }
+    });
+    progress.finish();
+    let mut results = results.into_inner().expect("results lock");
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+fn fetch_one(item: &Item, cache_dir: &Path, fetcher: &Fetcher) -> Result<PathBuf> {
+    let dest = cache_path(cache_dir, item);
+    if dest.exists() && !item.checksum.matches(&dest)? {
+        // Never trust a cache entry that no longer matches: remove it and say so.
+        std::fs::remove_file(&dest).with_context(|| format!("removing {}", dest.display()))?;
+        bail!(
+            "cached {} does not match the metadata checksum {}; it was removed, run again to refetch",
+            dest.display(),
+            item.checksum
+        );
+    }
+    if !dest.exists() {
+        fetcher.download(&item.url, &dest, &item.checksum)?;
+    }
+    verify_rpm(&dest, item)?;
+    Ok(dest)
+}
+
+/// Checks the rpm header and payload digests, and the signature when keys are given.
+pub fn verify_rpm(path: &Path, item: &Item) -> Result<()> {
+    let pkg = rpm::Package::open(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Err(e) = pkg.verify_digests() {
+        std::fs::remove_file(path).ok();
+        bail!("{}: rpm header/payload digest check failed ({e}); the file was removed", path.display());
+    }
+    if let Some(keys) = &item.gpg_keys {
+        check_signature(path, keys)?;
+    }
+    Ok(())
+}
+
+/// Checks an OpenPGP signature with rpm's own `rpmkeys` and a private keyring.
+fn check_signature(path: &Path, keys: &[PathBuf]) -> Result<()> {
+    if keys.is_empty() {
+        bail!("the repository has gpgcheck=1 but no gpgkey: add gpgkey=file:///path/to/key or set gpgcheck=0");
+    }
+    let db = tempfile::tempdir().context("creating a temporary rpm keyring")?;
+    for key in keys {
+        Tool::new("rpmkeys")
+            .arg("--dbpath")
+            .arg(db.path())
+            .arg("--import")
+            .arg(key)
+            .run()
+            .with_context(|| format!("importing signing key {}", key.display()))?;
+    }
+    let out = Tool::new("rpmkeys").arg("--dbpath").arg(db.path()).arg("--checksig").arg(path).text()?;
+    if !out.contains("signatures OK") {
+        bail!("{} is not signed by a key in gpgkey ({})", path.display(), out.trim());
+    }
+    Ok(())
+}
