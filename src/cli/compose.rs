@@ -31,6 +31,68 @@ pub struct Resolve {
     /// Download the resolved packages into the cache, verifying checksums.
     #[arg(long)]
     pub download: bool,
+    /// Cache for repository metadata and packages [default: $ARBOR_CACHE_DIR or ~/.cache/arbor].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Parallel downloads.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+    /// Resolve exactly the packages in this lockfile, or fail naming the difference.
+    #[arg(long)]
+    pub lockfile: Option<PathBuf>,
+    /// Write the resolved set (NEVRAs and checksums) to this lockfile.
+    #[arg(long)]
+    pub write_lockfile: Option<PathBuf>,
+}
+
+impl Resolve {
+    fn run(self) -> Result<()> {
+        use crate::compose::resolve;
+        let tf = crate::treefile::load(&self.treefile, self.arch)?;
+        let opts = resolve::Options {
+            cache_dir: self.cache_dir.unwrap_or_else(resolve::default_cache_dir),
+            download: self.download,
+            jobs: self.jobs,
+            lockfile: self.lockfile,
+            write_lockfile: self.write_lockfile,
+        };
+        let r = resolve::resolve(&tf, &opts)?;
+        if self.json {
+            return super::print_json(&r);
+        }
+        println!(
+            "{} for {}: {} packages in install order",
+            r.treeref,
+            r.arch,
+            r.packages.len()
+        );
+        let w = r.packages.iter().map(|p| p.name.len()).max().unwrap_or(0);
+        let v = r.packages.iter().map(|p| p.evr.len()).max().unwrap_or(0);
+        for p in &r.packages {
+            let size = mb(p.download_size);
+            println!(
+                "  {:<w$}  {:<v$}  {:<8} {:<16} {size:>9}",
+                p.name, p.evr, p.arch, p.repo
+            );
+        }
+        println!(
+            "download size: {}, installed size: {}",
+            mb(r.download_size),
+            mb(r.install_size)
+        );
+        if !r.files.is_empty() {
+            println!(
+                "downloaded and verified {} packages into {}",
+                r.files.len(),
+                opts.cache_dir.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 /// Arguments of `arbor compose tree`.
@@ -53,7 +115,7 @@ impl Compose {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
         match self {
-            Compose::Resolve(_) => not_implemented("compose resolve", "issue #3, compose part 1"),
+            Compose::Resolve(args) => args.run(),
             Compose::Tree(_) => not_implemented("compose tree", "issue #4, compose part 2"),
         }
     }
@@ -80,7 +142,11 @@ impl TreefileCmd {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
         match self {
-            TreefileCmd::Show(_) => not_implemented("treefile show", "issue #3, compose part 1"),
+            TreefileCmd::Show(args) => {
+                let tf = crate::treefile::load(&args.treefile, args.arch)?;
+                println!("{}", crate::treefile::print_json(&tf));
+                Ok(())
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! for libsolv lives here; callers see [`Pool`], [`Request`] and [`Solution`].
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::path::Path;
 
@@ -16,7 +16,16 @@ use crate::arch::Arch;
 unsafe extern "C" {
     fn pool_evrcmp_str(pool: *const ffi::Pool, evr1: *const c_char, evr2: *const c_char, mode: c_int) -> c_int;
     fn solv_xfopen(path: *const c_char, mode: *const c_char) -> *mut ffi::FILE;
+    fn testcase_write(
+        solv: *mut ffi::Solver,
+        dir: *const c_char,
+        resultflags: c_int,
+        testcasename: *const c_char,
+        resultname: *const c_char,
+    ) -> c_int;
 }
+/// testcase.h: record the transaction and problems in the testcase's result.
+const TESTCASE_RESULT_TRANSACTION_PROBLEMS: c_int = 1 | 2;
 /// evr.h: compare epoch, version and release.
 const EVRCMP_COMPARE: c_int = 0;
 
@@ -46,6 +55,8 @@ pub struct Request {
     pub pinned: Vec<(String, Vec<String>)>,
     /// Install weak dependencies (Recommends).
     pub recommends: bool,
+    /// Lockfile: these names may only resolve to this exact `evr.arch`.
+    pub locked: BTreeMap<String, String>,
 }
 
 /// One package of a solved transaction.
@@ -245,6 +256,12 @@ impl Pool {
 
     /// Solves `req`; on success, the packages in the order rpm would install them.
     pub fn solve(&mut self, req: &Request) -> Result<Vec<Package>> {
+        self.solve_recording(req, None)
+    }
+
+    /// Like [`Pool::solve`], and also writes a libsolv testcase (`testcase.t`,
+    /// the repositories, the jobs and this result) into `dir`, for `testsolv`.
+    pub fn solve_recording(&mut self, req: &Request, testcase: Option<&Path>) -> Result<Vec<Package>> {
         self.prepare();
         let by = ffi::SELECTION_NAME | ffi::SELECTION_PROVIDES | ffi::SELECTION_FILELIST | ffi::SELECTION_DOTARCH;
         let mut problems = Vec::new();
@@ -271,6 +288,21 @@ impl Pool {
                 }
                 hidden.extend(outside);
                 pinned_jobs.push(inside);
+            }
+        }
+        for (name, evra) in &req.locked {
+            let ids = self.select(name, ffi::SELECTION_NAME)?;
+            let mut found = false;
+            for &id in ids.as_slice() {
+                let p = self.package(id);
+                if format!("{}.{}", p.evr, p.arch) == *evra {
+                    found = true;
+                } else {
+                    hidden.insert(id);
+                }
+            }
+            if !found {
+                problems.push(format!("lockfile: {name}-{evra} is not in the repositories"));
             }
         }
         let mut considered = std::mem::MaybeUninit::<ffi::Map>::uninit();
@@ -342,6 +374,22 @@ impl Pool {
         };
         // SAFETY: solv and job are live.
         let nproblems = unsafe { ffi::solver_solve(solv, &mut job.0) };
+        if let Some(dir) = testcase {
+            let cdir = cstr(&dir.to_string_lossy())?;
+            // SAFETY: solv has solved; cdir is NUL-terminated; null names select the defaults.
+            let ok = unsafe {
+                testcase_write(
+                    solv,
+                    cdir.as_ptr(),
+                    TESTCASE_RESULT_TRANSACTION_PROBLEMS,
+                    std::ptr::null(),
+                    std::ptr::null(),
+                )
+            };
+            if ok == 0 {
+                tracing::warn!(dir = %dir.display(), "libsolv could not write the testcase");
+            }
+        }
         let result = if nproblems > 0 {
             Err(Unsolvable {
                 problems: self.describe_problems(solv, nproblems),

@@ -1,0 +1,4 @@
+//! The compose pipeline: treefile → resolved package set → (later) tree → commit.
+
+pub mod lockfile;
+pub mod resolve;

@@ -1,0 +1,306 @@
+//! `arbor compose resolve` end to end: treefiles, rpm-md over file:// and
+//! http://, libsolv for the target arch, verified downloads, lockfiles, and
+//! the errors a user gets for bad input.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+#[path = "common/http.rs"]
+mod http;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn arbor() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_arbor"));
+    c.env("ARBOR_NO_PROGRESS", "1");
+    c
+}
+
+/// A scratch directory with a cache and a treefile + .repo pointing at `baseurl`.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(baseurl: &str, treefile: &str) -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.repo"), format!("[sample]\nname=sample\nbaseurl={baseurl}\ngpgcheck=0\n"))
+            .unwrap();
+        std::fs::write(dir.path().join("t.yaml"), treefile).unwrap();
+        Scratch { dir }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn resolve(&self, arch: &str, extra: &[&str]) -> Output {
+        arbor()
+            .args(["compose", "resolve", "--arch", arch, "--cache-dir"])
+            .arg(self.path("cache"))
+            .arg(self.path("t.yaml"))
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+}
+
+fn sample_url() -> String {
+    format!("file://{}/", common::sample_repo().out.display())
+}
+
+fn ok_json(out: &Output) -> Value {
+    assert!(out.status.success(), "failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn err(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "expected failure, stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn nas(v: &Value) -> Vec<String> {
+    v["packages"].as_array().unwrap().iter().map(|p| format!("{}.{}", p["name"].as_str().unwrap(), p["arch"].as_str().unwrap())).collect()
+}
+
+const MINIMAL: &str = "ref: t/${basearch}\nrepos: [sample]\npackages: [filesystem setup bash glibc busybox hello shell-profile]\n";
+
+#[test]
+fn shipped_sample_minimal_resolves_for_aarch64_and_x86_64() {
+    common::sample_repo();
+    let cache = tempfile::tempdir().unwrap();
+    let run = |arch: &str| {
+        ok_json(
+            &arbor()
+                .args(["compose", "resolve", "--json", "--arch", arch, "--cache-dir"])
+                .arg(cache.path())
+                .arg(common::root().join("treefiles/sample-minimal.yaml"))
+                .output()
+                .unwrap(),
+        )
+    };
+    let a = run("aarch64");
+    let names = nas(&a);
+    assert_eq!(a["ref"], "arbor/aarch64/sample-minimal");
+    assert!(names.iter().all(|n| n.ends_with(".aarch64") || n.ends_with(".noarch")), "{names:?}");
+    for want in ["kernel.aarch64", "bash.aarch64", "glibc.aarch64", "uboot-images-armv8.noarch", "shell-profile-bash.noarch"] {
+        assert!(names.contains(&want.to_string()), "{want} missing from {names:?}");
+    }
+    assert!(!names.contains(&"hello-extras.noarch".to_string()));
+    let x = run("x86_64");
+    let names = nas(&x);
+    assert!(names.contains(&"bash.x86_64".to_string()) && names.contains(&"busybox.x86_64".to_string()), "{names:?}");
+    assert!(names.iter().all(|n| !n.starts_with("kernel.") && !n.ends_with(".aarch64")), "{names:?}");
+    let sizes: u64 = a["packages"].as_array().unwrap().iter().map(|p| p["download_size"].as_u64().unwrap()).sum();
+    assert_eq!(a["download_size"].as_u64().unwrap(), sizes);
+}
+
+#[test]
+fn excludes_and_recommends_false_are_honoured() {
+    let base = Scratch::new(&sample_url(), MINIMAL);
+    let names = nas(&ok_json(&base.resolve("aarch64", &["--json"])));
+    assert!(names.contains(&"hello-docs.noarch".to_string()), "recommended by default: {names:?}");
+    let t = Scratch::new(&sample_url(), &format!("{MINIMAL}exclude-packages: [hello-docs]\n"));
+    let names = nas(&ok_json(&t.resolve("aarch64", &["--json"])));
+    assert!(!names.contains(&"hello-docs.noarch".to_string()), "{names:?}");
+    let t = Scratch::new(&sample_url(), &format!("{MINIMAL}recommends: false\n"));
+    let names = nas(&ok_json(&t.resolve("aarch64", &["--json"])));
+    assert!(!names.contains(&"hello-docs.noarch".to_string()), "{names:?}");
+}
+
+/// libsolv's own Python bindings, given the same repository and job.
+fn python_solv_order(arch: &str, packages: &[&str]) -> Vec<String> {
+    let primary = metadata("primary");
+    let filelists = metadata("filelists");
+    let script = r#"
+import sys, solv
+arch, primary, filelists, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+pool = solv.Pool()
+pool.setdisttype(solv.Pool.DISTTYPE_RPM)
+pool.setarch(arch)
+repo = pool.add_repo("sample")
+repo.add_rpmmd(solv.xfopen(primary), None)
+repo.add_rpmmd(solv.xfopen(filelists), None, solv.Repo.REPO_EXTEND_SOLVABLES)
+pool.addfileprovides()
+pool.createwhatprovides()
+jobs = []
+for n in names:
+    jobs += pool.select(n, solv.Selection.SELECTION_NAME | solv.Selection.SELECTION_PROVIDES).jobs(solv.Job.SOLVER_INSTALL)
+solver = pool.Solver()
+assert not solver.solve(jobs)
+trans = solver.transaction()
+trans.order()
+for s in trans.steps():
+    print(s.name + "." + s.arch)
+"#;
+    let out = common::run(
+        Command::new("/usr/bin/python3").arg("-c").arg(script).arg(arch).arg(primary).arg(filelists).args(packages),
+    );
+    out.lines().map(str::to_string).collect()
+}
+
+fn metadata(kind: &str) -> PathBuf {
+    let dir = common::sample_repo().out.join("repodata");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(&format!("-{kind}.xml.gz")))
+        .unwrap()
+}
+
+#[test]
+fn transaction_order_matches_libsolv_reference_and_testsolv_accepts_the_result() {
+    let pkgs = ["filesystem", "setup", "bash", "glibc", "busybox", "hello", "shell-profile", "kernel", "strace"];
+    for arch in ["aarch64", "x86_64"] {
+        let list: Vec<&str> = pkgs.iter().copied().filter(|p| arch == "aarch64" || !["kernel", "strace"].contains(p)).collect();
+        let t = Scratch::new(&sample_url(), &format!("ref: t\nrepos: [sample]\npackages: [{}]\n", list.join(", ")));
+        let ours = nas(&ok_json(&t.resolve(arch, &["--json"])));
+        assert_eq!(ours, python_solv_order(arch, &list), "install order for {arch}");
+    }
+    // testsolv re-solves the testcase our solver wrote and checks it gets our result.
+    let mut pool = arbor::solve::Pool::new(arbor::arch::Arch::Aarch64);
+    pool.add_rpmmd("sample", &metadata("primary"), Some(&metadata("filelists"))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let req = arbor::solve::Request {
+        install: pkgs.iter().map(|s| s.to_string()).collect(),
+        exclude: vec!["hello-docs".into()],
+        recommends: true,
+        ..Default::default()
+    };
+    let solved = pool.solve_recording(&req, Some(dir.path())).unwrap();
+    let testcase = std::fs::read_to_string(dir.path().join("testcase.t")).unwrap();
+    assert!(testcase.contains("system aarch64 rpm"), "{testcase}");
+    let result = std::fs::read_to_string(dir.path().join("solver.result")).unwrap();
+    assert_eq!(result.lines().filter(|l| l.starts_with("install ")).count(), solved.len(), "{result}");
+    let out = Command::new("testsolv").arg(dir.path().join("testcase.t")).output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "testsolv disagrees:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unsatisfiable_sets_print_libsolv_problems_in_plain_words() {
+    let t = Scratch::new(&sample_url(), "ref: t\nrepos: [sample]\npackages: [hello, needs-missing-lib]\n");
+    let e = err(&t.resolve("aarch64", &[]));
+    assert!(e.contains("nothing provides libfoo.so.1()(64bit) needed by needs-missing-lib-1.0-1.noarch"), "{e}");
+    let t = Scratch::new(&sample_url(), "ref: t\nrepos: [sample]\npackages: [kernel]\n");
+    let e = err(&t.resolve("x86_64", &[]));
+    assert!(e.contains("package kernel was requested but no package provides it"), "{e}");
+}
+
+#[test]
+fn unreachable_repo_names_the_url() {
+    let t = Scratch::new("http://127.0.0.1:9/nowhere/", MINIMAL);
+    let e = err(&t.resolve("aarch64", &[]));
+    assert!(e.contains("http://127.0.0.1:9/nowhere/repodata/repomd.xml"), "{e}");
+    let t = Scratch::new("file:///nonexistent/arbor-repo/", MINIMAL);
+    let e = err(&t.resolve("aarch64", &[]));
+    assert!(e.contains("file:///nonexistent/arbor-repo/repodata/repomd.xml"), "{e}");
+}
+
+fn copy_repo(to: &Path) {
+    common::run(Command::new("cp").arg("-a").arg(&common::sample_repo().out).arg(to));
+}
+
+#[test]
+fn corrupt_metadata_is_refused_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    copy_repo(&repo);
+    let primary = std::fs::read_dir(repo.join("repodata"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("primary.xml.gz"))
+        .unwrap();
+    let mut bytes = std::fs::read(&primary).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    std::fs::write(&primary, bytes).unwrap();
+    let t = Scratch::new(&format!("file://{}/", repo.display()), MINIMAL);
+    let e = err(&t.resolve("aarch64", &[]));
+    assert!(e.contains("checksum mismatch") && e.contains(&*primary.file_name().unwrap().to_string_lossy()), "{e}");
+    let cached: Vec<_> = walk(&t.path("cache"));
+    assert!(cached.iter().all(|p| !p.to_string_lossy().contains("primary")), "nothing unverified is cached: {cached:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        }
+    }
+    out
+}
+
+#[test]
+fn downloads_are_verified_and_a_corrupt_cached_rpm_is_removed_and_named() {
+    let t = Scratch::new(&sample_url(), "ref: t\nrepos: [sample]\npackages: [busybox, bash]\n");
+    let v = ok_json(&t.resolve("aarch64", &["--json", "--download"]));
+    let files: Vec<PathBuf> = v["files"].as_array().unwrap().iter().map(|f| PathBuf::from(f.as_str().unwrap())).collect();
+    assert_eq!(files.len(), v["packages"].as_array().unwrap().len());
+    for (f, p) in files.iter().zip(v["packages"].as_array().unwrap()) {
+        assert!(f.starts_with(t.path("cache")), "{f:?}");
+        assert_eq!(arbor::sample_repo::debs::sha256_file(f).unwrap(), p["checksum"].as_str().unwrap());
+    }
+    let bash = files.iter().find(|f| f.to_string_lossy().contains("/bash-")).unwrap();
+    let mut bytes = std::fs::read(bash).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0xff;
+    std::fs::write(bash, bytes).unwrap();
+    let e = err(&t.resolve("aarch64", &["--download"]));
+    assert!(e.contains("bash-5.2.15-2+b13.aarch64") && e.contains("removed"), "{e}");
+    assert!(!bash.exists(), "the corrupt file must be removed from the cache");
+    ok_json(&t.resolve("aarch64", &["--json", "--download"]));
+    assert!(bash.exists(), "a rerun fetches it again");
+}
+
+#[test]
+fn http_repo_second_run_fetches_only_repomd_and_downloads_resume() {
+    let server = http::Server::start(common::sample_repo().out.clone());
+    let t = Scratch::new(&server.url, "ref: t\nrepos: [sample]\npackages: [busybox]\n");
+    ok_json(&t.resolve("aarch64", &["--json"]));
+    let first = server.take();
+    assert!(first.iter().any(|p| p.ends_with("primary.xml.gz")) && first.iter().any(|p| p.ends_with("filelists.xml.gz")), "{first:?}");
+    ok_json(&t.resolve("aarch64", &["--json"]));
+    assert_eq!(server.take(), ["/repodata/repomd.xml"], "unchanged metadata: only repomd.xml is fetched");
+
+    // A download interrupted halfway resumes from where it stopped.
+    let v = ok_json(&t.resolve("aarch64", &["--json"]));
+    let bb = v["packages"].as_array().unwrap().iter().find(|p| p["name"] == "busybox").unwrap().clone();
+    let src = common::sample_repo().out.join(bb["location"].as_str().unwrap());
+    let dest = t.path("cache/packages").join(bb["checksum"].as_str().unwrap()).join(src.file_name().unwrap());
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let bytes = std::fs::read(&src).unwrap();
+    std::fs::write(arbor::repo::fetch::part_path(&dest), &bytes[..bytes.len() / 2]).unwrap();
+    ok_json(&t.resolve("aarch64", &["--json", "--download"]));
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert!(!arbor::repo::fetch::part_path(&dest).exists());
+}
+
+#[test]
+fn lockfiles_reproduce_the_set_or_name_the_difference() {
+    let t = Scratch::new(&sample_url(), MINIMAL);
+    let lock = t.path("lock.json");
+    let first = ok_json(&t.resolve("aarch64", &["--json", "--write-lockfile", lock.to_str().unwrap()]));
+    let again = ok_json(&t.resolve("aarch64", &["--json", "--lockfile", lock.to_str().unwrap()]));
+    assert_eq!(nas(&first), nas(&again));
+    let text = std::fs::read_to_string(&lock).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert!(v["packages"]["bash"]["digest"].as_str().unwrap().starts_with("sha256:"));
+    std::fs::write(&lock, text.replace("5.2.15-2+b13.aarch64", "5.2.15-3.aarch64")).unwrap();
+    let e = err(&t.resolve("aarch64", &["--lockfile", lock.to_str().unwrap()]));
+    assert!(e.contains("bash-5.2.15-3.aarch64 is not in the repositories"), "{e}");
+}
+
+#[test]
+fn gpgcheck_without_a_key_is_a_clear_error() {
+    let t = Scratch::new(&sample_url(), "ref: t\nrepos: [sample]\npackages: [busybox]\n");
+    std::fs::write(t.path("t.repo"), format!("[sample]\nbaseurl={}\ngpgcheck=1\n", sample_url())).unwrap();
+    let e = err(&t.resolve("aarch64", &["--download"]));
+    assert!(e.contains("gpgcheck=1 but no gpgkey"), "{e}");
+}
