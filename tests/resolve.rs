@@ -27,8 +27,11 @@ struct Scratch {
 impl Scratch {
     fn new(baseurl: &str, treefile: &str) -> Scratch {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("t.repo"), format!("[sample]\nname=sample\nbaseurl={baseurl}\ngpgcheck=0\n"))
-            .unwrap();
+        std::fs::write(
+            dir.path().join("t.repo"),
+            format!("[sample]\nname=sample\nbaseurl={baseurl}\ngpgcheck=0\n"),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("t.yaml"), treefile).unwrap();
         Scratch { dir }
     }
@@ -51,20 +54,35 @@ fn sample_url() -> String {
 }
 
 fn ok_json(out: &Output) -> Value {
-    assert!(out.status.success(), "failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn err(out: &Output) -> String {
-    assert_eq!(out.status.code(), Some(1), "expected failure, stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected failure, stdout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn nas(v: &Value) -> Vec<String> {
-    v["packages"].as_array().unwrap().iter().map(|p| format!("{}.{}", p["name"].as_str().unwrap(), p["arch"].as_str().unwrap())).collect()
+    v["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}.{}", p["name"].as_str().unwrap(), p["arch"].as_str().unwrap()))
+        .collect()
 }
 
-const MINIMAL: &str = "ref: t/${basearch}\nrepos: [sample]\npackages: [filesystem setup bash glibc busybox hello shell-profile]\n";
+const MINIMAL: &str =
+    "ref: t/${basearch}\nrepos: [sample]\npackages: [filesystem setup bash glibc busybox hello shell-profile]\n";
 
 #[test]
 fn shipped_sample_minimal_resolves_for_aarch64_and_x86_64() {
@@ -83,16 +101,38 @@ fn shipped_sample_minimal_resolves_for_aarch64_and_x86_64() {
     let a = run("aarch64");
     let names = nas(&a);
     assert_eq!(a["ref"], "arbor/aarch64/sample-minimal");
-    assert!(names.iter().all(|n| n.ends_with(".aarch64") || n.ends_with(".noarch")), "{names:?}");
-    for want in ["kernel.aarch64", "bash.aarch64", "glibc.aarch64", "uboot-images-armv8.noarch", "shell-profile-bash.noarch"] {
+    assert!(
+        names.iter().all(|n| n.ends_with(".aarch64") || n.ends_with(".noarch")),
+        "{names:?}"
+    );
+    for want in [
+        "kernel.aarch64",
+        "bash.aarch64",
+        "glibc.aarch64",
+        "uboot-images-armv8.noarch",
+        "shell-profile-bash.noarch",
+    ] {
         assert!(names.contains(&want.to_string()), "{want} missing from {names:?}");
     }
     assert!(!names.contains(&"hello-extras.noarch".to_string()));
     let x = run("x86_64");
     let names = nas(&x);
-    assert!(names.contains(&"bash.x86_64".to_string()) && names.contains(&"busybox.x86_64".to_string()), "{names:?}");
-    assert!(names.iter().all(|n| !n.starts_with("kernel.") && !n.ends_with(".aarch64")), "{names:?}");
-    let sizes: u64 = a["packages"].as_array().unwrap().iter().map(|p| p["download_size"].as_u64().unwrap()).sum();
+    assert!(
+        names.contains(&"bash.x86_64".to_string()) && names.contains(&"busybox.x86_64".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.starts_with("kernel.") && !n.ends_with(".aarch64")),
+        "{names:?}"
+    );
+    let sizes: u64 = a["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["download_size"].as_u64().unwrap())
+        .sum();
     assert_eq!(a["download_size"].as_u64().unwrap(), sizes);
 }
 
@@ -100,7 +140,10 @@ fn shipped_sample_minimal_resolves_for_aarch64_and_x86_64() {
 fn excludes_and_recommends_false_are_honoured() {
     let base = Scratch::new(&sample_url(), MINIMAL);
     let names = nas(&ok_json(&base.resolve("aarch64", &["--json"])));
-    assert!(names.contains(&"hello-docs.noarch".to_string()), "recommended by default: {names:?}");
+    assert!(
+        names.contains(&"hello-docs.noarch".to_string()),
+        "recommended by default: {names:?}"
+    );
     let t = Scratch::new(&sample_url(), &format!("{MINIMAL}exclude-packages: [hello-docs]\n"));
     let names = nas(&ok_json(&t.resolve("aarch64", &["--json"])));
     assert!(!names.contains(&"hello-docs.noarch".to_string()), "{names:?}");
@@ -135,7 +178,13 @@ for s in trans.steps():
     print(s.name + "." + s.arch)
 "#;
     let out = common::run(
-        Command::new("/usr/bin/python3").arg("-c").arg(script).arg(arch).arg(primary).arg(filelists).args(packages),
+        Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(script)
+            .arg(arch)
+            .arg(primary)
+            .arg(filelists)
+            .args(packages),
     );
     out.lines().map(str::to_string).collect()
 }
@@ -151,16 +200,34 @@ fn metadata(kind: &str) -> PathBuf {
 
 #[test]
 fn transaction_order_matches_libsolv_reference_and_testsolv_accepts_the_result() {
-    let pkgs = ["filesystem", "setup", "bash", "glibc", "busybox", "hello", "shell-profile", "kernel", "strace"];
+    let pkgs = [
+        "filesystem",
+        "setup",
+        "bash",
+        "glibc",
+        "busybox",
+        "hello",
+        "shell-profile",
+        "kernel",
+        "strace",
+    ];
     for arch in ["aarch64", "x86_64"] {
-        let list: Vec<&str> = pkgs.iter().copied().filter(|p| arch == "aarch64" || !["kernel", "strace"].contains(p)).collect();
-        let t = Scratch::new(&sample_url(), &format!("ref: t\nrepos: [sample]\npackages: [{}]\n", list.join(", ")));
+        let list: Vec<&str> = pkgs
+            .iter()
+            .copied()
+            .filter(|p| arch == "aarch64" || !["kernel", "strace"].contains(p))
+            .collect();
+        let t = Scratch::new(
+            &sample_url(),
+            &format!("ref: t\nrepos: [sample]\npackages: [{}]\n", list.join(", ")),
+        );
         let ours = nas(&ok_json(&t.resolve(arch, &["--json"])));
         assert_eq!(ours, python_solv_order(arch, &list), "install order for {arch}");
     }
     // testsolv re-solves the testcase our solver wrote and checks it gets our result.
     let mut pool = arbor::solve::Pool::new(arbor::arch::Arch::Aarch64);
-    pool.add_rpmmd("sample", &metadata("primary"), Some(&metadata("filelists"))).unwrap();
+    pool.add_rpmmd("sample", &metadata("primary"), Some(&metadata("filelists")))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let req = arbor::solve::Request {
         install: pkgs.iter().map(|s| s.to_string()).collect(),
@@ -172,8 +239,15 @@ fn transaction_order_matches_libsolv_reference_and_testsolv_accepts_the_result()
     let testcase = std::fs::read_to_string(dir.path().join("testcase.t")).unwrap();
     assert!(testcase.contains("system aarch64 rpm"), "{testcase}");
     let result = std::fs::read_to_string(dir.path().join("solver.result")).unwrap();
-    assert_eq!(result.lines().filter(|l| l.starts_with("install ")).count(), solved.len(), "{result}");
-    let out = Command::new("testsolv").arg(dir.path().join("testcase.t")).output().unwrap();
+    assert_eq!(
+        result.lines().filter(|l| l.starts_with("install ")).count(),
+        solved.len(),
+        "{result}"
+    );
+    let out = Command::new("testsolv")
+        .arg(dir.path().join("testcase.t"))
+        .output()
+        .unwrap();
     assert!(
         out.status.success() && out.stdout.is_empty(),
         "testsolv disagrees:\n{}{}",
@@ -184,12 +258,21 @@ fn transaction_order_matches_libsolv_reference_and_testsolv_accepts_the_result()
 
 #[test]
 fn unsatisfiable_sets_print_libsolv_problems_in_plain_words() {
-    let t = Scratch::new(&sample_url(), "ref: t\nrepos: [sample]\npackages: [hello, needs-missing-lib]\n");
+    let t = Scratch::new(
+        &sample_url(),
+        "ref: t\nrepos: [sample]\npackages: [hello, needs-missing-lib]\n",
+    );
     let e = err(&t.resolve("aarch64", &[]));
-    assert!(e.contains("nothing provides libfoo.so.1()(64bit) needed by needs-missing-lib-1.0-1.noarch"), "{e}");
+    assert!(
+        e.contains("nothing provides libfoo.so.1()(64bit) needed by needs-missing-lib-1.0-1.noarch"),
+        "{e}"
+    );
     let t = Scratch::new(&sample_url(), "ref: t\nrepos: [sample]\npackages: [kernel]\n");
     let e = err(&t.resolve("x86_64", &[]));
-    assert!(e.contains("package kernel was requested but no package provides it"), "{e}");
+    assert!(
+        e.contains("package kernel was requested but no package provides it"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -221,9 +304,15 @@ fn corrupt_metadata_is_refused_naming_the_file() {
     std::fs::write(&primary, bytes).unwrap();
     let t = Scratch::new(&format!("file://{}/", repo.display()), MINIMAL);
     let e = err(&t.resolve("aarch64", &[]));
-    assert!(e.contains("checksum mismatch") && e.contains(&*primary.file_name().unwrap().to_string_lossy()), "{e}");
+    assert!(
+        e.contains("checksum mismatch") && e.contains(&*primary.file_name().unwrap().to_string_lossy()),
+        "{e}"
+    );
     let cached: Vec<_> = walk(&t.path("cache"));
-    assert!(cached.iter().all(|p| !p.to_string_lossy().contains("primary")), "nothing unverified is cached: {cached:?}");
+    assert!(
+        cached.iter().all(|p| !p.to_string_lossy().contains("primary")),
+        "nothing unverified is cached: {cached:?}"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -241,11 +330,19 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn downloads_are_verified_and_a_corrupt_cached_rpm_is_removed_and_named() {
     let t = Scratch::new(&sample_url(), "ref: t\nrepos: [sample]\npackages: [busybox, bash]\n");
     let v = ok_json(&t.resolve("aarch64", &["--json", "--download"]));
-    let files: Vec<PathBuf> = v["files"].as_array().unwrap().iter().map(|f| PathBuf::from(f.as_str().unwrap())).collect();
+    let files: Vec<PathBuf> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| PathBuf::from(f.as_str().unwrap()))
+        .collect();
     assert_eq!(files.len(), v["packages"].as_array().unwrap().len());
     for (f, p) in files.iter().zip(v["packages"].as_array().unwrap()) {
         assert!(f.starts_with(t.path("cache")), "{f:?}");
-        assert_eq!(arbor::sample_repo::debs::sha256_file(f).unwrap(), p["checksum"].as_str().unwrap());
+        assert_eq!(
+            arbor::sample_repo::debs::sha256_file(f).unwrap(),
+            p["checksum"].as_str().unwrap()
+        );
     }
     let bash = files.iter().find(|f| f.to_string_lossy().contains("/bash-")).unwrap();
     let mut bytes = std::fs::read(bash).unwrap();
@@ -265,15 +362,31 @@ fn http_repo_second_run_fetches_only_repomd_and_downloads_resume() {
     let t = Scratch::new(&server.url, "ref: t\nrepos: [sample]\npackages: [busybox]\n");
     ok_json(&t.resolve("aarch64", &["--json"]));
     let first = server.take();
-    assert!(first.iter().any(|p| p.ends_with("primary.xml.gz")) && first.iter().any(|p| p.ends_with("filelists.xml.gz")), "{first:?}");
+    assert!(
+        first.iter().any(|p| p.ends_with("primary.xml.gz")) && first.iter().any(|p| p.ends_with("filelists.xml.gz")),
+        "{first:?}"
+    );
     ok_json(&t.resolve("aarch64", &["--json"]));
-    assert_eq!(server.take(), ["/repodata/repomd.xml"], "unchanged metadata: only repomd.xml is fetched");
+    assert_eq!(
+        server.take(),
+        ["/repodata/repomd.xml"],
+        "unchanged metadata: only repomd.xml is fetched"
+    );
 
     // A download interrupted halfway resumes from where it stopped.
     let v = ok_json(&t.resolve("aarch64", &["--json"]));
-    let bb = v["packages"].as_array().unwrap().iter().find(|p| p["name"] == "busybox").unwrap().clone();
+    let bb = v["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "busybox")
+        .unwrap()
+        .clone();
     let src = common::sample_repo().out.join(bb["location"].as_str().unwrap());
-    let dest = t.path("cache/packages").join(bb["checksum"].as_str().unwrap()).join(src.file_name().unwrap());
+    let dest = t
+        .path("cache/packages")
+        .join(bb["checksum"].as_str().unwrap())
+        .join(src.file_name().unwrap());
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     let bytes = std::fs::read(&src).unwrap();
     std::fs::write(arbor::repo::fetch::part_path(&dest), &bytes[..bytes.len() / 2]).unwrap();
@@ -300,7 +413,116 @@ fn lockfiles_reproduce_the_set_or_name_the_difference() {
 #[test]
 fn gpgcheck_without_a_key_is_a_clear_error() {
     let t = Scratch::new(&sample_url(), "ref: t\nrepos: [sample]\npackages: [busybox]\n");
-    std::fs::write(t.path("t.repo"), format!("[sample]\nbaseurl={}\ngpgcheck=1\n", sample_url())).unwrap();
+    std::fs::write(
+        t.path("t.repo"),
+        format!("[sample]\nbaseurl={}\ngpgcheck=1\n", sample_url()),
+    )
+    .unwrap();
     let e = err(&t.resolve("aarch64", &["--download"]));
     assert!(e.contains("gpgcheck=1 but no gpgkey"), "{e}");
+}
+
+/// Rewrites one metadata file of a copied repository: `edit` changes the XML,
+/// `ext` picks the compressor; repomd.xml gets the new href and checksum.
+fn rewrite_metadata(repo: &Path, kind: &str, ext: &str, edit: impl Fn(String) -> String) {
+    let repodata = repo.join("repodata");
+    let old = std::fs::read_dir(&repodata)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains(&format!("-{kind}.xml")))
+        .unwrap();
+    let xml = common::run(Command::new("gzip").arg("-dc").arg(&old));
+    let plain = repodata.join(format!("new-{kind}.xml"));
+    std::fs::write(&plain, edit(xml)).unwrap();
+    let tool = match ext {
+        "gz" => "gzip",
+        "xz" => "xz",
+        _ => "zstd",
+    };
+    common::run(Command::new(tool).arg("-q").arg("-f").arg(&plain));
+    let new = repodata.join(format!("new-{kind}.xml.{ext}"));
+    assert!(new.exists(), "{tool} did not write {}", new.display());
+    let sum = arbor::sample_repo::debs::sha256_file(&new).unwrap();
+    let old_sum = arbor::sample_repo::debs::sha256_file(&old).unwrap();
+    let old_href = format!("repodata/{}", old.file_name().unwrap().to_string_lossy());
+    let repomd = std::fs::read_to_string(repodata.join("repomd.xml")).unwrap();
+    let repomd = repomd
+        .replace(&old_href, &format!("repodata/new-{kind}.xml.{ext}"))
+        .replace(&old_sum, &sum);
+    std::fs::write(repodata.join("repomd.xml"), repomd).unwrap();
+    std::fs::remove_file(old).unwrap();
+}
+
+#[test]
+fn xz_and_zstd_metadata_load_like_gzip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    copy_repo(&repo);
+    rewrite_metadata(&repo, "primary", "xz", |x| x);
+    rewrite_metadata(&repo, "filelists", "zst", |x| x);
+    let t = Scratch::new(
+        &format!("file://{}/", repo.display()),
+        "ref: t\nrepos: [sample]\npackages: [tool-user]\n",
+    );
+    let names = nas(&ok_json(&t.resolve("aarch64", &["--json"])));
+    assert!(
+        names.contains(&"tool-helper.noarch".to_string()),
+        "file provide from .zst filelists: {names:?}"
+    );
+}
+
+#[test]
+fn hostile_package_locations_never_leave_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    copy_repo(&repo);
+    rewrite_metadata(&repo, "primary", "gz", |x| {
+        x.replace(
+            "href=\"Packages/busybox-1.35.0-4+deb12u1+b1.aarch64.rpm\"",
+            "href=\"../../../../tmp/evil.rpm\"",
+        )
+    });
+    let t = Scratch::new(
+        &format!("file://{}/", repo.display()),
+        "ref: t\nrepos: [sample]\npackages: [busybox]\n",
+    );
+    let e = err(&t.resolve("aarch64", &["--download"]));
+    assert!(
+        e.contains("busybox") && e.contains("../../../../tmp/evil.rpm") && e.contains("not a plain relative path"),
+        "{e}"
+    );
+    assert!(
+        walk(&t.path("cache"))
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("evil"))
+    );
+}
+
+#[test]
+fn an_rpm_whose_payload_does_not_match_its_header_digest_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    copy_repo(&repo);
+    // Corrupt the payload, then regenerate metadata so the file checksum matches:
+    // only rpm's own header/payload digests can catch it now.
+    let rpm = repo.join("Packages/hello-2.12-1.noarch.rpm");
+    let mut bytes = std::fs::read(&rpm).unwrap();
+    let n = bytes.len();
+    bytes[n - 20] ^= 0x55;
+    std::fs::write(&rpm, bytes).unwrap();
+    common::run(
+        Command::new("createrepo_c")
+            .arg("--quiet")
+            .arg("--no-database")
+            .arg(&repo),
+    );
+    let t = Scratch::new(
+        &format!("file://{}/", repo.display()),
+        "ref: t\nrepos: [sample]\npackages: [hello-data, hello]\nrecommends: false\n",
+    );
+    let e = err(&t.resolve("aarch64", &["--download"]));
+    assert!(
+        e.contains("hello-2.12-1.noarch") && e.contains("digest check failed"),
+        "{e}"
+    );
 }

@@ -80,7 +80,10 @@ pub fn verify_rpm(path: &Path, item: &Item) -> Result<()> {
     let pkg = rpm::Package::open(path).with_context(|| format!("reading {}", path.display()))?;
     if let Err(e) = pkg.verify_digests() {
         std::fs::remove_file(path).ok();
-        bail!("{}: rpm header/payload digest check failed ({e}); the file was removed", path.display());
+        bail!(
+            "{}: rpm header/payload digest check failed ({e}); the file was removed",
+            path.display()
+        );
     }
     if let Some(keys) = &item.gpg_keys {
         check_signature(path, keys)?;
@@ -103,7 +106,12 @@ fn check_signature(path: &Path, keys: &[PathBuf]) -> Result<()> {
             .run()
             .with_context(|| format!("importing signing key {}", key.display()))?;
     }
-    let out = Tool::new("rpmkeys").arg("--dbpath").arg(db.path()).arg("--checksig").arg(path).text()?;
+    let out = Tool::new("rpmkeys")
+        .arg("--dbpath")
+        .arg(db.path())
+        .arg("--checksig")
+        .arg(path)
+        .text()?;
     if !out.contains("signatures OK") {
         bail!("{} is not signed by a key in gpgkey ({})", path.display(), out.trim());
     }

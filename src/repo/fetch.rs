@@ -30,7 +30,10 @@ impl Checksum {
         if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             bail!("{kind} checksum {hex:?} is not {len} hex digits");
         }
-        Ok(Checksum { kind: kind.to_string(), hex })
+        Ok(Checksum {
+            kind: kind.to_string(),
+            hex,
+        })
     }
 
     /// Computes the same kind of checksum over a file.
@@ -115,21 +118,29 @@ impl Fetcher {
                 .append(true)
                 .open(&part)
                 .with_context(|| format!("opening {}", part.display()))?;
-            let resumed = self.http(url, have, &mut f).with_context(|| format!("downloading {url}"))?;
+            let resumed = self
+                .http(url, have, &mut f)
+                .with_context(|| format!("downloading {url}"))?;
             if !resumed && have > 0 {
                 // The server ignored the Range request and sent everything: start over.
                 drop(f);
                 std::fs::remove_file(&part).ok();
                 let mut f = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
-                self.http(url, 0, &mut f).with_context(|| format!("downloading {url}"))?;
+                self.http(url, 0, &mut f)
+                    .with_context(|| format!("downloading {url}"))?;
             }
         }
         let got = want.of_file(&part)?;
         if got != want.hex {
             std::fs::remove_file(&part).ok();
-            bail!("checksum mismatch for {url}: expected {want}, got {}:{got}; the partial file was removed", want.kind);
+            bail!(
+                "checksum mismatch for {url}: expected {want}, got {}:{got}; the partial file was removed",
+                want.kind
+            );
         }
-        std::fs::File::open(&part).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", part.display()))?;
+        std::fs::File::open(&part)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", part.display()))?;
         std::fs::rename(&part, dest).with_context(|| format!("renaming {} into place", part.display()))?;
         Ok(())
     }
@@ -222,15 +233,30 @@ mod tests {
     #[test]
     fn checksums_validate() {
         assert!(Checksum::new("sha256", &"a".repeat(64)).is_ok());
-        assert!(Checksum::new("sha256", "abc").unwrap_err().to_string().contains("64 hex digits"));
-        assert!(Checksum::new("md5", "abc").unwrap_err().to_string().contains("allowed: sha256, sha512"));
+        assert!(
+            Checksum::new("sha256", "abc")
+                .unwrap_err()
+                .to_string()
+                .contains("64 hex digits")
+        );
+        assert!(
+            Checksum::new("md5", "abc")
+                .unwrap_err()
+                .to_string()
+                .contains("allowed: sha256, sha512")
+        );
     }
 
     #[test]
     fn url_schemes() {
         assert_eq!(file_url_path("file:///a%20b/c").unwrap(), Some(PathBuf::from("/a b/c")));
         assert_eq!(file_url_path("https://x/y").unwrap(), None);
-        assert!(file_url_path("ftp://x").unwrap_err().to_string().contains("unsupported URL scheme"));
+        assert!(
+            file_url_path("ftp://x")
+                .unwrap_err()
+                .to_string()
+                .contains("unsupported URL scheme")
+        );
         assert!(file_url_path("file://relative").is_err());
     }
 }

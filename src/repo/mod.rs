@@ -119,8 +119,15 @@ pub fn parse_repomd(xml: &[u8]) -> Result<RepoMd> {
                         check_href(&href)?;
                         let checksum =
                             Checksum::new(&ck_type, &ck_hex).with_context(|| format!("repomd.xml entry {kind}"))?;
-                        let f = MdFile { href: href.clone(), checksum };
-                        if kind == "primary" { primary = Some(f) } else { filelists = Some(f) }
+                        let f = MdFile {
+                            href: href.clone(),
+                            checksum,
+                        };
+                        if kind == "primary" {
+                            primary = Some(f)
+                        } else {
+                            filelists = Some(f)
+                        }
                     }
                 }
                 _ => {}
@@ -131,15 +138,25 @@ pub fn parse_repomd(xml: &[u8]) -> Result<RepoMd> {
         buf.clear();
     }
     let primary = primary.context("repomd.xml lists no primary metadata")?;
-    Ok(RepoMd { revision, primary, filelists })
+    Ok(RepoMd {
+        revision,
+        primary,
+        filelists,
+    })
 }
 
 /// Fetches a repository's metadata into `cache_dir/metadata`, reusing files
 /// already there under their checksum.
 pub fn fetch_metadata(id: &str, baseurl: &str, cache_dir: &Path, fetcher: &Fetcher) -> Result<LoadedRepo> {
-    let baseurl = if baseurl.ends_with('/') { baseurl.to_string() } else { format!("{baseurl}/") };
+    let baseurl = if baseurl.ends_with('/') {
+        baseurl.to_string()
+    } else {
+        format!("{baseurl}/")
+    };
     let repomd_url = format!("{baseurl}repodata/repomd.xml");
-    let xml = fetcher.get(&repomd_url).with_context(|| format!("repository {id}: fetching {repomd_url}"))?;
+    let xml = fetcher
+        .get(&repomd_url)
+        .with_context(|| format!("repository {id}: fetching {repomd_url}"))?;
     let md = parse_repomd(&xml).with_context(|| format!("repository {id}: {repomd_url}"))?;
     let dir = cache_dir.join("metadata");
     let mut get = |f: &MdFile| -> Result<PathBuf> {
@@ -148,13 +165,21 @@ pub fn fetch_metadata(id: &str, baseurl: &str, cache_dir: &Path, fetcher: &Fetch
         if !dest.exists() {
             let url = format!("{baseurl}{}", f.href);
             tracing::info!(repo = id, url = %url, "fetching metadata");
-            fetcher.download(&url, &dest, &f.checksum).with_context(|| format!("repository {id}"))?;
+            fetcher
+                .download(&url, &dest, &f.checksum)
+                .with_context(|| format!("repository {id}"))?;
         }
         Ok(dest)
     };
     let primary = get(&md.primary)?;
     let filelists = md.filelists.as_ref().map(&mut get).transpose()?;
-    Ok(LoadedRepo { id: id.to_string(), baseurl, revision: md.revision, primary, filelists })
+    Ok(LoadedRepo {
+        id: id.to_string(),
+        baseurl,
+        revision: md.revision,
+        primary,
+        filelists,
+    })
 }
 
 #[cfg(test)]
@@ -182,13 +207,25 @@ mod tests {
         let md = parse_repomd(REPOMD.as_bytes()).unwrap();
         assert_eq!(md.revision.as_deref(), Some("1704067200"));
         assert_eq!(md.primary.href, "repodata/fcb4-primary.xml.gz");
-        assert!(md.primary.checksum.hex.starts_with("fcb47051"), "open-checksum must not leak in");
+        assert!(
+            md.primary.checksum.hex.starts_with("fcb47051"),
+            "open-checksum must not leak in"
+        );
         assert_eq!(md.filelists.unwrap().href, "repodata/6d5f-filelists.xml.zst");
     }
 
     #[test]
     fn hostile_hrefs_are_refused() {
-        for href in ["../x", "repodata/../../x", "/etc/passwd", "http://evil/x", "a//b", "a\\b", "", "./a"] {
+        for href in [
+            "../x",
+            "repodata/../../x",
+            "/etc/passwd",
+            "http://evil/x",
+            "a//b",
+            "a\\b",
+            "",
+            "./a",
+        ] {
             assert!(check_href(href).is_err(), "{href:?} accepted");
             let xml = REPOMD.replace("repodata/fcb4-primary.xml.gz", href);
             assert!(parse_repomd(xml.as_bytes()).is_err(), "{href:?} accepted in repomd");
@@ -200,7 +237,10 @@ mod tests {
     fn bad_repomd_says_what() {
         let e = parse_repomd(b"<repomd></repomd>").unwrap_err().to_string();
         assert!(e.contains("no primary"), "{e}");
-        let e = format!("{:#}", parse_repomd(REPOMD.replace("sha256\">fcb4", "md5\">fcb4").as_bytes()).unwrap_err());
+        let e = format!(
+            "{:#}",
+            parse_repomd(REPOMD.replace("sha256\">fcb4", "md5\">fcb4").as_bytes()).unwrap_err()
+        );
         assert!(e.contains("primary") && e.contains("md5"), "{e}");
     }
 }

@@ -49,11 +49,15 @@ impl Server {
                             Some(from) if from <= body.len() => ("206 Partial Content", body[from..].to_vec()),
                             _ => ("200 OK", body),
                         };
-                        let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                        let head = format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
                         let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body));
                     }
                     Err(_) => {
-                        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     }
                 }
             }
