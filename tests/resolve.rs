@@ -526,3 +526,85 @@ fn an_rpm_whose_payload_does_not_match_its_header_digest_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn gpgcheck_accepts_signed_packages_and_refuses_unsigned_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gnupg = tmp.path().join("g");
+    std::fs::create_dir(&gnupg).unwrap();
+    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        let mut c = Command::new("gpg");
+        c.env("GNUPGHOME", &gnupg)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args);
+        c
+    };
+    common::run(&mut gpg(&[
+        "--quick-gen-key",
+        "arbor test <test@arbor.invalid>",
+        "rsa2048",
+        "sign",
+        "never",
+    ]));
+    let key = tmp.path().join("key.asc");
+    std::fs::write(&key, common::run(&mut gpg(&["--armor", "--export"]))).unwrap();
+
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(repo.join("Packages")).unwrap();
+    for f in [
+        "filesystem-3.18-6.aarch64.rpm",
+        "busybox-1.35.0-4+deb12u1+b1.aarch64.rpm",
+        "busybox-sh-1.35.0-1.aarch64.rpm",
+    ] {
+        std::fs::copy(
+            common::sample_repo().out.join("Packages").join(f),
+            repo.join("Packages").join(f),
+        )
+        .unwrap();
+    }
+    common::run(
+        Command::new("rpmsign")
+            .env("GNUPGHOME", &gnupg)
+            .args([
+                "--define",
+                "__gpg /usr/bin/gpg",
+                "--define",
+                "_gpg_name arbor test",
+                "--addsign",
+            ])
+            .arg(repo.join("Packages/filesystem-3.18-6.aarch64.rpm")),
+    );
+    common::run(
+        Command::new("createrepo_c")
+            .arg("--quiet")
+            .arg("--no-database")
+            .arg(&repo),
+    );
+    let url = format!("file://{}/", repo.display());
+    let t = Scratch::new(&url, "ref: t\nrepos: [sample]\npackages: [filesystem]\n");
+    let repo_file = |pkgs: &str| {
+        std::fs::write(
+            t.path("t.yaml"),
+            format!("ref: t\nrepos: [sample]\npackages: [{pkgs}]\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            t.path("t.repo"),
+            format!("[sample]\nbaseurl={url}\ngpgcheck=1\ngpgkey=file://{}\n", key.display()),
+        )
+        .unwrap();
+    };
+    repo_file("filesystem");
+    ok_json(&t.resolve("aarch64", &["--json", "--download"]));
+    repo_file("busybox");
+    let e = err(&t.resolve("aarch64", &["--download"]));
+    assert!(
+        e.contains("package busybox") && e.contains("is not signed by a key in gpgkey"),
+        "{e}"
+    );
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", &gnupg)
+        .args(["--kill", "gpg-agent"])
+        .status();
+}
