@@ -190,3 +190,35 @@ fn packages_carry_location_checksum_and_sizes() {
     assert!(bb.install_size > 1_000_000);
     assert_eq!(bb.evr, "1:1.35.0-4+deb12u1+b1");
 }
+
+#[test]
+fn parsed_metadata_cache_gives_the_same_answer_and_survives_garbage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("sample.solv");
+    let solve_with = |cache: &std::path::Path| {
+        let mut pool = Pool::new(Arch::Aarch64);
+        pool.add_rpmmd_cached(
+            "arbor-sample",
+            &metadata("primary"),
+            Some(&metadata("filelists")),
+            Some(cache),
+        )
+        .unwrap();
+        let req = Request {
+            install: vec!["tool-user".into(), "bash".into()],
+            recommends: true,
+            ..Default::default()
+        };
+        (pool.len(), names(&pool.solve(&req).unwrap()))
+    };
+    let parsed = solve_with(&cache);
+    assert!(cache.is_file(), "the parsed form is cached");
+    let loaded = solve_with(&cache);
+    assert_eq!(
+        parsed, loaded,
+        "cache and XML give the same pool and answer (file provides included)"
+    );
+    std::fs::write(&cache, b"not a solv file").unwrap();
+    assert_eq!(solve_with(&cache), parsed, "a broken cache is ignored");
+    assert_ne!(std::fs::read(&cache).unwrap(), b"not a solv file", "and rewritten");
+}

@@ -77,7 +77,12 @@ pub fn resolve(tf: &Treefile, opts: &Options) -> Result<Resolved> {
 
     let mut pool = Pool::new(tf.basearch);
     for r in &repos {
-        pool.add_rpmmd(&r.id, &r.primary, r.filelists.as_deref())?;
+        pool.add_rpmmd_cached(
+            &r.id,
+            &r.primary,
+            r.filelists.as_deref(),
+            Some(&solv_cache_path(&opts.cache_dir, r)),
+        )?;
     }
     let mut install = tf.packages.clone();
     for rp in &tf.repo_packages {
@@ -121,6 +126,21 @@ pub fn resolve(tf: &Treefile, opts: &Options) -> Result<Resolved> {
         packages,
         files,
     })
+}
+
+/// Where libsolv's parsed form of a repository's metadata is cached: keyed by the
+/// metadata files (whose names carry their checksums) and the libsolv version.
+fn solv_cache_path(cache_dir: &Path, r: &LoadedRepo) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(crate::solve::libsolv_version());
+    for p in std::iter::once(&r.primary).chain(r.filelists.as_ref()) {
+        h.update(p.file_name().unwrap_or_default().as_encoded_bytes());
+        h.update([0]);
+    }
+    cache_dir
+        .join("metadata")
+        .join(format!("{}.solv", hex::encode(h.finalize())))
 }
 
 fn baseurl(r: &RepoConfig) -> Result<&str> {

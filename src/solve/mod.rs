@@ -163,36 +163,81 @@ impl Pool {
     /// Loads a repository from rpm-md primary (and optionally filelists) files,
     /// compressed or not (gz, xz, zst by extension).
     pub fn add_rpmmd(&mut self, name: &str, primary: &Path, filelists: Option<&Path>) -> Result<()> {
+        self.add_rpmmd_cached(name, primary, filelists, None)
+    }
+
+    /// Like [`Pool::add_rpmmd`], keeping libsolv's own binary form of the parsed
+    /// metadata at `solv_cache`: a later run with the same metadata loads that
+    /// instead of parsing the XML again (as dnf does). A cache file that does
+    /// not load is ignored and rewritten.
+    pub fn add_rpmmd_cached(
+        &mut self,
+        name: &str,
+        primary: &Path,
+        filelists: Option<&Path>,
+        solv_cache: Option<&Path>,
+    ) -> Result<()> {
         let cname = cstr(name)?;
+        if let Some(cache) = solv_cache.filter(|c| c.is_file()) {
+            // SAFETY: raw is live; repo_create copies the name.
+            let repo = unsafe { ffi::repo_create(self.raw, cname.as_ptr()) };
+            // SAFETY: repo and fp are live for the call.
+            if self
+                .read_into(repo, cache, |repo, fp| unsafe { ffi::repo_add_solv(repo, fp, 0) })
+                .is_ok()
+            {
+                self.prepared = false;
+                return Ok(());
+            }
+            tracing::warn!(cache = %cache.display(), "ignoring a solv cache file that does not load");
+            // SAFETY: repo is live and not referenced elsewhere; its solvables are freed with it.
+            unsafe { ffi::repo_free(repo, 1) };
+        }
         // SAFETY: raw is live; repo_create copies the name.
         let repo = unsafe { ffi::repo_create(self.raw, cname.as_ptr()) };
         for (path, flags) in [(Some(primary), 0), (filelists, ffi::REPO_EXTEND_SOLVABLES as c_int)] {
             let Some(path) = path else { continue };
-            let cpath = cstr(&path.to_string_lossy())?;
-            let mode = cstr("r")?;
-            // SAFETY: both strings are NUL-terminated; a null return is handled.
-            let fp = unsafe { solv_xfopen(cpath.as_ptr(), mode.as_ptr()) };
-            if fp.is_null() {
-                bail!("opening {} for repository {name}", path.display());
-            }
-            // SAFETY: repo and fp are live; the language may be null.
-            let r = unsafe { ffi::repo_add_rpmmd(repo, fp, std::ptr::null(), flags) };
-            // SAFETY: fp came from solv_xfopen and is closed once.
-            unsafe { nix::libc::fclose(fp.cast()) };
-            if r != 0 {
-                // SAFETY: pool_errstr returns the pool's last error message.
-                let err = unsafe { CStr::from_ptr(ffi::pool_errstr(self.raw)) }
-                    .to_string_lossy()
-                    .into_owned();
-                bail!(
-                    "repository {name}: {} is not valid rpm-md metadata: {err}",
-                    path.display()
-                );
-            }
+            // SAFETY: repo and fp are live for the call; the language may be null.
+            self.read_into(repo, path, |repo, fp| unsafe {
+                ffi::repo_add_rpmmd(repo, fp, std::ptr::null(), flags)
+            })
+            .with_context(|| format!("repository {name}: {} is not valid rpm-md metadata", path.display()))?;
         }
         // SAFETY: repo is live.
         unsafe { ffi::repo_internalize(repo) };
         self.prepared = false;
+        if let Some(cache) = solv_cache
+            && let Err(e) = write_solv(repo, cache)
+        {
+            tracing::warn!(cache = %cache.display(), "not caching parsed metadata: {e:#}");
+        }
+        Ok(())
+    }
+
+    /// Opens `path` (decompressing by extension) and feeds it to `add`.
+    fn read_into(
+        &self,
+        repo: *mut ffi::Repo,
+        path: &Path,
+        add: impl FnOnce(*mut ffi::Repo, *mut ffi::FILE) -> c_int,
+    ) -> Result<()> {
+        let cpath = cstr(&path.to_string_lossy())?;
+        let mode = cstr("r")?;
+        // SAFETY: both strings are NUL-terminated; a null return is handled.
+        let fp = unsafe { solv_xfopen(cpath.as_ptr(), mode.as_ptr()) };
+        if fp.is_null() {
+            bail!("opening {}: {}", path.display(), std::io::Error::last_os_error());
+        }
+        let r = add(repo, fp);
+        // SAFETY: fp came from solv_xfopen and is closed once.
+        unsafe { nix::libc::fclose(fp.cast()) };
+        if r != 0 {
+            // SAFETY: pool_errstr returns the pool's last error message.
+            let err = unsafe { CStr::from_ptr(ffi::pool_errstr(self.raw)) }
+                .to_string_lossy()
+                .into_owned();
+            bail!("{err}");
+        }
         Ok(())
     }
 
@@ -489,6 +534,33 @@ impl Pool {
         let n = unsafe { (*self.raw).nsolvables };
         (2..n).map(|id| self.name_of(id)).collect()
     }
+}
+
+/// Writes `repo` in libsolv's binary format to a temp file beside `dest`, then renames it.
+fn write_solv(repo: *mut ffi::Repo, dest: &Path) -> Result<()> {
+    let dir = dest.parent().context("solv cache path has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+    let cpath = cstr(&tmp.path().to_string_lossy())?;
+    let mode = cstr("w")?;
+    // SAFETY: both strings are NUL-terminated; a null return is handled.
+    let fp = unsafe { nix::libc::fopen(cpath.as_ptr(), mode.as_ptr()) };
+    if fp.is_null() {
+        bail!("opening {}: {}", tmp.path().display(), std::io::Error::last_os_error());
+    }
+    // SAFETY: repo is live and fp is open for writing.
+    let r = unsafe { ffi::repo_write(repo, fp.cast()) };
+    // SAFETY: fp is closed once; fclose flushes libc's buffer.
+    let closed = unsafe { nix::libc::fclose(fp) };
+    if r != 0 || closed != 0 {
+        bail!("writing {}", tmp.path().display());
+    }
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("syncing {}", tmp.path().display()))?;
+    tmp.persist(dest)
+        .with_context(|| format!("renaming into {}", dest.display()))?;
+    Ok(())
 }
 
 impl Drop for Pool {
