@@ -7,6 +7,7 @@
 pub mod arch;
 pub mod cli;
 pub mod compose;
+pub mod failpoint;
 pub mod host;
 pub mod ostree;
 pub mod progress;

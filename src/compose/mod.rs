@@ -1,4 +1,5 @@
 //! The compose pipeline: treefile → resolved package set → (later) tree → commit.
 
 pub mod lockfile;
+pub mod postprocess;
 pub mod resolve;

@@ -1,5 +1,8 @@
 //! libostree through the `ostree` crate; glib types stay inside this module.
 
+
+pub mod tree;
+
 /// The libostree release arbor needs (Debian 12 ships 2022.7).
 pub const REQUIRED: (u32, u32) = (2022, 7);
 

@@ -1,4 +1,5 @@
 //! Reading RPM packages: header summaries and ELF-derived dependencies.
 
 pub mod elfdeps;
+pub mod header;
 pub mod info;

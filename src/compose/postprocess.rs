@@ -1,0 +1,489 @@
+//! Postprocessing an assembled rootfs into the OSTree layout, as rpm-ostree
+//! does: /etc → /usr/etc, /var content → tmpfiles.d, toplevel directories as
+//! symlinks into /var, os-release, shadow modes, units, removals.
+//!
+//! Everything goes through a directory handle for the root (cap-std), so a
+//! symlink in the tree can never send a write to the host. The rootfs is a
+//! hardlink checkout of the package cache: a file is copied up before it is
+//! changed in place, or the cache object would change with it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use cap_std::fs::{Dir, Permissions, PermissionsExt as _};
+
+use crate::treefile::Treefile;
+
+/// Toplevel directories that become symlinks into /var (rpm-ostree's layout):
+/// (path in the tree, symlink target, directory under /var it points at, mode).
+const TOPLEVEL_LINKS: &[(&str, &str, &str, u32)] = &[
+    ("home", "var/home", "var/home", 0o755),
+    ("root", "var/roothome", "var/roothome", 0o700),
+    ("opt", "var/opt", "var/opt", 0o755),
+    ("srv", "var/srv", "var/srv", 0o755),
+    ("mnt", "var/mnt", "var/mnt", 0o755),
+    ("media", "run/media", "", 0o755),
+    ("usr/local", "../var/usrlocal", "var/usrlocal", 0o755),
+];
+
+/// What postprocessing did that a user may want to know.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// tmpfiles.d lines written for /var.
+    pub tmpfiles: Vec<String>,
+    /// Regular files under /var dropped (OSTree never ships /var content).
+    pub dropped_var_files: Vec<String>,
+    /// Paths removed by remove-files / remove-from-packages / documentation / install-langs.
+    pub removed: Vec<String>,
+}
+
+/// Runs every postprocessing step on the rootfs at `root`.
+///
+/// `owned` maps package names to the paths their headers list (for
+/// `remove-from-packages`); `version` is the commit's version string.
+pub fn run(root: &Dir, tf: &Treefile, version: &str, owned: &BTreeMap<String, Vec<String>>) -> Result<Report> {
+    let mut report = Report::default();
+    remove_files(root, tf, owned, &mut report)?;
+    if !tf.documentation {
+        for d in ["usr/share/doc", "usr/share/man", "usr/share/info"] {
+            remove_tree(root, d, &mut report)?;
+        }
+    }
+    if !tf.install_langs.is_empty() {
+        filter_langs(root, &tf.install_langs, &mut report)?;
+    }
+    for f in ["etc/shadow", "etc/gshadow", "etc/shadow-", "etc/gshadow-"] {
+        if root.symlink_metadata(f).is_ok_and(|m| m.is_file()) {
+            copy_up(root, f)?;
+            root.set_permissions(f, Permissions::from_std(std::fs::Permissions::from_mode(0)))
+                .with_context(|| format!("setting mode 0000 on /{f}"))?;
+        }
+    }
+    check_group_members(root, &tf.etc_group_members)?;
+    toplevel_links(root, &mut report)?;
+    var_to_tmpfiles(root, &mut report)?;
+    etc_to_usr_etc(root)?;
+    os_release(root, tf, version)?;
+    systemd_units(root, tf)?;
+    ostree_dirs(root, tf)?;
+    Ok(report)
+}
+
+/// Replaces `path` by a private copy with the same content and mode, so
+/// changing it leaves the hardlinked repository object alone.
+pub fn copy_up(root: &Dir, path: &str) -> Result<()> {
+    let meta = root.symlink_metadata(path).with_context(|| format!("copy-up of /{path}"))?;
+    if !meta.is_file() {
+        bail!("copy-up of /{path}: not a regular file");
+    }
+    let bytes = root.read(path).with_context(|| format!("reading /{path}"))?;
+    let tmp = format!("{path}.arbor-copyup");
+    root.write(&tmp, &bytes).with_context(|| format!("writing /{tmp}"))?;
+    root.set_permissions(&tmp, meta.permissions()).with_context(|| format!("setting the mode of /{tmp}"))?;
+    root.rename(&tmp, root, path).with_context(|| format!("replacing /{path}"))?;
+    Ok(())
+}
+
+/// Writes `content` to `path` through a temp file and a rename (never in place).
+pub fn replace_file(root: &Dir, path: &str, content: &[u8], mode: u32) -> Result<()> {
+    let tmp = format!("{path}.arbor-new");
+    root.write(&tmp, content).with_context(|| format!("writing /{tmp}"))?;
+    root.set_permissions(&tmp, Permissions::from_std(std::fs::Permissions::from_mode(mode)))
+        .with_context(|| format!("setting the mode of /{tmp}"))?;
+    root.rename(&tmp, root, path).with_context(|| format!("writing /{path}"))?;
+    Ok(())
+}
+
+fn rel(path: &str) -> &str {
+    path.trim_start_matches('/')
+}
+
+fn remove_tree(root: &Dir, path: &str, report: &mut Report) -> Result<()> {
+    match root.symlink_metadata(path) {
+        Ok(m) if m.is_dir() => root.remove_dir_all(path),
+        Ok(_) => root.remove_file(path),
+        Err(_) => return Ok(()),
+    }
+    .with_context(|| format!("removing /{path}"))?;
+    report.removed.push(format!("/{path}"));
+    Ok(())
+}
+
+fn remove_files(root: &Dir, tf: &Treefile, owned: &BTreeMap<String, Vec<String>>, report: &mut Report) -> Result<()> {
+    for p in &tf.remove_files {
+        if p.split('/').any(|c| c == "..") {
+            bail!("remove-files: {p:?} must not contain ..");
+        }
+        remove_tree(root, rel(p), report)?;
+    }
+    for rfp in &tf.remove_from_packages {
+        let files = owned.get(&rfp.package).with_context(|| {
+            format!("remove-from-packages: package {} is not in the tree", rfp.package)
+        })?;
+        for pattern in &rfp.patterns {
+            let re = glob_free_regex(pattern)?;
+            for f in files.iter().filter(|f| re.is_match(f)) {
+                if root.symlink_metadata(rel(f)).is_ok_and(|m| !m.is_dir()) {
+                    root.remove_file(rel(f)).with_context(|| format!("removing {f}"))?;
+                    report.removed.push(f.clone());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// rpm-ostree's remove-from-packages patterns are regular expressions; arbor
+/// supports the subset used in practice: anchors `^`/`$`, `.`, `.*`, literals
+/// (escaped with `\`).
+fn glob_free_regex(pattern: &str) -> Result<SimpleRegex> {
+    SimpleRegex::new(pattern)
+}
+
+/// A tiny regular-expression matcher for `^ $ . * \` — enough for the path
+/// patterns treefiles use, without a regex engine dependency.
+struct SimpleRegex {
+    anchored: bool,
+    tokens: Vec<(Tok, bool)>,
+    end: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Tok {
+    Any,
+    Lit(char),
+}
+
+impl SimpleRegex {
+    fn new(p: &str) -> Result<SimpleRegex> {
+        let (anchored, p) = match p.strip_prefix('^') {
+            Some(r) => (true, r),
+            None => (false, p),
+        };
+        let (end, p) = match p.strip_suffix('$') {
+            Some(r) if !r.ends_with('\\') => (true, r),
+            _ => (false, p),
+        };
+        let mut tokens: Vec<(Tok, bool)> = Vec::new();
+        let mut chars = p.chars();
+        while let Some(c) = chars.next() {
+            let tok = match c {
+                '.' => Tok::Any,
+                '\\' => Tok::Lit(chars.next().context("remove-from-packages: pattern ends with \\")?),
+                '*' => {
+                    let last = tokens.last_mut().context("remove-from-packages: pattern starts with *")?;
+                    last.1 = true;
+                    continue;
+                }
+                '[' | ']' | '(' | ')' | '|' | '+' | '?' | '{' | '}' => bail!(
+                    "remove-from-packages: pattern {p:?} uses {c:?}; supported are literals, ., .*, ^ and $"
+                ),
+                c => Tok::Lit(c),
+            };
+            tokens.push((tok, false));
+        }
+        Ok(SimpleRegex { anchored, tokens, end })
+    }
+
+    fn is_match(&self, s: &str) -> bool {
+        let chars: Vec<char> = s.chars().collect();
+        let starts: Vec<usize> = if self.anchored { vec![0] } else { (0..=chars.len()).collect() };
+        starts.into_iter().any(|i| self.match_at(&chars, i, 0))
+    }
+
+    fn match_at(&self, s: &[char], i: usize, t: usize) -> bool {
+        if t == self.tokens.len() {
+            return !self.end || i == s.len();
+        }
+        let (tok, star) = self.tokens[t];
+        let one = |i: usize| i < s.len() && matches!(tok, Tok::Any) || matches!(tok, Tok::Lit(c) if s.get(i) == Some(&c));
+        if star {
+            let mut j = i;
+            loop {
+                if self.match_at(s, j, t + 1) {
+                    return true;
+                }
+                if !one(j) {
+                    return false;
+                }
+                j += 1;
+            }
+        }
+        one(i) && self.match_at(s, i + 1, t + 1)
+    }
+}
+
+fn filter_langs(root: &Dir, langs: &[String], report: &mut Report) -> Result<()> {
+    let Ok(dir) = root.open_dir("usr/share/locale") else { return Ok(()) };
+    let mut names: Vec<String> = dir
+        .entries()
+        .context("listing /usr/share/locale")?
+        .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
+        .collect();
+    names.sort();
+    for name in names {
+        let base = name.split(['_', '.', '@']).next().unwrap_or(&name);
+        let keep = langs.iter().any(|l| l == &name || l == base) || !dir.is_dir(&name);
+        if !keep {
+            remove_tree(root, &format!("usr/share/locale/{name}"), report)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_group_members(root: &Dir, groups: &[String]) -> Result<()> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let text = root.read_to_string("etc/group").context("etc-group-members: reading /etc/group")?;
+    for g in groups {
+        if !text.lines().any(|l| l.split(':').next() == Some(g.as_str())) {
+            bail!("etc-group-members: group {g:?} is not in the tree's /etc/group");
+        }
+    }
+    Ok(())
+}
+
+fn toplevel_links(root: &Dir, report: &mut Report) -> Result<()> {
+    for &(path, target, var_dir, _mode) in TOPLEVEL_LINKS {
+        match root.symlink_metadata(path) {
+            Ok(m) if m.is_symlink() => continue,
+            Ok(m) if m.is_dir() => {
+                // Package content here belongs to /var now: move it there, tmpfiles recreates it.
+                let has_content = root.read_dir(path).with_context(|| format!("listing /{path}"))?.next().is_some();
+                if has_content && !var_dir.is_empty() {
+                    if root.exists(var_dir) {
+                        bail!("/{path} has content and /{var_dir} exists too: refusing to merge them");
+                    }
+                    root.create_dir_all(Path::new(var_dir).parent().unwrap_or(Path::new("var")))
+                        .with_context(|| format!("creating the parent of /{var_dir}"))?;
+                    root.rename(path, root, var_dir).with_context(|| format!("moving /{path} to /{var_dir}"))?;
+                } else {
+                    if has_content {
+                        report.removed.push(format!("/{path}"));
+                    }
+                    root.remove_dir_all(path).with_context(|| format!("removing /{path}"))?;
+                }
+            }
+            Ok(_) => bail!("/{path} is a file in the tree; it must be a directory or a symlink"),
+            Err(_) => {}
+        }
+        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            root.create_dir_all(parent).with_context(|| format!("creating /{}", parent.display()))?;
+        }
+        root.symlink_contents(target, path).with_context(|| format!("linking /{path} -> {target}"))?;
+    }
+    Ok(())
+}
+
+/// Turns everything under /var into tmpfiles.d lines and empties /var.
+fn var_to_tmpfiles(root: &Dir, report: &mut Report) -> Result<()> {
+    let mut lines = Vec::new();
+    for &(_, _, var_dir, mode) in TOPLEVEL_LINKS {
+        if !var_dir.is_empty() {
+            lines.push(format!("d /{var_dir} {mode:04o} root root - -"));
+        }
+    }
+    lines.push("L /var/lib/rpm - - - - ../../usr/lib/sysimage/rpm".to_string());
+    if root.is_dir("var") {
+        let mut found = Vec::new();
+        walk(root, Path::new("var"), &mut found)?;
+        for (path, kind) in found {
+            let p = path.display();
+            match kind {
+                Kind::Dir(mode) => lines.push(format!("d /{p} {mode:04o} root root - -")),
+                Kind::Symlink(target) => lines.push(format!("L /{p} - - - - {}", target.display())),
+                Kind::File => report.dropped_var_files.push(format!("/{p}")),
+            }
+        }
+        root.remove_dir_all("var").context("emptying /var")?;
+    }
+    root.create_dir("var").context("creating /var")?;
+    lines.sort();
+    lines.dedup();
+    // Parents before children, so `d` lines create in order.
+    lines.sort_by_key(|l| l.split_whitespace().nth(1).map(|p| p.matches('/').count()).unwrap_or(0));
+    let mut text = String::from("# Created by arbor from the packages' /var content.\n");
+    for l in &lines {
+        let _ = writeln!(text, "{l}");
+    }
+    root.create_dir_all("usr/lib/tmpfiles.d").context("creating /usr/lib/tmpfiles.d")?;
+    replace_file(root, "usr/lib/tmpfiles.d/arbor-var.conf", text.as_bytes(), 0o644)?;
+    report.tmpfiles = lines;
+    Ok(())
+}
+
+enum Kind {
+    Dir(u32),
+    Symlink(PathBuf),
+    File,
+}
+
+fn walk(root: &Dir, dir: &Path, out: &mut Vec<(PathBuf, Kind)>) -> Result<()> {
+    let mut entries: Vec<_> = root
+        .read_dir(dir)
+        .with_context(|| format!("listing /{}", dir.display()))?
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("listing /{}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = dir.join(e.file_name());
+        let ft = e.file_type().with_context(|| format!("reading /{}", path.display()))?;
+        if ft.is_dir() {
+            let mode = root.symlink_metadata(&path)?.permissions().mode() & 0o7777;
+            out.push((path.clone(), Kind::Dir(mode)));
+            walk(root, &path, out)?;
+        } else if ft.is_symlink() {
+            let target = root.read_link_contents(&path).with_context(|| format!("reading /{}", path.display()))?;
+            out.push((path, Kind::Symlink(target)));
+        } else {
+            out.push((path, Kind::File));
+        }
+    }
+    Ok(())
+}
+
+fn etc_to_usr_etc(root: &Dir) -> Result<()> {
+    if !root.is_dir("etc") {
+        root.create_dir_all("usr/etc").context("creating /usr/etc")?;
+        return Ok(());
+    }
+    if root.exists("usr/etc") {
+        bail!("the tree has both /etc and /usr/etc; packages must not ship /usr/etc");
+    }
+    root.rename("etc", root, "usr/etc").context("moving /etc to /usr/etc")?;
+    Ok(())
+}
+
+fn os_release(root: &Dir, tf: &Treefile, version: &str) -> Result<()> {
+    let existing = ["usr/lib/os-release", "usr/etc/os-release"]
+        .iter()
+        .find_map(|p| root.symlink_metadata(p).ok().filter(|m| m.is_file()).map(|_| *p));
+    let mut text = match existing {
+        Some(p) => root.read_to_string(p).with_context(|| format!("reading /{p}"))?,
+        None => format!(
+            "NAME=\"arbor\"\nID=arbor\nVERSION=\"{v}\"\nVERSION_ID={v}\nPRETTY_NAME=\"arbor {v} ({arch})\"\n",
+            v = tf.releasever.as_deref().unwrap_or(version),
+            arch = tf.basearch
+        ),
+    };
+    if let Some(from) = &tf.mutate_os_release {
+        // rpm-ostree: the release string inside VERSION/PRETTY_NAME becomes the commit version.
+        let mut out = String::new();
+        for line in text.lines() {
+            if line.starts_with("VERSION=") || line.starts_with("PRETTY_NAME=") {
+                let _ = writeln!(out, "{}", line.replacen(from.as_str(), version, 1));
+            } else {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        text = out;
+    }
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let _ = writeln!(text, "OSTREE_VERSION='{version}'");
+    root.create_dir_all("usr/lib").context("creating /usr/lib")?;
+    replace_file(root, "usr/lib/os-release", text.as_bytes(), 0o644)?;
+    if existing == Some("usr/etc/os-release") || root.symlink_metadata("usr/etc/os-release").is_ok() {
+        root.remove_file("usr/etc/os-release").context("removing /usr/etc/os-release")?;
+    }
+    root.symlink_contents("../usr/lib/os-release", "usr/etc/os-release").context("linking /etc/os-release")?;
+    Ok(())
+}
+
+fn systemd_units(root: &Dir, tf: &Treefile) -> Result<()> {
+    let unitdir = "usr/lib/systemd/system";
+    for unit in &tf.units {
+        let path = format!("{unitdir}/{unit}");
+        let text = root.read_to_string(&path).with_context(|| format!("units: {unit} is not in /{unitdir}"))?;
+        let wanted_by: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("WantedBy="))
+            .flat_map(|v| v.split_whitespace())
+            .collect();
+        if wanted_by.is_empty() {
+            bail!("units: {unit} has no WantedBy= in its [Install] section; it cannot be enabled");
+        }
+        for target in wanted_by {
+            let wants = format!("usr/etc/systemd/system/{target}.wants");
+            root.create_dir_all(&wants).with_context(|| format!("creating /{wants}"))?;
+            let link = format!("{wants}/{unit}");
+            if !root.exists(&link) {
+                root.symlink_contents(format!("/{path}"), &link).with_context(|| format!("enabling {unit}"))?;
+            }
+        }
+    }
+    if let Some(target) = &tf.default_target {
+        let path = format!("{unitdir}/{target}");
+        if !root.exists(&path) {
+            bail!("default-target: {target} is not in /{unitdir}");
+        }
+        root.create_dir_all("usr/etc/systemd/system").context("creating /usr/etc/systemd/system")?;
+        let link = "usr/etc/systemd/system/default.target";
+        let _ = root.remove_file(link);
+        root.symlink_contents(format!("/{path}"), link).context("setting default.target")?;
+    }
+    Ok(())
+}
+
+fn ostree_dirs(root: &Dir, tf: &Treefile) -> Result<()> {
+    if !root.exists("sysroot") {
+        root.create_dir("sysroot").context("creating /sysroot")?;
+    }
+    if !root.exists("ostree") {
+        root.symlink_contents("sysroot/ostree", "ostree").context("linking /ostree")?;
+    }
+    if !tf.tmp_is_dir {
+        match root.symlink_metadata("tmp") {
+            Ok(m) if m.is_dir() => root.remove_dir_all("tmp").context("removing /tmp")?,
+            Ok(m) if m.is_symlink() => root.remove_file("tmp").context("removing /tmp")?,
+            _ => {}
+        }
+        root.symlink_contents("sysroot/tmp", "tmp").context("linking /tmp")?;
+    } else if !root.exists("tmp") {
+        root.create_dir("tmp").context("creating /tmp")?;
+        root.set_permissions("tmp", Permissions::from_std(std::fs::Permissions::from_mode(0o1777)))?;
+    }
+    if tf.machineid_compat && !root.exists("usr/etc/machine-id") {
+        replace_file(root, "usr/etc/machine-id", b"", 0o444)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simple_regex_matches_like_rpm_ostree_patterns() {
+        let cases = [
+            ("^/usr/share/doc/.*", "/usr/share/doc/hello/README", true),
+            ("^/usr/share/doc/.*", "/usr/lib/share/doc/x", false),
+            ("/man/", "/usr/share/man/man1/x.1", true),
+            ("\\.pyc$", "/usr/lib/a.pyc", true),
+            ("\\.pyc$", "/usr/lib/a.pyc.txt", false),
+            ("^/etc/x$", "/etc/x", true),
+            ("^/etc/x$", "/etc/xy", false),
+        ];
+        for (p, s, want) in cases {
+            assert_eq!(SimpleRegex::new(p).unwrap().is_match(s), want, "{p} ~ {s}");
+        }
+        assert!(SimpleRegex::new("a(b|c)").is_err());
+    }
+
+    #[test]
+    fn copy_up_leaves_the_original_inode_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("cache"), "original").unwrap();
+        std::fs::create_dir(tmp.path().join("root")).unwrap();
+        std::fs::hard_link(tmp.path().join("cache"), tmp.path().join("root/f")).unwrap();
+        let root = Dir::open_ambient_dir(tmp.path().join("root"), cap_std::ambient_authority()).unwrap();
+        copy_up(&root, "f").unwrap();
+        root.write("f", "changed").unwrap();
+        assert_eq!(std::fs::read_to_string(tmp.path().join("cache")).unwrap(), "original");
+    }
+}

@@ -1,0 +1,31 @@
+//! Failpoints: `ARBOR_FAILPOINT=<name>` makes arbor die abruptly (SIGKILL-like
+//! abort, no cleanup) when it reaches that point; `<name>=error` makes it fail
+//! there with an error instead. Tests use them to prove that a run killed at
+//! any step leaves repositories and refs as they were.
+
+use anyhow::{Result, bail};
+
+/// Every failpoint, in pipeline order (tests iterate over this list).
+pub const ALL: &[&str] = &[
+    "compose::resolved",
+    "compose::imported",
+    "compose::assembled",
+    "compose::postprocessed",
+    "compose::rpmdb-written",
+    "compose::commit-written",
+    "compose::ref-written",
+];
+
+/// Checks the failpoint `name`.
+pub fn hit(name: &str) -> Result<()> {
+    debug_assert!(ALL.contains(&name), "unregistered failpoint {name}");
+    let Ok(spec) = std::env::var("ARBOR_FAILPOINT") else { return Ok(()) };
+    match spec.split_once('=') {
+        Some((n, "error")) if n == name => bail!("failpoint {name} triggered"),
+        None if spec == name => {
+            eprintln!("arbor: failpoint {name}: aborting");
+            std::process::abort();
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,183 @@
+//! Assembling and committing trees with libostree: union hardlink checkouts of
+//! package commits, and commits of a finished rootfs that reuse the checksums
+//! of files still hardlinked to the repository (the devino cache).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use ostree::gio;
+use ostree::glib;
+use ostree::prelude::*;
+
+/// A commit metadata value, without glib types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Meta {
+    /// `s`
+    Str(String),
+    /// `as`
+    Strs(Vec<String>),
+    /// `b`
+    Bool(bool),
+    /// `t`
+    U64(u64),
+}
+
+impl Meta {
+    fn to_variant(&self) -> glib::Variant {
+        match self {
+            Meta::Str(s) => s.to_variant(),
+            Meta::Strs(v) => v.to_variant(),
+            Meta::Bool(b) => b.to_variant(),
+            Meta::U64(n) => n.to_variant(),
+        }
+    }
+}
+
+/// Repository modes arbor writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// For building: files stored uncompressed, owners in an xattr.
+    BareUser,
+    /// For serving over HTTP: compressed objects.
+    Archive,
+}
+
+/// Opens the repository at `path`, creating it in `mode` when it does not exist.
+pub fn open_or_create(path: &Path, mode: Mode) -> Result<ostree::Repo> {
+    let repo = ostree::Repo::new_for_path(path);
+    if path.join("config").exists() {
+        repo.open(gio::Cancellable::NONE).with_context(|| format!("opening OSTree repository {}", path.display()))?;
+    } else {
+        std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        let m = match mode {
+            Mode::BareUser => ostree::RepoMode::BareUser,
+            Mode::Archive => ostree::RepoMode::Archive,
+        };
+        repo.create(m, gio::Cancellable::NONE)
+            .with_context(|| format!("creating OSTree repository {}", path.display()))?;
+    }
+    Ok(repo)
+}
+
+/// Checksums of files checked out by hardlink, so a commit of the tree need not
+/// hash them again.
+pub struct DevInoCache(ostree::RepoDevInoCache);
+
+/// Checks out `commits` in order into `dest` (created), as hardlinks into the
+/// repository; later commits add to earlier ones. Conflicting files must have
+/// been ruled out by the caller: identical files are allowed, others fail.
+pub fn checkout_union(repo_path: &Path, commits: &[String], dest: &Path) -> Result<DevInoCache> {
+    let repo = open_or_create(repo_path, Mode::BareUser)?;
+    let cache = ostree::RepoDevInoCache::new();
+    std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    for commit in commits {
+        let opts = ostree::RepoCheckoutAtOptions {
+            mode: ostree::RepoCheckoutMode::User,
+            overwrite_mode: ostree::RepoCheckoutOverwriteMode::UnionIdentical,
+            no_copy_fallback: true,
+            devino_to_csum_cache: Some(cache.clone()),
+            ..Default::default()
+        };
+        repo.checkout_at(Some(&opts), libc_at_fdcwd(), dest, commit, gio::Cancellable::NONE)
+            .with_context(|| format!("checking out {commit} into {}", dest.display()))?;
+    }
+    Ok(DevInoCache(cache))
+}
+
+fn libc_at_fdcwd() -> i32 {
+    nix::libc::AT_FDCWD
+}
+
+/// What to commit.
+pub struct CommitRequest<'a> {
+    /// The finished rootfs.
+    pub dir: &'a Path,
+    /// Ref to point at the new commit.
+    pub refname: &'a str,
+    /// Commit subject line.
+    pub subject: &'a str,
+    /// Commit metadata.
+    pub metadata: &'a BTreeMap<String, Meta>,
+    /// Commit timestamp (seconds since the epoch).
+    pub timestamp: u64,
+    /// Checksums of hardlinked files from the checkout.
+    pub devino: Option<&'a DevInoCache>,
+}
+
+/// Commits `req.dir` into the repository and moves the ref, in one transaction:
+/// a crash before the end leaves the ref where it was. Returns the checksum.
+pub fn commit_tree(repo_path: &Path, mode: Mode, req: &CommitRequest) -> Result<String> {
+    let repo = open_or_create(repo_path, mode)?;
+    let parent = repo
+        .resolve_rev(req.refname, true)
+        .with_context(|| format!("resolving {}", req.refname))?
+        .map(|s| s.to_string());
+    repo.prepare_transaction(gio::Cancellable::NONE).context("starting an OSTree transaction")?;
+    let result = (|| -> Result<String> {
+        let mtree = ostree::MutableTree::new();
+        let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::empty(), None);
+        if let Some(cache) = req.devino {
+            modifier.set_devino_cache(&cache.0);
+        }
+        let dir = gio::File::for_path(req.dir);
+        repo.write_directory_to_mtree(&dir, &mtree, Some(&modifier), gio::Cancellable::NONE)
+            .with_context(|| format!("reading {} into the repository", req.dir.display()))?;
+        let root = repo.write_mtree(&mtree, gio::Cancellable::NONE).context("writing the tree")?;
+        let root = root.downcast::<ostree::RepoFile>().map_err(|_| anyhow::anyhow!("write_mtree returned no RepoFile"))?;
+        let dict = glib::VariantDict::new(None);
+        for (k, v) in req.metadata {
+            dict.insert_value(k, &v.to_variant());
+        }
+        let checksum = repo
+            .write_commit_with_time(
+                parent.as_deref(),
+                Some(req.subject),
+                None,
+                Some(&dict.end()),
+                &root,
+                req.timestamp,
+                gio::Cancellable::NONE,
+            )
+            .context("writing the commit")?;
+        crate::failpoint::hit("compose::commit-written")?;
+        repo.transaction_set_ref(None, req.refname, Some(&checksum));
+        repo.commit_transaction(gio::Cancellable::NONE).context("committing the OSTree transaction")?;
+        Ok(checksum.to_string())
+    })();
+    if result.is_err() {
+        let _ = repo.abort_transaction(gio::Cancellable::NONE);
+    }
+    result
+}
+
+/// The commit a ref points at and its string metadata (for input hashes and versions).
+pub fn ref_metadata(repo_path: &Path, refname: &str) -> Result<Option<(String, BTreeMap<String, String>)>> {
+    if !repo_path.join("config").exists() {
+        return Ok(None);
+    }
+    let repo = open_or_create(repo_path, Mode::BareUser)?;
+    let Some(commit) = repo.resolve_rev(refname, true).with_context(|| format!("resolving {refname}"))? else {
+        return Ok(None);
+    };
+    let (variant, _) = repo.load_commit(&commit).with_context(|| format!("loading commit {commit}"))?;
+    let meta = variant.child_value(0);
+    let dict = glib::VariantDict::new(Some(&meta));
+    let mut out = BTreeMap::new();
+    for key in ["version", "arbor.inputhash"] {
+        if let Some(v) = dict.lookup_value(key, None)
+            && let Some(s) = v.str()
+        {
+            out.insert(key.to_string(), s.to_string());
+        }
+    }
+    Ok(Some((commit.to_string(), out)))
+}
+
+/// Fails unless `dir` looks like a rootfs (used before committing).
+pub fn check_rootfs(dir: &Path) -> Result<()> {
+    if !dir.join("usr").is_dir() {
+        bail!("{} has no /usr: nothing to commit", dir.display());
+    }
+    Ok(())
+}

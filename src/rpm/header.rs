@@ -1,0 +1,149 @@
+//! What compose needs from each package's header, read without the payload:
+//! the file list (for conflicts and remove-from-packages), scriptlets and
+//! triggers (which need the sandbox), and the build time.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// One file entry from the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Absolute path.
+    pub path: String,
+    /// What it is, with the content identity for conflict checks.
+    pub kind: FileKind,
+    /// `%ghost`: listed but not in the payload.
+    pub ghost: bool,
+    /// `%config`.
+    pub config: bool,
+}
+
+/// File type and the identity two packages must share to own the same path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    /// A directory (any number of packages may own it).
+    Dir,
+    /// A regular file: its digest and mode.
+    File { digest: String, mode: u16 },
+    /// A symlink and its target.
+    Symlink(String),
+    /// A device node, FIFO or socket.
+    Special,
+}
+
+/// A package header summary.
+#[derive(Debug, Clone)]
+pub struct HeaderInfo {
+    /// `name-[epoch:]version-release.arch`.
+    pub nevra: String,
+    /// Name.
+    pub name: String,
+    /// Files, in header order.
+    pub files: Vec<FileInfo>,
+    /// Scriptlets and triggers present (`post`, `filetriggerin`, ...).
+    pub scriptlets: Vec<&'static str>,
+    /// Build time from the header.
+    pub build_time: u64,
+}
+
+/// Reads the header of the .rpm at `path`.
+pub fn read(path: &Path) -> Result<HeaderInfo> {
+    let ctx = || format!("reading the RPM header of {}", path.display());
+    let m = rpm::PackageMetadata::open(path).with_context(ctx)?;
+    let name = m.get_name().with_context(ctx)?.to_string();
+    let nevra = m.get_nevra().with_context(ctx)?.nevra().to_string();
+    let mut files = Vec::new();
+    for e in m.get_file_entries().with_context(ctx)? {
+        let kind = match e.mode().file_type() {
+            rpm::FileType::Dir => FileKind::Dir,
+            rpm::FileType::SymbolicLink => FileKind::Symlink(e.linkto().unwrap_or_default().to_string()),
+            rpm::FileType::Regular => FileKind::File {
+                digest: e.digest().map(|d| d.as_hex().to_string()).unwrap_or_default(),
+                mode: e.permissions(),
+            },
+            _ => FileKind::Special,
+        };
+        let flags = e.flags();
+        files.push(FileInfo {
+            path: e.path().to_string_lossy().into_owned(),
+            kind,
+            ghost: flags.contains(rpm::FileFlags::GHOST),
+            config: flags.contains(rpm::FileFlags::CONFIG),
+        });
+    }
+    let mut scriptlets = Vec::new();
+    for (kind, present) in [
+        ("pretrans", m.get_pre_trans_script().is_ok()),
+        ("pre", m.get_pre_install_script().is_ok()),
+        ("post", m.get_post_install_script().is_ok()),
+        ("posttrans", m.get_post_trans_script().is_ok()),
+        ("triggerin", m.get_triggers().is_ok_and(|t| !t.is_empty())),
+        ("filetriggerin", m.get_file_triggers().is_ok_and(|t| !t.is_empty())),
+        ("transfiletriggerin", m.get_trans_file_triggers().is_ok_and(|t| !t.is_empty())),
+    ] {
+        if present {
+            scriptlets.push(kind);
+        }
+    }
+    Ok(HeaderInfo { nevra, name, files, scriptlets, build_time: m.get_build_time().unwrap_or(0) })
+}
+
+/// Paths owned by more than one package with different content, as rpm reports
+/// them ("file X conflicts between attempted installs of A and B"). Directories
+/// may be shared; ghosts never conflict; identical files and symlinks are fine.
+pub fn conflicts(pkgs: &[HeaderInfo]) -> Vec<String> {
+    let mut owner: std::collections::HashMap<&str, (&HeaderInfo, &FileInfo)> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for p in pkgs {
+        for f in p.files.iter().filter(|f| !f.ghost) {
+            match owner.get(f.path.as_str()) {
+                None => {
+                    owner.insert(&f.path, (p, f));
+                }
+                Some((q, g)) => {
+                    let same = matches!((&f.kind, &g.kind), (FileKind::Dir, FileKind::Dir)) || f.kind == g.kind;
+                    if !same {
+                        out.push(format!(
+                            "file {} conflicts between attempted installs of {} and {}",
+                            f.path, q.nevra, p.nevra
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(nevra: &str, files: Vec<(&str, FileKind)>) -> HeaderInfo {
+        HeaderInfo {
+            nevra: nevra.into(),
+            name: nevra.split('-').next().unwrap().into(),
+            files: files
+                .into_iter()
+                .map(|(p, k)| FileInfo { path: p.into(), kind: k, ghost: false, config: false })
+                .collect(),
+            scriptlets: vec![],
+            build_time: 0,
+        }
+    }
+
+    #[test]
+    fn conflicts_follow_rpm_rules() {
+        let file = |d: &str| FileKind::File { digest: d.into(), mode: 0o644 };
+        let a = pkg("a-1-1.noarch", vec![("/usr", FileKind::Dir), ("/usr/x", file("11")), ("/usr/l", FileKind::Symlink("x".into()))]);
+        let b = pkg("b-1-1.noarch", vec![("/usr", FileKind::Dir), ("/usr/x", file("11")), ("/usr/l", FileKind::Symlink("x".into()))]);
+        assert!(conflicts(&[a.clone(), b]).is_empty(), "shared dirs and identical files are fine");
+        let c = pkg("c-1-1.noarch", vec![("/usr/x", file("22")), ("/usr/l", FileKind::Symlink("y".into()))]);
+        let got = conflicts(&[a, c]);
+        assert_eq!(got, [
+            "file /usr/x conflicts between attempted installs of a-1-1.noarch and c-1-1.noarch",
+            "file /usr/l conflicts between attempted installs of a-1-1.noarch and c-1-1.noarch",
+        ]);
+    }
+}
