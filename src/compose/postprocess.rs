@@ -58,7 +58,7 @@ pub fn run(root: &Dir, tf: &Treefile, version: &str, owned: &BTreeMap<String, Ve
     for f in ["etc/shadow", "etc/gshadow", "etc/shadow-", "etc/gshadow-"] {
         if root.symlink_metadata(f).is_ok_and(|m| m.is_file()) {
             copy_up(root, f)?;
-            root.set_permissions(f, Permissions::from_std(std::fs::Permissions::from_mode(0)))
+            root.set_permissions(f, Permissions::from_std(std::fs::Permissions::from_mode(0o000)))
                 .with_context(|| format!("setting mode 0000 on /{f}"))?;
         }
     }
