@@ -195,7 +195,11 @@ impl Pool {
         }
         // SAFETY: raw is live; repo_create copies the name.
         let repo = unsafe { ffi::repo_create(self.raw, cname.as_ptr()) };
-        for (path, flags) in [(Some(primary), 0), (filelists, ffi::REPO_EXTEND_SOLVABLES as c_int)] {
+        // Filelists extend the primary's solvables in the same repodata block
+        // (REUSE_REPODATA): in a second block, writing the .solv cache rebuilds
+        // the directory table with a quadratic lookup (22 s instead of 0.3 s at 70k packages).
+        let extend = (ffi::REPO_EXTEND_SOLVABLES | ffi::REPO_REUSE_REPODATA) as c_int;
+        for (path, flags) in [(Some(primary), 0), (filelists, extend)] {
             let Some(path) = path else { continue };
             // SAFETY: repo and fp are live for the call; the language may be null.
             self.read_into(repo, path, |repo, fp| unsafe {
