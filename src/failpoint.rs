@@ -19,7 +19,9 @@ pub const ALL: &[&str] = &[
 /// Checks the failpoint `name`.
 pub fn hit(name: &str) -> Result<()> {
     debug_assert!(ALL.contains(&name), "unregistered failpoint {name}");
-    let Ok(spec) = std::env::var("ARBOR_FAILPOINT") else { return Ok(()) };
+    let Ok(spec) = std::env::var("ARBOR_FAILPOINT") else {
+        return Ok(());
+    };
     match spec.split_once('=') {
         Some((n, "error")) if n == name => bail!("failpoint {name} triggered"),
         None if spec == name => {

@@ -10,6 +10,7 @@ pub mod compose;
 pub mod failpoint;
 pub mod host;
 pub mod ostree;
+pub mod pkgcache;
 pub mod progress;
 pub mod repo;
 pub mod rpm;

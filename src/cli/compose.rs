@@ -109,6 +109,67 @@ pub struct Tree {
     /// Sign the commit with this ed25519 secret key as the last step.
     #[arg(long)]
     pub sign_key: Option<PathBuf>,
+    /// Cache for metadata, packages and work directories [default: $ARBOR_CACHE_DIR or ~/.cache/arbor].
+    #[arg(long, alias = "cachedir")]
+    pub cache_dir: Option<PathBuf>,
+    /// Resolve and report, commit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Commit even if the inputs are unchanged since the ref's commit.
+    #[arg(long)]
+    pub force: bool,
+    /// Compose without running package scriptlets (listed, and recorded in the commit).
+    #[arg(long)]
+    pub no_scripts: bool,
+    /// Parallel downloads and imports.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Tree {
+    fn run(self) -> Result<()> {
+        use crate::compose::{resolve, tree};
+        if self.sign_key.is_some() {
+            return not_implemented("compose tree --sign-key", "issue #6, signing");
+        }
+        let tf = crate::treefile::load(&self.treefile, self.arch)?;
+        let opts = tree::Options {
+            repo: self.repo,
+            cache_dir: self.cache_dir.unwrap_or_else(resolve::default_cache_dir),
+            dry_run: self.dry_run,
+            force: self.force,
+            no_scripts: self.no_scripts,
+            jobs: self.jobs,
+        };
+        let r = tree::compose(&tf, &opts)?;
+        if self.json {
+            return super::print_json(&r);
+        }
+        match (&r.commit, r.unchanged) {
+            (Some(c), true) => println!(
+                "{}: no changes since commit {c} (version {}); --force commits anyway",
+                r.refname, r.version
+            ),
+            (Some(c), false) => {
+                println!("{} => {c}", r.refname);
+                println!(
+                    "version {}: {} packages, {} newly imported",
+                    r.version, r.packages, r.imported
+                );
+            }
+            (None, _) => println!(
+                "{}: would commit version {} with {} packages (dry run)",
+                r.refname, r.version, r.packages
+            ),
+        }
+        for s in &r.skipped_scriptlets {
+            println!("scriptlets not run: {s}");
+        }
+        Ok(())
+    }
 }
 
 impl Compose {
@@ -116,7 +177,7 @@ impl Compose {
     pub fn run(self) -> Result<()> {
         match self {
             Compose::Resolve(args) => args.run(),
-            Compose::Tree(_) => not_implemented("compose tree", "issue #4, compose part 2"),
+            Compose::Tree(args) => args.run(),
         }
     }
 }

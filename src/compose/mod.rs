@@ -4,3 +4,4 @@ pub mod lockfile;
 pub mod postprocess;
 pub mod resolve;
 pub mod rpmdb;
+pub mod tree;

@@ -75,15 +75,19 @@ pub fn run(root: &Dir, tf: &Treefile, version: &str, owned: &BTreeMap<String, Ve
 /// Replaces `path` by a private copy with the same content and mode, so
 /// changing it leaves the hardlinked repository object alone.
 pub fn copy_up(root: &Dir, path: &str) -> Result<()> {
-    let meta = root.symlink_metadata(path).with_context(|| format!("copy-up of /{path}"))?;
+    let meta = root
+        .symlink_metadata(path)
+        .with_context(|| format!("copy-up of /{path}"))?;
     if !meta.is_file() {
         bail!("copy-up of /{path}: not a regular file");
     }
     let bytes = root.read(path).with_context(|| format!("reading /{path}"))?;
     let tmp = format!("{path}.arbor-copyup");
     root.write(&tmp, &bytes).with_context(|| format!("writing /{tmp}"))?;
-    root.set_permissions(&tmp, meta.permissions()).with_context(|| format!("setting the mode of /{tmp}"))?;
-    root.rename(&tmp, root, path).with_context(|| format!("replacing /{path}"))?;
+    root.set_permissions(&tmp, meta.permissions())
+        .with_context(|| format!("setting the mode of /{tmp}"))?;
+    root.rename(&tmp, root, path)
+        .with_context(|| format!("replacing /{path}"))?;
     Ok(())
 }
 
@@ -93,7 +97,8 @@ pub fn replace_file(root: &Dir, path: &str, content: &[u8], mode: u32) -> Result
     root.write(&tmp, content).with_context(|| format!("writing /{tmp}"))?;
     root.set_permissions(&tmp, Permissions::from_std(std::fs::Permissions::from_mode(mode)))
         .with_context(|| format!("setting the mode of /{tmp}"))?;
-    root.rename(&tmp, root, path).with_context(|| format!("writing /{path}"))?;
+    root.rename(&tmp, root, path)
+        .with_context(|| format!("writing /{path}"))?;
     Ok(())
 }
 
@@ -120,9 +125,9 @@ fn remove_files(root: &Dir, tf: &Treefile, owned: &BTreeMap<String, Vec<String>>
         remove_tree(root, rel(p), report)?;
     }
     for rfp in &tf.remove_from_packages {
-        let files = owned.get(&rfp.package).with_context(|| {
-            format!("remove-from-packages: package {} is not in the tree", rfp.package)
-        })?;
+        let files = owned
+            .get(&rfp.package)
+            .with_context(|| format!("remove-from-packages: package {} is not in the tree", rfp.package))?;
         for pattern in &rfp.patterns {
             let re = glob_free_regex(pattern)?;
             for f in files.iter().filter(|f| re.is_match(f)) {
@@ -174,13 +179,15 @@ impl SimpleRegex {
                 '.' => Tok::Any,
                 '\\' => Tok::Lit(chars.next().context("remove-from-packages: pattern ends with \\")?),
                 '*' => {
-                    let last = tokens.last_mut().context("remove-from-packages: pattern starts with *")?;
+                    let last = tokens
+                        .last_mut()
+                        .context("remove-from-packages: pattern starts with *")?;
                     last.1 = true;
                     continue;
                 }
-                '[' | ']' | '(' | ')' | '|' | '+' | '?' | '{' | '}' => bail!(
-                    "remove-from-packages: pattern {p:?} uses {c:?}; supported are literals, ., .*, ^ and $"
-                ),
+                '[' | ']' | '(' | ')' | '|' | '+' | '?' | '{' | '}' => {
+                    bail!("remove-from-packages: pattern {p:?} uses {c:?}; supported are literals, ., .*, ^ and $")
+                }
                 c => Tok::Lit(c),
             };
             tokens.push((tok, false));
@@ -190,7 +197,11 @@ impl SimpleRegex {
 
     fn is_match(&self, s: &str) -> bool {
         let chars: Vec<char> = s.chars().collect();
-        let starts: Vec<usize> = if self.anchored { vec![0] } else { (0..=chars.len()).collect() };
+        let starts: Vec<usize> = if self.anchored {
+            vec![0]
+        } else {
+            (0..=chars.len()).collect()
+        };
         starts.into_iter().any(|i| self.match_at(&chars, i, 0))
     }
 
@@ -199,7 +210,8 @@ impl SimpleRegex {
             return !self.end || i == s.len();
         }
         let (tok, star) = self.tokens[t];
-        let one = |i: usize| i < s.len() && matches!(tok, Tok::Any) || matches!(tok, Tok::Lit(c) if s.get(i) == Some(&c));
+        let one =
+            |i: usize| i < s.len() && matches!(tok, Tok::Any) || matches!(tok, Tok::Lit(c) if s.get(i) == Some(&c));
         if star {
             let mut j = i;
             loop {
@@ -217,7 +229,9 @@ impl SimpleRegex {
 }
 
 fn filter_langs(root: &Dir, langs: &[String], report: &mut Report) -> Result<()> {
-    let Ok(dir) = root.open_dir("usr/share/locale") else { return Ok(()) };
+    let Ok(dir) = root.open_dir("usr/share/locale") else {
+        return Ok(());
+    };
     let mut names: Vec<String> = dir
         .entries()
         .context("listing /usr/share/locale")?
@@ -238,7 +252,9 @@ fn check_group_members(root: &Dir, groups: &[String]) -> Result<()> {
     if groups.is_empty() {
         return Ok(());
     }
-    let text = root.read_to_string("etc/group").context("etc-group-members: reading /etc/group")?;
+    let text = root
+        .read_to_string("etc/group")
+        .context("etc-group-members: reading /etc/group")?;
     for g in groups {
         if !text.lines().any(|l| l.split(':').next() == Some(g.as_str())) {
             bail!("etc-group-members: group {g:?} is not in the tree's /etc/group");
@@ -253,14 +269,19 @@ fn toplevel_links(root: &Dir, report: &mut Report) -> Result<()> {
             Ok(m) if m.is_symlink() => continue,
             Ok(m) if m.is_dir() => {
                 // Package content here belongs to /var now: move it there, tmpfiles recreates it.
-                let has_content = root.read_dir(path).with_context(|| format!("listing /{path}"))?.next().is_some();
+                let has_content = root
+                    .read_dir(path)
+                    .with_context(|| format!("listing /{path}"))?
+                    .next()
+                    .is_some();
                 if has_content && !var_dir.is_empty() {
                     if root.exists(var_dir) {
                         bail!("/{path} has content and /{var_dir} exists too: refusing to merge them");
                     }
                     root.create_dir_all(Path::new(var_dir).parent().unwrap_or(Path::new("var")))
                         .with_context(|| format!("creating the parent of /{var_dir}"))?;
-                    root.rename(path, root, var_dir).with_context(|| format!("moving /{path} to /{var_dir}"))?;
+                    root.rename(path, root, var_dir)
+                        .with_context(|| format!("moving /{path} to /{var_dir}"))?;
                 } else {
                     if has_content {
                         report.removed.push(format!("/{path}"));
@@ -272,9 +293,11 @@ fn toplevel_links(root: &Dir, report: &mut Report) -> Result<()> {
             Err(_) => {}
         }
         if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            root.create_dir_all(parent).with_context(|| format!("creating /{}", parent.display()))?;
+            root.create_dir_all(parent)
+                .with_context(|| format!("creating /{}", parent.display()))?;
         }
-        root.symlink_contents(target, path).with_context(|| format!("linking /{path} -> {target}"))?;
+        root.symlink_contents(target, path)
+            .with_context(|| format!("linking /{path} -> {target}"))?;
     }
     Ok(())
 }
@@ -310,7 +333,8 @@ fn var_to_tmpfiles(root: &Dir, report: &mut Report) -> Result<()> {
     for l in &lines {
         let _ = writeln!(text, "{l}");
     }
-    root.create_dir_all("usr/lib/tmpfiles.d").context("creating /usr/lib/tmpfiles.d")?;
+    root.create_dir_all("usr/lib/tmpfiles.d")
+        .context("creating /usr/lib/tmpfiles.d")?;
     replace_file(root, "usr/lib/tmpfiles.d/arbor-var.conf", text.as_bytes(), 0o644)?;
     report.tmpfiles = lines;
     Ok(())
@@ -337,7 +361,9 @@ fn walk(root: &Dir, dir: &Path, out: &mut Vec<(PathBuf, Kind)>) -> Result<()> {
             out.push((path.clone(), Kind::Dir(mode)));
             walk(root, &path, out)?;
         } else if ft.is_symlink() {
-            let target = root.read_link_contents(&path).with_context(|| format!("reading /{}", path.display()))?;
+            let target = root
+                .read_link_contents(&path)
+                .with_context(|| format!("reading /{}", path.display()))?;
             out.push((path, Kind::Symlink(target)));
         } else {
             out.push((path, Kind::File));
@@ -389,9 +415,11 @@ fn os_release(root: &Dir, tf: &Treefile, version: &str) -> Result<()> {
     root.create_dir_all("usr/lib").context("creating /usr/lib")?;
     replace_file(root, "usr/lib/os-release", text.as_bytes(), 0o644)?;
     if existing == Some("usr/etc/os-release") || root.symlink_metadata("usr/etc/os-release").is_ok() {
-        root.remove_file("usr/etc/os-release").context("removing /usr/etc/os-release")?;
+        root.remove_file("usr/etc/os-release")
+            .context("removing /usr/etc/os-release")?;
     }
-    root.symlink_contents("../usr/lib/os-release", "usr/etc/os-release").context("linking /etc/os-release")?;
+    root.symlink_contents("../usr/lib/os-release", "usr/etc/os-release")
+        .context("linking /etc/os-release")?;
     Ok(())
 }
 
@@ -399,7 +427,9 @@ fn systemd_units(root: &Dir, tf: &Treefile) -> Result<()> {
     let unitdir = "usr/lib/systemd/system";
     for unit in &tf.units {
         let path = format!("{unitdir}/{unit}");
-        let text = root.read_to_string(&path).with_context(|| format!("units: {unit} is not in /{unitdir}"))?;
+        let text = root
+            .read_to_string(&path)
+            .with_context(|| format!("units: {unit} is not in /{unitdir}"))?;
         let wanted_by: Vec<&str> = text
             .lines()
             .filter_map(|l| l.trim().strip_prefix("WantedBy="))
@@ -410,10 +440,12 @@ fn systemd_units(root: &Dir, tf: &Treefile) -> Result<()> {
         }
         for target in wanted_by {
             let wants = format!("usr/etc/systemd/system/{target}.wants");
-            root.create_dir_all(&wants).with_context(|| format!("creating /{wants}"))?;
+            root.create_dir_all(&wants)
+                .with_context(|| format!("creating /{wants}"))?;
             let link = format!("{wants}/{unit}");
             if !root.exists(&link) {
-                root.symlink_contents(format!("/{path}"), &link).with_context(|| format!("enabling {unit}"))?;
+                root.symlink_contents(format!("/{path}"), &link)
+                    .with_context(|| format!("enabling {unit}"))?;
             }
         }
     }
@@ -422,10 +454,12 @@ fn systemd_units(root: &Dir, tf: &Treefile) -> Result<()> {
         if !root.exists(&path) {
             bail!("default-target: {target} is not in /{unitdir}");
         }
-        root.create_dir_all("usr/etc/systemd/system").context("creating /usr/etc/systemd/system")?;
+        root.create_dir_all("usr/etc/systemd/system")
+            .context("creating /usr/etc/systemd/system")?;
         let link = "usr/etc/systemd/system/default.target";
         let _ = root.remove_file(link);
-        root.symlink_contents(format!("/{path}"), link).context("setting default.target")?;
+        root.symlink_contents(format!("/{path}"), link)
+            .context("setting default.target")?;
     }
     Ok(())
 }
@@ -435,7 +469,8 @@ fn ostree_dirs(root: &Dir, tf: &Treefile) -> Result<()> {
         root.create_dir("sysroot").context("creating /sysroot")?;
     }
     if !root.exists("ostree") {
-        root.symlink_contents("sysroot/ostree", "ostree").context("linking /ostree")?;
+        root.symlink_contents("sysroot/ostree", "ostree")
+            .context("linking /ostree")?;
     }
     if !tf.tmp_is_dir {
         match root.symlink_metadata("tmp") {

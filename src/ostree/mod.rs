@@ -1,6 +1,6 @@
 //! libostree through the `ostree` crate; glib types stay inside this module.
 
-
+pub mod repo;
 pub mod tree;
 
 /// The libostree release arbor needs (Debian 12 ships 2022.7).

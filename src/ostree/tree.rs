@@ -47,7 +47,8 @@ pub enum Mode {
 pub fn open_or_create(path: &Path, mode: Mode) -> Result<ostree::Repo> {
     let repo = ostree::Repo::new_for_path(path);
     if path.join("config").exists() {
-        repo.open(gio::Cancellable::NONE).with_context(|| format!("opening OSTree repository {}", path.display()))?;
+        repo.open(gio::Cancellable::NONE)
+            .with_context(|| format!("opening OSTree repository {}", path.display()))?;
     } else {
         std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
         let m = match mode {
@@ -113,7 +114,8 @@ pub fn commit_tree(repo_path: &Path, mode: Mode, req: &CommitRequest) -> Result<
         .resolve_rev(req.refname, true)
         .with_context(|| format!("resolving {}", req.refname))?
         .map(|s| s.to_string());
-    repo.prepare_transaction(gio::Cancellable::NONE).context("starting an OSTree transaction")?;
+    repo.prepare_transaction(gio::Cancellable::NONE)
+        .context("starting an OSTree transaction")?;
     let result = (|| -> Result<String> {
         let mtree = ostree::MutableTree::new();
         let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::empty(), None);
@@ -123,8 +125,12 @@ pub fn commit_tree(repo_path: &Path, mode: Mode, req: &CommitRequest) -> Result<
         let dir = gio::File::for_path(req.dir);
         repo.write_directory_to_mtree(&dir, &mtree, Some(&modifier), gio::Cancellable::NONE)
             .with_context(|| format!("reading {} into the repository", req.dir.display()))?;
-        let root = repo.write_mtree(&mtree, gio::Cancellable::NONE).context("writing the tree")?;
-        let root = root.downcast::<ostree::RepoFile>().map_err(|_| anyhow::anyhow!("write_mtree returned no RepoFile"))?;
+        let root = repo
+            .write_mtree(&mtree, gio::Cancellable::NONE)
+            .context("writing the tree")?;
+        let root = root
+            .downcast::<ostree::RepoFile>()
+            .map_err(|_| anyhow::anyhow!("write_mtree returned no RepoFile"))?;
         let dict = glib::VariantDict::new(None);
         for (k, v) in req.metadata {
             dict.insert_value(k, &v.to_variant());
@@ -142,7 +148,8 @@ pub fn commit_tree(repo_path: &Path, mode: Mode, req: &CommitRequest) -> Result<
             .context("writing the commit")?;
         crate::failpoint::hit("compose::commit-written")?;
         repo.transaction_set_ref(None, req.refname, Some(&checksum));
-        repo.commit_transaction(gio::Cancellable::NONE).context("committing the OSTree transaction")?;
+        repo.commit_transaction(gio::Cancellable::NONE)
+            .context("committing the OSTree transaction")?;
         Ok(checksum.to_string())
     })();
     if result.is_err() {
@@ -157,10 +164,15 @@ pub fn ref_metadata(repo_path: &Path, refname: &str) -> Result<Option<(String, B
         return Ok(None);
     }
     let repo = open_or_create(repo_path, Mode::BareUser)?;
-    let Some(commit) = repo.resolve_rev(refname, true).with_context(|| format!("resolving {refname}"))? else {
+    let Some(commit) = repo
+        .resolve_rev(refname, true)
+        .with_context(|| format!("resolving {refname}"))?
+    else {
         return Ok(None);
     };
-    let (variant, _) = repo.load_commit(&commit).with_context(|| format!("loading commit {commit}"))?;
+    let (variant, _) = repo
+        .load_commit(&commit)
+        .with_context(|| format!("loading commit {commit}"))?;
     let meta = variant.child_value(0);
     let dict = glib::VariantDict::new(Some(&meta));
     let mut out = BTreeMap::new();

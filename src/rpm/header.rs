@@ -52,7 +52,19 @@ pub fn read(path: &Path) -> Result<HeaderInfo> {
     let ctx = || format!("reading the RPM header of {}", path.display());
     let m = rpm::PackageMetadata::open(path).with_context(ctx)?;
     let name = m.get_name().with_context(ctx)?.to_string();
-    let nevra = m.get_nevra().with_context(ctx)?.nevra().to_string();
+    // rpm's own spelling: the epoch only when it is set and not 0.
+    let epoch = m
+        .get_epoch()
+        .ok()
+        .filter(|e| *e > 0)
+        .map(|e| format!("{e}:"))
+        .unwrap_or_default();
+    let nevra = format!(
+        "{name}-{epoch}{}-{}.{}",
+        m.get_version().with_context(ctx)?,
+        m.get_release().with_context(ctx)?,
+        m.get_arch().with_context(ctx)?
+    );
     let mut files = Vec::new();
     for e in m.get_file_entries().with_context(ctx)? {
         let kind = match e.mode().file_type() {
@@ -80,13 +92,22 @@ pub fn read(path: &Path) -> Result<HeaderInfo> {
         ("posttrans", m.get_post_trans_script().is_ok()),
         ("triggerin", m.get_triggers().is_ok_and(|t| !t.is_empty())),
         ("filetriggerin", m.get_file_triggers().is_ok_and(|t| !t.is_empty())),
-        ("transfiletriggerin", m.get_trans_file_triggers().is_ok_and(|t| !t.is_empty())),
+        (
+            "transfiletriggerin",
+            m.get_trans_file_triggers().is_ok_and(|t| !t.is_empty()),
+        ),
     ] {
         if present {
             scriptlets.push(kind);
         }
     }
-    Ok(HeaderInfo { nevra, name, files, scriptlets, build_time: m.get_build_time().unwrap_or(0) })
+    Ok(HeaderInfo {
+        nevra,
+        name,
+        files,
+        scriptlets,
+        build_time: m.get_build_time().unwrap_or(0),
+    })
 }
 
 /// Paths owned by more than one package with different content, as rpm reports
@@ -126,7 +147,12 @@ mod tests {
             name: nevra.split('-').next().unwrap().into(),
             files: files
                 .into_iter()
-                .map(|(p, k)| FileInfo { path: p.into(), kind: k, ghost: false, config: false })
+                .map(|(p, k)| FileInfo {
+                    path: p.into(),
+                    kind: k,
+                    ghost: false,
+                    config: false,
+                })
                 .collect(),
             scriptlets: vec![],
             build_time: 0,
@@ -135,15 +161,41 @@ mod tests {
 
     #[test]
     fn conflicts_follow_rpm_rules() {
-        let file = |d: &str| FileKind::File { digest: d.into(), mode: 0o644 };
-        let a = pkg("a-1-1.noarch", vec![("/usr", FileKind::Dir), ("/usr/x", file("11")), ("/usr/l", FileKind::Symlink("x".into()))]);
-        let b = pkg("b-1-1.noarch", vec![("/usr", FileKind::Dir), ("/usr/x", file("11")), ("/usr/l", FileKind::Symlink("x".into()))]);
-        assert!(conflicts(&[a.clone(), b]).is_empty(), "shared dirs and identical files are fine");
-        let c = pkg("c-1-1.noarch", vec![("/usr/x", file("22")), ("/usr/l", FileKind::Symlink("y".into()))]);
+        let file = |d: &str| FileKind::File {
+            digest: d.into(),
+            mode: 0o644,
+        };
+        let a = pkg(
+            "a-1-1.noarch",
+            vec![
+                ("/usr", FileKind::Dir),
+                ("/usr/x", file("11")),
+                ("/usr/l", FileKind::Symlink("x".into())),
+            ],
+        );
+        let b = pkg(
+            "b-1-1.noarch",
+            vec![
+                ("/usr", FileKind::Dir),
+                ("/usr/x", file("11")),
+                ("/usr/l", FileKind::Symlink("x".into())),
+            ],
+        );
+        assert!(
+            conflicts(&[a.clone(), b]).is_empty(),
+            "shared dirs and identical files are fine"
+        );
+        let c = pkg(
+            "c-1-1.noarch",
+            vec![("/usr/x", file("22")), ("/usr/l", FileKind::Symlink("y".into()))],
+        );
         let got = conflicts(&[a, c]);
-        assert_eq!(got, [
-            "file /usr/x conflicts between attempted installs of a-1-1.noarch and c-1-1.noarch",
-            "file /usr/l conflicts between attempted installs of a-1-1.noarch and c-1-1.noarch",
-        ]);
+        assert_eq!(
+            got,
+            [
+                "file /usr/x conflicts between attempted installs of a-1-1.noarch and c-1-1.noarch",
+                "file /usr/l conflicts between attempted installs of a-1-1.noarch and c-1-1.noarch",
+            ]
+        );
     }
 }

@@ -1,0 +1,353 @@
+//! `arbor compose tree`: resolve → import each package once into the package
+//! cache → union hardlink checkout → postprocess → rpmdb → commit.
+//!
+//! The ref moves only in the final OSTree transaction, so a run killed at any
+//! point leaves the repository's refs as they were (see `crate::failpoint`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::resolve::{self, Resolved};
+use crate::failpoint;
+use crate::ostree::tree::{self as otree, Meta, Mode};
+use crate::rpm::header::{self, HeaderInfo};
+use crate::treefile::Treefile;
+
+/// How to compose.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The OSTree repository the commit goes into (bare-user; created if missing).
+    pub repo: PathBuf,
+    /// Metadata, package and work cache.
+    pub cache_dir: PathBuf,
+    /// Stop after resolving and print what would be composed.
+    pub dry_run: bool,
+    /// Commit even when the input hash matches the ref's current commit.
+    pub force: bool,
+    /// Run without package scriptlets (until the sandbox lands): they are listed
+    /// and recorded in the commit, never skipped silently.
+    pub no_scripts: bool,
+    /// Parallel downloads and imports.
+    pub jobs: usize,
+}
+
+/// What a compose did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Composed {
+    /// The ref.
+    #[serde(rename = "ref")]
+    pub refname: String,
+    /// The commit the ref points at now (`None` for a dry run).
+    pub commit: Option<String>,
+    /// Its version.
+    pub version: String,
+    /// Whether nothing was committed because the inputs were unchanged.
+    pub unchanged: bool,
+    /// Packages in the tree.
+    pub packages: usize,
+    /// Packages imported into the cache by this run.
+    pub imported: usize,
+    /// Scriptlets not run (with `--no-scripts`), as `nevra: kinds`.
+    pub skipped_scriptlets: Vec<String>,
+}
+
+/// Composes `tf` into `opts.repo`.
+pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
+    let resolved = resolve::resolve(
+        tf,
+        &resolve::Options {
+            cache_dir: opts.cache_dir.clone(),
+            download: !opts.dry_run,
+            jobs: opts.jobs,
+            lockfile: None,
+            write_lockfile: None,
+        },
+    )?;
+    failpoint::hit("compose::resolved")?;
+    let input_hash = input_hash(tf, &resolved);
+    let previous = otree::ref_metadata(&opts.repo, &tf.treeref)?;
+    let prev_version = previous.as_ref().and_then(|(_, m)| m.get("version").cloned());
+    let version = next_version(tf, prev_version.as_deref(), source_date(&resolved)?);
+    if let Some((commit, meta)) = &previous
+        && meta.get("arbor.inputhash") == Some(&input_hash)
+        && !opts.force
+    {
+        return Ok(Composed {
+            refname: tf.treeref.clone(),
+            commit: Some(commit.clone()),
+            version: meta.get("version").cloned().unwrap_or_default(),
+            unchanged: true,
+            packages: resolved.packages.len(),
+            imported: 0,
+            skipped_scriptlets: Vec::new(),
+        });
+    }
+    if opts.dry_run {
+        return Ok(Composed {
+            refname: tf.treeref.clone(),
+            commit: None,
+            version,
+            unchanged: false,
+            packages: resolved.packages.len(),
+            imported: 0,
+            skipped_scriptlets: Vec::new(),
+        });
+    }
+
+    let headers: Vec<HeaderInfo> = resolved.files.iter().map(|f| header::read(f)).collect::<Result<_>>()?;
+    let skipped = scriptlet_policy(&headers, opts.no_scripts)?;
+    let conflicts = header::conflicts(&headers);
+    if !conflicts.is_empty() {
+        bail!("file conflicts in the package set:\n  - {}", conflicts.join("\n  - "));
+    }
+
+    let users = users_from_packages(&resolved.files)?;
+    let imported = crate::pkgcache::import_all(&opts.repo, &resolved.files, &users, opts.jobs)?;
+    failpoint::hit("compose::imported")?;
+
+    let work = tempfile::Builder::new()
+        .prefix("compose-")
+        .tempdir_in(ensure_dir(&opts.cache_dir.join("work"))?)
+        .context("creating a work directory")?;
+    let rootfs = work.path().join("rootfs");
+    let commits: Vec<String> = imported.iter().map(|i| i.commit.clone()).collect();
+    let devino = otree::checkout_union(&opts.repo, &commits, &rootfs)?;
+    failpoint::hit("compose::assembled")?;
+
+    let root = cap_std::fs::Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority())
+        .with_context(|| format!("opening {}", rootfs.display()))?;
+    let owned: BTreeMap<String, Vec<String>> = headers
+        .iter()
+        .map(|h| (h.name.clone(), h.files.iter().map(|f| f.path.clone()).collect()))
+        .collect();
+    let report = super::postprocess::run(&root, tf, &version, &owned)?;
+    for f in &report.dropped_var_files {
+        tracing::warn!(path = %f, "dropping a regular file under /var (OSTree trees carry no /var content)");
+    }
+    failpoint::hit("compose::postprocessed")?;
+
+    let dbdir = rootfs.join("usr/lib/sysimage/rpm");
+    std::fs::create_dir_all(&dbdir).with_context(|| format!("creating {}", dbdir.display()))?;
+    super::rpmdb::write(&dbdir, &resolved.files, source_date(&resolved)? as u32)?;
+    if !root.exists("usr/share/rpm") {
+        root.create_dir_all("usr/share").context("creating /usr/share")?;
+        root.symlink_contents("../lib/sysimage/rpm", "usr/share/rpm")
+            .context("linking /usr/share/rpm")?;
+    }
+    failpoint::hit("compose::rpmdb-written")?;
+
+    let metadata = commit_metadata(tf, &resolved, &version, &input_hash, &skipped);
+    let commit = otree::commit_tree(
+        &opts.repo,
+        Mode::BareUser,
+        &otree::CommitRequest {
+            dir: &rootfs,
+            refname: &tf.treeref,
+            subject: &format!("{} {version}", tf.treeref),
+            metadata: &metadata,
+            timestamp: source_date(&resolved)?,
+            devino: Some(&devino),
+        },
+    )?;
+    failpoint::hit("compose::ref-written")?;
+    Ok(Composed {
+        refname: tf.treeref.clone(),
+        commit: Some(commit),
+        version,
+        unchanged: false,
+        packages: resolved.packages.len(),
+        imported: imported.iter().filter(|i| i.imported_now).count(),
+        skipped_scriptlets: skipped,
+    })
+}
+
+fn ensure_dir(p: &Path) -> Result<&Path> {
+    std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+    Ok(p)
+}
+
+/// Until the scriptlet sandbox lands, packages with scriptlets are refused,
+/// or with `--no-scripts` listed and recorded.
+fn scriptlet_policy(headers: &[HeaderInfo], no_scripts: bool) -> Result<Vec<String>> {
+    let with: Vec<String> = headers
+        .iter()
+        .filter(|h| !h.scriptlets.is_empty())
+        .map(|h| format!("{}: {}", h.nevra, h.scriptlets.join(", ")))
+        .collect();
+    if with.is_empty() {
+        return Ok(with);
+    }
+    if !no_scripts {
+        bail!(
+            "these packages have scriptlets, and running them (in a sandbox, under qemu-user for foreign arches) \
+             is not implemented yet:\n  - {}\nRe-run with --no-scripts to compose without running them; the \
+             commit then records which were skipped (metadata key arbor.scripts-skipped)",
+            with.join("\n  - ")
+        );
+    }
+    for s in &with {
+        tracing::warn!("not running scriptlets of {s}");
+    }
+    Ok(with)
+}
+
+/// Owners in package payloads are names; map them through the tree's own
+/// /etc/passwd and /etc/group (from whichever package ships them).
+fn users_from_packages(files: &[PathBuf]) -> Result<crate::pkgcache::Users> {
+    let (mut passwd, mut group) = (None, None);
+    for f in files {
+        let pkg = rpm::Package::open(f).with_context(|| format!("reading {}", f.display()))?;
+        let paths = pkg.metadata.get_file_paths().unwrap_or_default();
+        if !paths
+            .iter()
+            .any(|p| p == Path::new("/etc/passwd") || p == Path::new("/etc/group"))
+        {
+            continue;
+        }
+        for entry in pkg
+            .files()
+            .with_context(|| format!("reading the payload of {}", f.display()))?
+        {
+            let entry = entry.with_context(|| format!("reading the payload of {}", f.display()))?;
+            let path = entry.metadata.path();
+            let text = || String::from_utf8_lossy(entry.content().unwrap_or_default()).into_owned();
+            if path == Path::new("/etc/passwd") {
+                passwd = Some(text());
+            } else if path == Path::new("/etc/group") {
+                group = Some(text());
+            }
+        }
+    }
+    match (passwd, group) {
+        (Some(p), Some(g)) => crate::pkgcache::Users::from_passwd_group(&p, &g),
+        _ => Ok(crate::pkgcache::Users::root_only()),
+    }
+}
+
+/// The commit timestamp: `SOURCE_DATE_EPOCH`, else the newest package build
+/// time — deterministic for the same inputs, and newer when packages are.
+fn source_date(resolved: &Resolved) -> Result<u64> {
+    if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
+        return s
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"));
+    }
+    let mut newest = 0;
+    for f in &resolved.files {
+        newest = newest.max(header::read(f)?.build_time);
+    }
+    Ok(newest)
+}
+
+/// Treefile + package set + arbor version: an unchanged hash means an unchanged tree.
+fn input_hash(tf: &Treefile, resolved: &Resolved) -> String {
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update(crate::treefile::print_json(tf));
+    for p in &resolved.packages {
+        h.update(format!("{} {}:{}\n", p.nevra(), p.checksum_type, p.checksum));
+    }
+    h.update(std::env::var("SOURCE_DATE_EPOCH").unwrap_or_default());
+    hex::encode(h.finalize())
+}
+
+/// rpm-ostree's automatic versioning: `PREFIX`, then `PREFIX.1`, `PREFIX.2`, …
+/// while the previous version carries the same prefix. `<date:%Y%m%d>` in the
+/// prefix expands from the commit timestamp. No prefix: the timestamp's date.
+pub fn next_version(tf: &Treefile, previous: Option<&str>, timestamp: u64) -> String {
+    let prefix = match &tf.automatic_version_prefix {
+        Some(p) => expand_date(p, timestamp),
+        None => return expand_date("<date:%Y%m%d>.0", timestamp),
+    };
+    match previous {
+        Some(prev) if prev == prefix => format!("{prefix}.1"),
+        Some(prev) => match prev
+            .strip_prefix(&format!("{prefix}."))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            Some(n) => format!("{prefix}.{}", n + 1),
+            None => prefix,
+        },
+        None => prefix,
+    }
+}
+
+fn expand_date(s: &str, timestamp: u64) -> String {
+    let Some(start) = s.find("<date:") else {
+        return s.to_string();
+    };
+    let Some(end) = s[start..].find('>') else {
+        return s.to_string();
+    };
+    let fmt = &s[start + 6..start + end];
+    let (y, m, d) = civil_from_days((timestamp / 86_400) as i64);
+    let date = fmt
+        .replace("%Y", &format!("{y:04}"))
+        .replace("%m", &format!("{m:02}"))
+        .replace("%d", &format!("{d:02}"));
+    format!("{}{date}{}", &s[..start], &s[start + end + 1..])
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+}
+
+fn commit_metadata(
+    tf: &Treefile,
+    resolved: &Resolved,
+    version: &str,
+    input_hash: &str,
+    skipped: &[String],
+) -> BTreeMap<String, Meta> {
+    let mut m = BTreeMap::new();
+    for (k, v) in &tf.add_commit_metadata {
+        let value = match v {
+            serde_json::Value::String(s) => Meta::Str(s.clone()),
+            serde_json::Value::Bool(b) => Meta::Bool(*b),
+            serde_json::Value::Number(n) if n.is_u64() => Meta::U64(n.as_u64().unwrap_or_default()),
+            other => Meta::Str(other.to_string()),
+        };
+        m.insert(k.clone(), value);
+    }
+    m.insert("version".into(), Meta::Str(version.to_string()));
+    m.insert("arbor.inputhash".into(), Meta::Str(input_hash.to_string()));
+    m.insert("rpmostree.inputhash".into(), Meta::Str(input_hash.to_string()));
+    m.insert("arbor.arch".into(), Meta::Str(tf.basearch.to_string()));
+    m.insert("arbor.boards".into(), Meta::Strs(tf.boards.clone()));
+    m.insert(
+        "arbor.packages".into(),
+        Meta::Strs(resolved.packages.iter().map(|p| p.nevra()).collect()),
+    );
+    m.insert("arbor.treefile".into(), Meta::Str(crate::treefile::print_json(tf)));
+    if !skipped.is_empty() {
+        m.insert("arbor.scripts-skipped".into(), Meta::Strs(skipped.to_vec()));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_expand_from_the_timestamp() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(expand_date("41.<date:%Y%m%d>", 1_704_067_200), "41.20240101");
+        assert_eq!(expand_date("plain", 5), "plain");
+    }
+}

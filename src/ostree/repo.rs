@@ -1,0 +1,454 @@
+//! A small safe wrapper over an OSTree repository for writers such as the
+//! package cache: objects go in through a [`Transaction`], a tree of already
+//! written objects becomes a commit, and the ref appears only when the
+//! transaction commits. Glib types stay in this file.
+//!
+//! Concurrency: libostree allows one transaction per `OstreeRepo` object, and
+//! separate objects (in threads or processes) may hold transactions on the same
+//! repository at once: each gets its own locked staging directory, and objects
+//! and refs move into place only in `ostree_repo_commit_transaction`. Parallel
+//! writers therefore open one [`Repo`] each.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ::ostree::gio::prelude::*;
+use ::ostree::{gio, glib};
+use anyhow::{Context, Result, bail};
+
+/// File type bits of a mode (`S_IFMT`) and the types arbor writes.
+const S_IFMT: u32 = 0o170000;
+const S_IFDIR: u32 = 0o040000;
+const S_IFREG: u32 = 0o100000;
+const S_IFLNK: u32 = 0o120000;
+
+/// An opened OSTree repository.
+pub struct Repo {
+    repo: ::ostree::Repo,
+    path: PathBuf,
+}
+
+/// Owner, mode (file type bits included) and extended attributes of one object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FileMeta {
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// `st_mode`: type bits and permission bits.
+    pub mode: u32,
+    /// Extended attributes, sorted by name: (name without NUL, value).
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl FileMeta {
+    /// A root-owned directory with these permission bits.
+    pub fn root_dir(perms: u32) -> FileMeta {
+        FileMeta {
+            uid: 0,
+            gid: 0,
+            mode: S_IFDIR | (perms & 0o7777),
+            xattrs: Vec::new(),
+        }
+    }
+}
+
+/// A directory of objects already written in the transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dir {
+    /// The directory's own owner and mode (written as a dirmeta object).
+    pub meta: FileMeta,
+    /// Subdirectories by name.
+    pub dirs: BTreeMap<String, Dir>,
+    /// Files and symlinks by name: content object checksums.
+    pub files: BTreeMap<String, String>,
+}
+
+impl Dir {
+    /// An empty directory with `meta`.
+    pub fn new(meta: FileMeta) -> Dir {
+        Dir {
+            meta,
+            dirs: BTreeMap::new(),
+            files: BTreeMap::new(),
+        }
+    }
+}
+
+/// A value in a commit's metadata (`a{sv}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaValue {
+    /// `s`
+    Str(String),
+    /// `as`
+    StrList(Vec<String>),
+    /// `ay`
+    Bytes(Vec<u8>),
+}
+
+impl Repo {
+    /// Opens the repository at `path`, creating it in bare-user mode (the mode
+    /// for building: any user can write it, owners and modes live in xattrs)
+    /// when `path` holds no repository yet.
+    pub fn open_or_create_bare_user(path: &Path) -> Result<Repo> {
+        if !path.join("config").exists() {
+            std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+            let repo = ::ostree::Repo::new_for_path(path);
+            repo.create(::ostree::RepoMode::BareUser, gio::Cancellable::NONE)
+                .with_context(|| format!("creating a bare-user OSTree repository at {}", path.display()))?;
+        }
+        Repo::open(path)
+    }
+
+    /// Opens an existing repository.
+    pub fn open(path: &Path) -> Result<Repo> {
+        let repo = ::ostree::Repo::new_for_path(path);
+        repo.open(gio::Cancellable::NONE)
+            .with_context(|| format!("opening the OSTree repository at {}", path.display()))?;
+        Ok(Repo {
+            repo,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The repository directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether objects can be streamed into this repository (archive mode
+    /// compresses and cannot take content written in place).
+    pub fn is_bare(&self) -> bool {
+        self.repo.mode() != ::ostree::RepoMode::Archive
+    }
+
+    /// The commit `name` points to, if the ref exists.
+    pub fn resolve_ref(&self, name: &str) -> Result<Option<String>> {
+        let rev = self
+            .repo
+            .resolve_rev(name, true)
+            .with_context(|| format!("looking up ref {name} in {}", self.path.display()))?;
+        Ok(rev.map(|s| s.to_string()))
+    }
+
+    /// Starts a transaction; it is aborted unless [`Transaction::commit`] is called.
+    pub fn transaction(&self) -> Result<Transaction<'_>> {
+        if !self.is_bare() {
+            bail!(
+                "{} is an archive-mode repository; objects can only be streamed into bare or bare-user repositories",
+                self.path.display()
+            );
+        }
+        self.repo
+            .prepare_transaction(gio::Cancellable::NONE)
+            .with_context(|| format!("starting a transaction in {}", self.path.display()))?;
+        Ok(Transaction {
+            repo: self,
+            open: true,
+            dirmeta: RefCell::new(HashMap::new()),
+        })
+    }
+}
+
+/// An open transaction: objects written here become visible only when
+/// [`Transaction::commit`] moves them, and the ref, into place. Dropping it
+/// aborts and discards the staged objects.
+pub struct Transaction<'r> {
+    repo: &'r Repo,
+    open: bool,
+    dirmeta: RefCell<HashMap<FileMeta, String>>,
+}
+
+impl Transaction<'_> {
+    /// Streams a regular file of exactly `len` bytes from `body` into a
+    /// content object; returns its checksum. `body` yielding more or fewer
+    /// bytes is an error and nothing is stored.
+    pub fn write_regular(&self, meta: &FileMeta, len: u64, body: &mut dyn Read) -> Result<String> {
+        if meta.mode & S_IFMT != S_IFREG {
+            bail!("write_regular: mode {:o} is not a regular file", meta.mode);
+        }
+        let xattrs = xattrs_variant(&meta.xattrs);
+        let writer = self
+            .repo
+            .repo
+            .write_regfile(None, meta.uid, meta.gid, meta.mode, len, xattrs.as_ref())
+            .context("opening a content object")?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut written = 0u64;
+        loop {
+            let n = body.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            written += n as u64;
+            if written > len {
+                bail!("the payload has more than the {len} bytes the header lists");
+            }
+            let (_, err) = writer
+                .write_all(&buf[..n], gio::Cancellable::NONE)
+                .context("writing a content object")?;
+            if let Some(e) = err {
+                return Err(e).context("writing a content object");
+            }
+        }
+        if written != len {
+            bail!("the payload has {written} bytes, the header lists {len}");
+        }
+        let csum = writer
+            .finish(gio::Cancellable::NONE)
+            .context("finishing a content object")?;
+        Ok(csum.to_string())
+    }
+
+    /// Writes a symlink content object pointing at `target`; returns its checksum.
+    pub fn write_symlink(&self, meta: &FileMeta, target: &str) -> Result<String> {
+        if meta.mode & S_IFMT != S_IFLNK {
+            bail!("write_symlink: mode {:o} is not a symlink", meta.mode);
+        }
+        let info = file_info(meta, gio::FileType::SymbolicLink);
+        info.set_symlink_target(target);
+        let empty = gio::MemoryInputStream::new();
+        let xattrs = xattrs_variant(&meta.xattrs);
+        let (stream, len) =
+            ::ostree::raw_file_to_content_stream(&empty, &info, xattrs.as_ref(), gio::Cancellable::NONE)
+                .context("serializing a symlink object")?;
+        let csum = self
+            .repo
+            .repo
+            .write_content(None, &stream, len, gio::Cancellable::NONE)
+            .context("writing a symlink object")?;
+        Ok(csum.to_hex())
+    }
+
+    /// Writes (once per distinct `meta`) a dirmeta object; returns its checksum.
+    pub fn write_dirmeta(&self, meta: &FileMeta) -> Result<String> {
+        if let Some(c) = self.dirmeta.borrow().get(meta) {
+            return Ok(c.clone());
+        }
+        if meta.mode & S_IFMT != S_IFDIR {
+            bail!("write_dirmeta: mode {:o} is not a directory", meta.mode);
+        }
+        let info = file_info(meta, gio::FileType::Directory);
+        let xattrs = xattrs_variant(&meta.xattrs);
+        let v = ::ostree::create_directory_metadata(&info, xattrs.as_ref());
+        let csum = self
+            .repo
+            .repo
+            .write_metadata(::ostree::ObjectType::DirMeta, None, &v, gio::Cancellable::NONE)
+            .context("writing a dirmeta object")?
+            .to_hex();
+        self.dirmeta.borrow_mut().insert(meta.clone(), csum.clone());
+        Ok(csum)
+    }
+
+    /// Writes the dirtrees of `root` (every directory gets its dirmeta) and a
+    /// commit with no parent, `subject`, `metadata` (keys sorted, so the same
+    /// input gives the same commit) and the fixed timestamp `time`.
+    pub fn write_commit(
+        &self,
+        root: &Dir,
+        subject: &str,
+        metadata: &BTreeMap<String, MetaValue>,
+        time: u64,
+    ) -> Result<String> {
+        let mtree = ::ostree::MutableTree::new();
+        self.fill(&mtree, root, "/")?;
+        let file = self
+            .repo
+            .repo
+            .write_mtree(&mtree, gio::Cancellable::NONE)
+            .context("writing directory trees")?;
+        let root_file = file
+            .downcast::<::ostree::RepoFile>()
+            .map_err(|_| anyhow::anyhow!("libostree returned a root that is not an OstreeRepoFile"))?;
+        let commit = self
+            .repo
+            .repo
+            .write_commit_with_time(
+                None,
+                Some(subject),
+                None,
+                Some(&metadata_variant(metadata)),
+                &root_file,
+                time,
+                gio::Cancellable::NONE,
+            )
+            .context("writing the commit object")?;
+        Ok(commit.to_string())
+    }
+
+    fn fill(&self, mtree: &::ostree::MutableTree, dir: &Dir, path: &str) -> Result<()> {
+        // Set before anything else: reading an unset metadata checksum crashes libostree 2022.7.
+        mtree.set_metadata_checksum(
+            &self
+                .write_dirmeta(&dir.meta)
+                .with_context(|| format!("directory {path}"))?,
+        );
+        for (name, csum) in &dir.files {
+            mtree
+                .replace_file(name, csum)
+                .with_context(|| format!("adding {path}{name} to the tree"))?;
+        }
+        for (name, sub) in &dir.dirs {
+            let child = mtree
+                .ensure_dir(name)
+                .with_context(|| format!("adding directory {path}{name} to the tree"))?;
+            self.fill(&child, sub, &format!("{path}{name}/"))?;
+        }
+        Ok(())
+    }
+
+    /// Points `ref_name` at `commit` and commits the transaction: staged
+    /// objects and the ref become visible together.
+    pub fn commit(mut self, ref_name: &str, commit: &str) -> Result<()> {
+        self.repo.repo.transaction_set_ref(None, ref_name, Some(commit));
+        self.open = false;
+        self.repo
+            .repo
+            .commit_transaction(gio::Cancellable::NONE)
+            .with_context(|| format!("committing the transaction for {ref_name}"))?;
+        Ok(())
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if self.open
+            && let Err(e) = self.repo.repo.abort_transaction(gio::Cancellable::NONE)
+        {
+            tracing::warn!("aborting a transaction in {}: {e}", self.repo.path.display());
+        }
+    }
+}
+
+fn file_info(meta: &FileMeta, kind: gio::FileType) -> gio::FileInfo {
+    let info = gio::FileInfo::new();
+    info.set_file_type(kind);
+    info.set_attribute_uint32("unix::uid", meta.uid);
+    info.set_attribute_uint32("unix::gid", meta.gid);
+    info.set_attribute_uint32("unix::mode", meta.mode);
+    info
+}
+
+/// `a(ayay)` as libostree stores xattrs: names are bytestrings with their NUL.
+fn xattrs_variant(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Option<glib::Variant> {
+    if xattrs.is_empty() {
+        return None;
+    }
+    let items = xattrs.iter().map(|(name, value)| {
+        let mut n = name.clone();
+        n.push(0);
+        glib::Variant::tuple_from_iter([
+            glib::Variant::array_from_fixed_array(&n),
+            glib::Variant::array_from_fixed_array(value),
+        ])
+    });
+    Some(glib::Variant::array_from_iter_with_type(
+        glib::VariantTy::new("(ayay)").expect("static type string"),
+        items,
+    ))
+}
+
+fn metadata_variant(metadata: &BTreeMap<String, MetaValue>) -> glib::Variant {
+    let entries = metadata.iter().map(|(k, v)| {
+        let inner = match v {
+            MetaValue::Str(s) => s.to_variant(),
+            MetaValue::StrList(l) => l.to_variant(),
+            MetaValue::Bytes(b) => glib::Variant::array_from_fixed_array(b),
+        };
+        glib::variant::DictEntry::new(k.clone(), inner).to_variant()
+    });
+    glib::Variant::array_from_iter_with_type(glib::VariantTy::new("{sv}").expect("static type string"), entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(mode: u32) -> FileMeta {
+        FileMeta {
+            uid: 0,
+            gid: 0,
+            mode,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// `write_regfile` (what arbor streams through) and libostree's
+    /// content-stream API give the same object for the same file.
+    #[test]
+    fn streamed_regular_file_matches_the_content_stream_api() -> Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let repo = Repo::open_or_create_bare_user(&tmp.path().join("repo"))?;
+        let tx = repo.transaction()?;
+        let body = b"#!/bin/sh\necho hello\n";
+        let mut m = meta(S_IFREG | 0o4755);
+        m.uid = 12;
+        m.gid = 34;
+        m.xattrs = vec![(b"security.capability".to_vec(), vec![1, 0, 0, 2, 0, 0x20, 0, 0])];
+        let streamed = tx.write_regular(&m, body.len() as u64, &mut &body[..])?;
+
+        let info = file_info(&m, gio::FileType::Regular);
+        info.set_size(body.len() as i64);
+        let input = gio::MemoryInputStream::from_bytes(&glib::Bytes::from(&body[..]));
+        let xattrs = xattrs_variant(&m.xattrs);
+        let (stream, len) =
+            ::ostree::raw_file_to_content_stream(&input, &info, xattrs.as_ref(), gio::Cancellable::NONE)?;
+        let via_stream = repo.repo.write_content(None, &stream, len, gio::Cancellable::NONE)?;
+        assert_eq!(streamed, via_stream.to_hex());
+        Ok(())
+    }
+
+    #[test]
+    fn short_or_long_bodies_are_errors() -> Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let repo = Repo::open_or_create_bare_user(&tmp.path().join("repo"))?;
+        let tx = repo.transaction()?;
+        let m = meta(S_IFREG | 0o644);
+        assert!(tx.write_regular(&m, 10, &mut &b"short"[..]).is_err());
+        assert!(tx.write_regular(&m, 2, &mut &b"too long"[..]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn commit_sets_the_ref_and_abort_leaves_none() -> Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let repo = Repo::open_or_create_bare_user(&tmp.path().join("repo"))?;
+        let mut root = Dir::new(FileMeta::root_dir(0o755));
+        let mut etc = Dir::new(FileMeta::root_dir(0o755));
+        let mut metadata = BTreeMap::new();
+        metadata.insert("arbor.test".to_string(), MetaValue::StrList(vec!["a".into()]));
+        metadata.insert("arbor.bytes".to_string(), MetaValue::Bytes(vec![0, 1, 2]));
+
+        let tx = repo.transaction()?;
+        let f = tx.write_regular(&meta(S_IFREG | 0o600), 3, &mut &b"abc"[..])?;
+        let l = tx.write_symlink(&meta(S_IFLNK | 0o777), "../usr/bin")?;
+        etc.files.insert("f".into(), f);
+        root.files.insert("bin".into(), l);
+        root.dirs.insert("etc".into(), etc);
+        let c1 = tx.write_commit(&root, "test", &metadata, 0)?;
+        drop(tx);
+        assert_eq!(repo.resolve_ref("test/a")?, None);
+
+        let tx = repo.transaction()?;
+        let f = tx.write_regular(&meta(S_IFREG | 0o600), 3, &mut &b"abc"[..])?;
+        let l = tx.write_symlink(&meta(S_IFLNK | 0o777), "../usr/bin")?;
+        assert_eq!(root.dirs["etc"].files["f"], f);
+        assert_eq!(root.files["bin"], l);
+        let c2 = tx.write_commit(&root, "test", &metadata, 0)?;
+        assert_eq!(c1, c2, "same tree, metadata and time give the same commit");
+        tx.commit("test/a", &c2)?;
+        assert_eq!(repo.resolve_ref("test/a")?, Some(c2.clone()));
+
+        // Metadata values are stored with their own types (not boxed twice).
+        let commit = repo.repo.load_variant(::ostree::ObjectType::Commit, &c2)?;
+        let meta = glib::VariantDict::new(Some(&commit.child_value(0)));
+        let list = meta.lookup_value("arbor.test", None).context("arbor.test")?;
+        assert_eq!(list.type_().as_str(), "as");
+        let bytes = meta.lookup_value("arbor.bytes", None).context("arbor.bytes")?;
+        assert_eq!(bytes.fixed_array::<u8>().ok(), Some(&[0u8, 1, 2][..]));
+        Ok(())
+    }
+}

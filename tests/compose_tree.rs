@@ -1,0 +1,264 @@
+//! `arbor compose tree` against the real ostree and rpm tools: the commit's
+//! layout, determinism, incremental imports, scriptlet policy, crash safety.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn arbor() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_arbor"));
+    c.env("ARBOR_NO_PROGRESS", "1");
+    c
+}
+
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(repo_url: &str, treefile: &str) -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.repo"),
+            format!("[sample]\nbaseurl={repo_url}\ngpgcheck=0\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("t.yaml"), treefile).unwrap();
+        Scratch { dir }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn compose(&self, repo: &str, extra: &[&str]) -> Output {
+        arbor()
+            .args(["compose", "tree", "--arch", "aarch64", "--json", "--repo"])
+            .arg(self.path(repo))
+            .arg("--cache-dir")
+            .arg(self.path("cache"))
+            .arg(self.path("t.yaml"))
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+}
+
+fn ok_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn ostree(repo: &Path, args: &[&str]) -> String {
+    common::run(
+        Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(args),
+    )
+}
+
+fn sample_url() -> String {
+    format!("file://{}/", common::sample_repo().out.display())
+}
+
+const SMALL: &str =
+    "ref: test/small\nrepos: [sample]\npackages: [filesystem, setup, bash, busybox, hello]\nrecommends: false\n";
+
+#[test]
+fn packages_with_scriptlets_are_refused_by_name_without_no_scripts() {
+    let t = Scratch::new(&sample_url(), SMALL);
+    let out = t.compose("repo", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "filesystem-3.18-6.aarch64: pretrans",
+        "glibc-2.36-9+deb12u14.aarch64: post, transfiletriggerin",
+        "--no-scripts",
+    ] {
+        assert!(e.contains(want), "{want:?} missing from: {e}");
+    }
+    assert!(!t.path("repo/refs/heads/test").exists(), "nothing committed");
+}
+
+#[test]
+fn composes_a_tree_ostree_and_rpm_accept() {
+    let t = Scratch::new(&sample_url(), SMALL);
+    let v = ok_json(&t.compose("repo", &["--no-scripts"]));
+    let commit = v["commit"].as_str().unwrap().to_string();
+    let repo = t.path("repo");
+    ostree(&repo, &["fsck"]);
+    assert_eq!(ostree(&repo, &["rev-parse", "test/small"]).trim(), commit);
+    let ls = ostree(&repo, &["ls", "-R", &commit]);
+    let line = |path: &str| {
+        ls.lines()
+            .find(|l| l.ends_with(&format!(" {path}")) || l.contains(&format!(" {path} -> ")))
+            .unwrap_or_else(|| panic!("{path} not in tree:\n{ls}"))
+            .to_string()
+    };
+    assert!(
+        line("/usr/bin/bash").starts_with("-00755 0 0"),
+        "{}",
+        line("/usr/bin/bash")
+    );
+    assert!(
+        line("/usr/etc/shadow").starts_with("-00000 0 0"),
+        "shadow mode 0000: {}",
+        line("/usr/etc/shadow")
+    );
+    assert!(
+        line("/bin").starts_with("l00777") && line("/bin").ends_with("/bin -> usr/bin"),
+        "{}",
+        line("/bin")
+    );
+    assert!(line("/home").ends_with("-> var/home"), "{}", line("/home"));
+    assert!(ls.contains(" /usr/lib/tmpfiles.d/arbor-var.conf"), "{ls}");
+    assert!(
+        !ls.lines().any(|l| l.contains(" /etc/")),
+        "no /etc left: /etc moved to /usr/etc"
+    );
+    assert!(!ls.lines().any(|l| l.contains(" /var/")), "/var is empty in the commit");
+    let show = ostree(&repo, &["show", &commit, "--print-metadata-key=arbor.packages"]);
+    assert!(show.contains("bash-5.2.15-2+b13.aarch64"), "{show}");
+    let scripts = ostree(&repo, &["show", &commit, "--print-metadata-key=arbor.scripts-skipped"]);
+    assert!(scripts.contains("busybox"), "{scripts}");
+
+    // The rpmdb in the tree lists exactly the resolved set.
+    let co = t.path("co");
+    ostree(&repo, &["checkout", "-U", &commit, co.to_str().unwrap()]);
+    let db = co.join("usr/lib/sysimage/rpm");
+    let mut qa: Vec<String> = common::run(common::rpm(&db).args(["-qa", "--qf", "%{NEVRA}\n"]))
+        .lines()
+        .map(str::to_string)
+        .collect();
+    qa.sort();
+    let mut want: Vec<String> = v["packages"]
+        .as_u64()
+        .map(|_| {
+            let pk = ostree(&repo, &["show", &commit, "--print-metadata-key=arbor.packages"]);
+            pk.split('\'')
+                .filter(|s| s.contains(".aarch64") || s.contains(".noarch"))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap();
+    want.sort();
+    assert_eq!(qa, want);
+    let owner = common::run(Command::new("rpm").arg("--root").arg(&co).args([
+        "--dbpath",
+        "/usr/lib/sysimage/rpm",
+        "-qf",
+        "--qf",
+        "%{NAME}",
+        "/usr/bin/bash",
+    ]));
+    assert_eq!(owner, "bash");
+}
+
+#[test]
+fn same_inputs_same_commit_and_unchanged_inputs_are_skipped() {
+    let t = Scratch::new(&sample_url(), SMALL);
+    let a = ok_json(&t.compose("repo-a", &["--no-scripts"]));
+    let b = ok_json(&t.compose("repo-b", &["--no-scripts"]));
+    assert_eq!(a["commit"], b["commit"], "two fresh repos, same inputs → same commit");
+    let again = ok_json(&t.compose("repo-a", &["--no-scripts"]));
+    assert_eq!(again["unchanged"], true);
+    assert_eq!(again["commit"], a["commit"]);
+    assert_eq!(again["imported"], 0);
+    ostree(&t.path("repo-a"), &["fsck"]);
+}
+
+#[test]
+fn a_bumped_package_is_the_only_one_imported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifests = tmp.path().join("m");
+    std::fs::create_dir(&manifests).unwrap();
+    for n in [
+        "filesystem.toml",
+        "setup.toml",
+        "busybox.toml",
+        "busybox-sh.toml",
+        "hello.toml",
+        "hello-data.toml",
+    ] {
+        std::fs::copy(common::root().join("samples/packages").join(n), manifests.join(n)).unwrap();
+    }
+    let mut opts = arbor::sample_repo::Options::for_source_tree(common::root());
+    opts.manifests = manifests.clone();
+    opts.out = tmp.path().join("srepo");
+    arbor::sample_repo::ensure(&opts).unwrap();
+    let tf = "ref: test/bump\nrepos: [sample]\npackages: [filesystem, setup, busybox, busybox-sh, hello]\n";
+    let t = Scratch::new(&format!("file://{}/", opts.out.display()), tf);
+    let first = ok_json(&t.compose("repo", &["--no-scripts"]));
+    assert_eq!(first["imported"], 6);
+    let p = manifests.join("hello-data.toml");
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("version = \"2.12\"", "version = \"2.13\""),
+    )
+    .unwrap();
+    arbor::sample_repo::ensure(&opts).unwrap();
+    let second = ok_json(&t.compose("repo", &["--no-scripts"]));
+    assert_eq!(second["imported"], 1, "only hello-data changed: {second}");
+    assert_ne!(first["commit"], second["commit"]);
+    let log = ostree(&t.path("repo"), &["log", "test/bump"]);
+    assert!(
+        log.contains(first["commit"].as_str().unwrap()),
+        "the new commit's parent is the old one:\n{log}"
+    );
+}
+
+#[test]
+fn killed_at_any_stage_the_ref_is_unchanged_and_a_rerun_completes() {
+    let t = Scratch::new(&sample_url(), SMALL);
+    let first = ok_json(&t.compose("repo", &["--no-scripts"]));
+    // Change the input so a new commit is due, then kill at every failpoint.
+    std::fs::write(
+        t.path("t.yaml"),
+        format!("{SMALL}add-commit-metadata:\n  run: second\n"),
+    )
+    .unwrap();
+    for fp in arbor::failpoint::ALL {
+        let out = t.compose_env("repo", fp);
+        if *fp == "compose::ref-written" {
+            continue; // after the transaction: the new commit is in place, checked below
+        }
+        assert!(!out.status.success(), "{fp}: expected a kill");
+        let head = ostree(&t.path("repo"), &["rev-parse", "test/small"]);
+        assert_eq!(head.trim(), first["commit"].as_str().unwrap(), "{fp}: the ref moved");
+        ostree(&t.path("repo"), &["fsck"]);
+    }
+    let done = ok_json(&t.compose("repo", &["--no-scripts"]));
+    assert_ne!(done["commit"], first["commit"]);
+    ostree(&t.path("repo"), &["fsck"]);
+}
+
+impl Scratch {
+    fn compose_env(&self, repo: &str, failpoint: &str) -> Output {
+        arbor()
+            .env("ARBOR_FAILPOINT", failpoint)
+            .args([
+                "compose",
+                "tree",
+                "--arch",
+                "aarch64",
+                "--json",
+                "--no-scripts",
+                "--repo",
+            ])
+            .arg(self.path(repo))
+            .arg("--cache-dir")
+            .arg(self.path("cache"))
+            .arg(self.path("t.yaml"))
+            .output()
+            .unwrap()
+    }
+}

@@ -1,0 +1,655 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+//! Hostile packages against the package cache import. Each RPM is built here:
+//! a normal package from `rpm::PackageBuilder`, then its payload replaced by a
+//! hand-written cpio archive (and, where needed, its header edited), with the
+//! payload digests, header and signature header recomputed, so the hostile
+//! entry is the only thing wrong with it. After every refused import the
+//! repository's refs and objects, and everything outside it, are unchanged.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arbor::pkgcache::{Users, import_all};
+use rpm::{FileMode, FileOptions, IndexData, IndexTag, PackageBuilder};
+use sha2::{Digest, Sha256, Sha512};
+
+const NEVRA: &str = "hostile-1.0-1.noarch";
+
+/// One cpio newc record.
+#[derive(Clone)]
+struct Cpio {
+    name: Vec<u8>,
+    mode: u32,
+    ino: u32,
+    nlink: u32,
+    data: Vec<u8>,
+}
+
+fn cpio_archive(entries: &[Cpio]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let trailer = Cpio {
+        name: b"TRAILER!!!".to_vec(),
+        mode: 0,
+        ino: 0,
+        nlink: 1,
+        data: Vec::new(),
+    };
+    for e in entries.iter().chain([&trailer]) {
+        let fields = [
+            e.ino,
+            e.mode,
+            0,
+            0,
+            e.nlink,
+            0,
+            e.data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            e.name.len() as u32 + 1,
+            0,
+        ];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08X}").as_bytes());
+        }
+        out.extend_from_slice(&e.name);
+        out.push(0);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out.extend_from_slice(&e.data);
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+    out
+}
+
+/// A change to the header's (tag, value) entries.
+type HeaderEdit = Box<dyn FnOnce(&mut Vec<(u32, IndexData)>)>;
+
+/// A package under construction: the built base, its payload as cpio records
+/// (in payload order), and edits to its header entries.
+struct Hostile {
+    pkg: rpm::Package,
+    cpio: Vec<Cpio>,
+    edits: Vec<HeaderEdit>,
+}
+
+impl Hostile {
+    /// The base package plus whatever `extra` adds to the builder.
+    fn new(extra: impl FnOnce(&mut PackageBuilder)) -> Hostile {
+        let mut b = PackageBuilder::new("hostile", "1.0", "MIT", "noarch", "hostile package");
+        b.release("1").using_config(
+            rpm::BuildConfig::v4()
+                .compression(rpm::CompressionWithLevel::Zstd(3))
+                .source_date(1_700_000_000u32),
+        );
+        b.with_dir_entry(FileOptions::dir("/usr/share/hostile").permissions(0o755))
+            .unwrap()
+            .with_file_contents(
+                "#!/bin/sh\necho hello\n",
+                FileOptions::new("/usr/bin/hello").mode(FileMode::regular(0o755)),
+            )
+            .unwrap()
+            .with_file_contents("data\n", FileOptions::new("/usr/share/hostile/data"))
+            .unwrap()
+            .with_symlink(FileOptions::symlink("/usr/bin/hello-link", "hello"))
+            .unwrap();
+        extra(&mut b);
+        let pkg = b.build().unwrap();
+        let mut cpio = Vec::new();
+        for (i, f) in pkg.files().unwrap().enumerate() {
+            let f = f.unwrap();
+            if f.metadata.flags().contains(rpm::FileFlags::GHOST) {
+                continue;
+            }
+            let path = f.metadata.path().to_string_lossy().into_owned();
+            cpio.push(Cpio {
+                name: format!(".{path}").into_bytes(),
+                mode: u32::from(f.metadata.mode().raw_mode()),
+                ino: i as u32 + 1,
+                nlink: 1,
+                data: f.content().unwrap_or_default().to_vec(),
+            });
+        }
+        Hostile {
+            pkg,
+            cpio,
+            edits: Vec::new(),
+        }
+    }
+
+    /// The cpio record of `path` (`/usr/bin/hello`).
+    fn record(&mut self, path: &str) -> &mut Cpio {
+        let name = format!(".{path}").into_bytes();
+        self.cpio.iter_mut().find(|c| c.name == name).unwrap()
+    }
+
+    /// Edits the header's entries before digests are recomputed.
+    fn edit_header(&mut self, f: impl FnOnce(&mut Vec<(u32, IndexData)>) + 'static) {
+        self.edits.push(Box::new(f));
+    }
+
+    /// The finished package: payload from the cpio records, compressed with
+    /// zstd like the base, payload digests, header and signature recomputed.
+    fn finish(self) -> rpm::Package {
+        let mut pkg = self.pkg;
+        let archive = cpio_archive(&self.cpio);
+        pkg.payload = zstd::encode_all(&archive[..], 3).unwrap();
+        let sha256 = hex::encode(Sha256::digest(&pkg.payload));
+        let sha256_alt = hex::encode(Sha256::digest(&archive));
+        let sha512 = hex::encode(Sha512::digest(&pkg.payload));
+        let mut entries = pkg.metadata.header.get_all_entries().unwrap();
+        for edit in self.edits {
+            edit(&mut entries);
+        }
+        for (tag, data) in entries.iter_mut() {
+            let new = if *tag == IndexTag::RPMTAG_PAYLOADSHA256 as u32 {
+                &sha256
+            } else if *tag == IndexTag::RPMTAG_PAYLOADSHA256ALT as u32 {
+                &sha256_alt
+            } else if *tag == IndexTag::RPMTAG_PAYLOAD_SHA512 as u32 {
+                &sha512
+            } else {
+                continue;
+            };
+            *data = match data {
+                IndexData::StringArray(_) => IndexData::StringArray(vec![new.clone()]),
+                _ => IndexData::StringTag(new.clone()),
+            };
+        }
+        let region = IndexTag::RPMTAG_HEADERIMMUTABLE as u32;
+        pkg.metadata.header = rpm::Header::from_entries(
+            entries
+                .into_iter()
+                .filter(|(t, _)| *t != region)
+                .map(|(t, d)| rpm::HeaderEntry::new(t, d)),
+            IndexTag::RPMTAG_HEADERIMMUTABLE,
+        );
+        resign(&mut pkg);
+        pkg
+    }
+
+    fn write(self, dir: &Path) -> PathBuf {
+        let path = dir.join(format!("{NEVRA}.rpm"));
+        self.finish().write_file(&path).unwrap();
+        path
+    }
+}
+
+/// Recomputes the signature header (header digests, sizes) for the current header and payload.
+fn resign(pkg: &mut rpm::Package) {
+    let header_bytes = pkg.metadata.header_bytes().unwrap();
+    pkg.metadata.signature = rpm::SignatureHeaderBuilder::new()
+        .set_content_length(header_bytes.len() as u64 + pkg.payload.len() as u64)
+        .calculate_digests(&header_bytes)
+        .build()
+        .unwrap();
+}
+
+/// Replaces a string-array header value.
+fn edit_strings(entries: &mut [(u32, IndexData)], tag: IndexTag, f: impl Fn(&mut Vec<String>)) {
+    for (t, d) in entries.iter_mut() {
+        if *t == tag as u32
+            && let IndexData::StringArray(v) = d
+        {
+            f(v);
+        }
+    }
+}
+
+/// A repository holding one good package, a canary directory beside it, and
+/// the state both must keep through a refused import.
+struct Env {
+    tmp: tempfile::TempDir,
+    repo: PathBuf,
+    canary: PathBuf,
+}
+
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    refs: String,
+    objects: Vec<PathBuf>,
+    canary: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+/// When the import notices the hostile entry.
+#[derive(Clone, Copy, PartialEq)]
+enum Found {
+    /// From the header or the payload digest: nothing may even be staged.
+    BeforeStreaming,
+    /// While streaming the payload: staged objects are discarded with the transaction.
+    WhileStreaming,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        let canary = tmp.path().join("canary");
+        std::fs::create_dir_all(canary.join("sub")).unwrap();
+        std::fs::write(canary.join("keep"), "canary\n").unwrap();
+        std::fs::write(canary.join("sub/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        let good_dir = tmp.path().join("good");
+        std::fs::create_dir(&good_dir).unwrap();
+        let good = Hostile::new(|_| {}).write(&good_dir);
+        import_all(&repo, &[good], &Users::root_only(), 1).unwrap();
+        Env { tmp, repo, canary }
+    }
+
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// `canary` without its leading slash, for paths that climb out with `..`.
+    fn canary_rel(&self) -> String {
+        self.canary.to_string_lossy().trim_start_matches('/').to_string()
+    }
+
+    fn ostree(&self, args: &[&str]) -> String {
+        let mut c = Command::new("ostree");
+        c.arg(format!("--repo={}", self.repo.display())).args(args);
+        common_run(&mut c)
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut objects: Vec<PathBuf> = walk(&self.repo.join("objects")).into_keys().collect();
+        objects.sort();
+        Snapshot {
+            refs: self.ostree(&["refs"]),
+            objects,
+            canary: walk(&self.canary),
+        }
+    }
+
+    /// Objects in libostree's staging directories (an aborted transaction's
+    /// directory stays, to be resumed by the next transaction).
+    fn staged(&self) -> Vec<PathBuf> {
+        walk(&self.repo.join("tmp"))
+            .into_iter()
+            .filter(|(p, v)| p.components().count() > 1 && p.to_string_lossy().starts_with("staging-") && v != b"<dir>")
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// Imports `rpm`, which must fail with an error naming the package and
+    /// containing every one of `needles`; then checks nothing changed.
+    fn refuse(&self, rpm: &Path, found: Found, needles: &[&str]) -> String {
+        let before = self.snapshot();
+        let staged_before = self.staged();
+        let err = import_all(&self.repo, &[rpm.to_path_buf()], &Users::root_only(), 1)
+            .err()
+            .unwrap_or_else(|| panic!("importing {} should fail", rpm.display()));
+        let msg = format!("{err:#}");
+        eprintln!("refused as expected: {msg}");
+        assert!(msg.contains(NEVRA), "the error names the package: {msg}");
+        for n in needles {
+            assert!(msg.contains(n), "the error should contain {n:?}: {msg}");
+        }
+        assert_eq!(
+            self.snapshot(),
+            before,
+            "a refused import changed the repository or the canary"
+        );
+        if found == Found::BeforeStreaming {
+            assert_eq!(
+                self.staged(),
+                staged_before,
+                "objects were staged before the package was checked"
+            );
+        }
+        self.ostree(&["fsck"]);
+        for name in ["pwned", "arbor-hostile"] {
+            for dir in [Path::new("/etc"), Path::new("/tmp"), Path::new("/"), self.dir()] {
+                assert!(!dir.join(name).exists(), "{} exists", dir.join(name).display());
+            }
+        }
+        msg
+    }
+}
+
+fn common_run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every file and symlink beneath `dir` (relative path → content or target).
+fn walk(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+            if md.is_dir() {
+                out.insert(rel, b"<dir>".to_vec());
+                stack.push(p);
+            } else if md.is_symlink() {
+                out.insert(
+                    rel,
+                    std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes(),
+                );
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dotdot_components_are_refused() {
+    let env = Env::new();
+    let mut h = Hostile::new(|_| {});
+    // /usr/share/hostile/data → /usr/share/hostile/../../../…/<canary>/pwned
+    let climb = format!("/usr/share/hostile/{}{}/", "../".repeat(16), env.canary_rel());
+    let (from, to) = ("/usr/share/hostile/".to_string(), climb.clone());
+    h.edit_header(move |e| {
+        edit_strings(e, IndexTag::RPMTAG_DIRNAMES, |v| {
+            v.iter_mut().filter(|d| **d == from).for_each(|d| d.clone_from(&to))
+        });
+        edit_strings(e, IndexTag::RPMTAG_BASENAMES, |v| {
+            v.iter_mut().filter(|b| *b == "data").for_each(|b| *b = "pwned".into())
+        });
+    });
+    h.record("/usr/share/hostile/data").name = format!(".{climb}pwned").into_bytes();
+    let rpm = h.write(env.dir());
+    env.refuse(
+        &rpm,
+        Found::BeforeStreaming,
+        &["\"..\" is not allowed", "/usr/share/hostile/../"],
+    );
+}
+
+#[test]
+fn absolute_base_names_that_escape_are_refused() {
+    let env = Env::new();
+    let mut h = Hostile::new(|_| {});
+    // rpm joins dirname and basename; an absolute basename would replace the directory.
+    let target = format!("{}/pwned", env.canary.display());
+    let t = target.clone();
+    h.edit_header(move |e| {
+        edit_strings(e, IndexTag::RPMTAG_BASENAMES, |v| {
+            v.iter_mut().filter(|b| *b == "data").for_each(|b| b.clone_from(&t))
+        });
+    });
+    h.record("/usr/share/hostile/data").name = format!(".{target}").into_bytes();
+    let rpm = h.write(env.dir());
+    env.refuse(&rpm, Found::BeforeStreaming, &["contains a slash", &target]);
+}
+
+#[test]
+fn paths_through_a_symlink_of_the_package_are_refused() {
+    let env = Env::new();
+    let canary = env.canary.join("sub").to_string_lossy().into_owned();
+    let h = Hostile::new(|b| {
+        // lib -> <canary>/sub, then lib/passwd
+        b.with_symlink(FileOptions::symlink("/usr/lib/hostile-lib", canary))
+            .unwrap()
+            .with_file_contents("pwned\n", FileOptions::new("/usr/lib/hostile-lib/passwd"))
+            .unwrap();
+    });
+    let rpm = h.write(env.dir());
+    env.refuse(
+        &rpm,
+        Found::BeforeStreaming,
+        &[
+            "/usr/lib/hostile-lib/passwd",
+            "parent /usr/lib/hostile-lib is a symlink",
+        ],
+    );
+}
+
+#[test]
+fn payload_entries_not_in_the_header_are_refused() {
+    let env = Env::new();
+    let mut h = Hostile::new(|_| {});
+    let name = format!("./{}/pwned", env.canary_rel());
+    h.cpio.insert(
+        1,
+        Cpio {
+            name: name.clone().into_bytes(),
+            mode: 0o100644,
+            ino: 99,
+            nlink: 1,
+            data: b"pwned\n".to_vec(),
+        },
+    );
+    let rpm = h.write(env.dir());
+    env.refuse(
+        &rpm,
+        Found::WhileStreaming,
+        &[&name, "not listed in the package header"],
+    );
+}
+
+#[test]
+fn hardlinks_to_paths_outside_the_package_are_refused() {
+    let env = Env::new();
+    let mut h = Hostile::new(|_| {});
+    // A regular file that names a link target: a hardlink to a host file, tar style.
+    let target = format!("{}/sub/passwd", env.canary.display());
+    let files = h.pkg.metadata.get_file_entries().unwrap();
+    let idx = files.iter().position(|f| f.basename() == "data").unwrap();
+    let t = target.clone();
+    h.edit_header(move |e| {
+        edit_strings(e, IndexTag::RPMTAG_FILELINKTOS, |v| v[idx].clone_from(&t));
+    });
+    let rec = h.record("/usr/share/hostile/data");
+    rec.nlink = 2;
+    let rpm = h.write(env.dir());
+    env.refuse(
+        &rpm,
+        Found::BeforeStreaming,
+        &["/usr/share/hostile/data", "link target", &target],
+    );
+}
+
+#[test]
+fn device_nodes_and_fifos_become_tmpfiles_lines() {
+    let env = Env::new();
+    let h = Hostile::new(|b| {
+        b.with_special_file(FileOptions::character_device("/dev/arbor-hostile-null", 1, 3).permissions(0o666))
+            .unwrap()
+            .with_special_file(FileOptions::block_device("/dev/arbor-hostile-loop", 7, 0).permissions(0o660))
+            .unwrap()
+            .with_special_file(FileOptions::fifo("/run/arbor-hostile.fifo").permissions(0o600))
+            .unwrap();
+    });
+    let rpm = h.write(env.dir());
+    let canary_before = env.snapshot().canary;
+    let out = import_all(&env.repo, &[rpm], &Users::root_only(), 1).unwrap();
+    let r = &out[0].refname;
+    assert!(out[0].imported_now);
+    let lines = env.ostree(&["show", "--print-metadata-key=arbor.tmpfiles", r]);
+    for want in [
+        "c /dev/arbor-hostile-null 0666 0 0 - 1:3",
+        "b /dev/arbor-hostile-loop 0660 0 0 - 7:0",
+        "p /run/arbor-hostile.fifo 0600 0 0 -",
+    ] {
+        assert!(lines.contains(want), "arbor.tmpfiles should contain {want:?}: {lines}");
+    }
+    let tree = env.ostree(&["ls", "-R", r]);
+    assert!(
+        !tree.contains("arbor-hostile"),
+        "special files must not be in the tree:\n{tree}"
+    );
+    assert!(tree.contains("/usr/bin/hello"), "{tree}");
+    env.ostree(&["fsck"]);
+    assert_eq!(env.snapshot().canary, canary_before);
+    for p in [
+        "/dev/arbor-hostile-null",
+        "/dev/arbor-hostile-loop",
+        "/run/arbor-hostile.fifo",
+    ] {
+        assert!(!Path::new(p).exists(), "{p} was created on the host");
+    }
+}
+
+#[test]
+fn sockets_are_refused() {
+    let env = Env::new();
+    let h = Hostile::new(|b| {
+        b.with_special_file(FileOptions::socket("/run/arbor-hostile.sock"))
+            .unwrap();
+    });
+    let rpm = h.write(env.dir());
+    env.refuse(&rpm, Found::BeforeStreaming, &["/run/arbor-hostile.sock", "sockets"]);
+}
+
+#[test]
+fn nul_bytes_in_payload_names_are_refused() {
+    let env = Env::new();
+    let mut h = Hostile::new(|_| {});
+    // C extractors stop at the NUL; everything after it is what a naive one would miss.
+    let mut name = b"./usr/bin/hello\0/../../../".to_vec();
+    name.extend_from_slice(env.canary_rel().as_bytes());
+    name.extend_from_slice(b"/pwned");
+    h.record("/usr/bin/hello").name = name;
+    let rpm = h.write(env.dir());
+    env.refuse(&rpm, Found::WhileStreaming, &["./usr/bin/hello\\x00/../", "NUL byte"]);
+}
+
+#[test]
+fn header_names_that_are_not_utf8_are_refused() {
+    let env = Env::new();
+    let placeholder = "Q7Z9";
+    let mut h = Hostile::new(|b| {
+        b.with_file_contents("x\n", FileOptions::new(format!("/usr/bin/hello-{placeholder}")))
+            .unwrap();
+    });
+    let bad: &[u8] = b"\xff\xfe\xfd\xfc";
+    let rec = h.record(&format!("/usr/bin/hello-{placeholder}"));
+    rec.name = [b"./usr/bin/hello-".as_slice(), bad].concat();
+    let pkg = h.finish();
+    // Header strings cannot hold invalid UTF-8 before serialization: patch the bytes.
+    let mut bytes = Vec::new();
+    pkg.write(&mut bytes).unwrap();
+    let off = pkg.metadata.get_package_segment_offsets();
+    let region = &mut bytes[off.header as usize..off.payload as usize];
+    let at = region
+        .windows(placeholder.len())
+        .position(|w| w == placeholder.as_bytes())
+        .unwrap();
+    region[at..at + bad.len()].copy_from_slice(bad);
+    let mut pkg = rpm::Package::parse(&mut &bytes[..]).unwrap();
+    resign(&mut pkg);
+    let rpm = env.dir().join(format!("{NEVRA}.rpm"));
+    pkg.write_file(&rpm).unwrap();
+    env.refuse(
+        &rpm,
+        Found::BeforeStreaming,
+        &["/usr/bin/hello-\\xff\\xfe\\xfd\\xfc", "not valid UTF-8"],
+    );
+}
+
+#[test]
+fn payload_names_that_are_not_utf8_are_refused() {
+    let env = Env::new();
+    let mut h = Hostile::new(|_| {});
+    h.record("/usr/bin/hello").name = b"./usr/bin/hel\xc0lo".to_vec();
+    let rpm = h.write(env.dir());
+    env.refuse(
+        &rpm,
+        Found::WhileStreaming,
+        &["./usr/bin/hel\\xc0lo", "not valid UTF-8"],
+    );
+}
+
+#[test]
+fn duplicate_payload_entries_are_refused() {
+    let env = Env::new();
+    let mut h = Hostile::new(|_| {});
+    let dup = h.record("/usr/bin/hello").clone();
+    h.cpio.push(dup);
+    let rpm = h.write(env.dir());
+    env.refuse(&rpm, Found::WhileStreaming, &["./usr/bin/hello", "appears twice"]);
+}
+
+#[test]
+fn header_entries_missing_from_the_payload_are_refused() {
+    let env = Env::new();
+    let mut h = Hostile::new(|_| {});
+    h.cpio.retain(|c| c.name != b"./usr/share/hostile/data");
+    let rpm = h.write(env.dir());
+    env.refuse(
+        &rpm,
+        Found::WhileStreaming,
+        &["/usr/share/hostile/data", "missing from the payload"],
+    );
+}
+
+#[test]
+fn file_contents_that_do_not_match_the_header_digest_are_refused() {
+    let env = Env::new();
+    let mut h = Hostile::new(|_| {});
+    h.record("/usr/bin/hello").data = b"#!/bin/sh\necho pwned\n".to_vec();
+    let rpm = h.write(env.dir());
+    env.refuse(
+        &rpm,
+        Found::WhileStreaming,
+        &["/usr/bin/hello", "content digest mismatch"],
+    );
+}
+
+/// One more file, so the header (and the cache ref) differs from the good package's.
+fn other_header(b: &mut PackageBuilder) {
+    b.with_file_contents("other\n", FileOptions::new("/usr/share/hostile/other"))
+        .unwrap();
+}
+
+#[test]
+fn payloads_that_do_not_match_the_header_digest_are_refused() {
+    let env = Env::new();
+    // (A header of its own: the good package's header is cached already.)
+    let mut pkg = Hostile::new(other_header).finish();
+    // Same archive, compressed differently: only the payload digest is wrong.
+    let mut archive = Vec::new();
+    zstd::stream::copy_decode(&pkg.payload[..], &mut archive).unwrap();
+    pkg.payload = zstd::encode_all(&archive[..], 19).unwrap();
+    resign(&mut pkg);
+    let rpm = env.dir().join(format!("{NEVRA}.rpm"));
+    pkg.write_file(&rpm).unwrap();
+    env.refuse(&rpm, Found::BeforeStreaming, &["payload SHA-256 digest mismatch"]);
+}
+
+#[test]
+fn payload_bytes_appended_after_the_archive_are_refused() {
+    let env = Env::new();
+    let pkg = Hostile::new(other_header).finish();
+    let rpm = env.dir().join(format!("{NEVRA}.rpm"));
+    pkg.write_file(&rpm).unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&rpm).unwrap();
+    f.write_all(b"trailing bytes the decompressor never reads").unwrap();
+    drop(f);
+    env.refuse(&rpm, Found::BeforeStreaming, &["payload SHA-256 digest mismatch"]);
+}
+
+#[test]
+fn unknown_owners_are_refused() {
+    let env = Env::new();
+    let h = Hostile::new(|b| {
+        b.with_file_contents(
+            "x\n",
+            FileOptions::new("/usr/bin/arbor-hostile-owned")
+                .mode(FileMode::regular(0o4755))
+                .user("nosuchuser"),
+        )
+        .unwrap();
+    });
+    let rpm = h.write(env.dir());
+    env.refuse(
+        &rpm,
+        Found::BeforeStreaming,
+        &["/usr/bin/arbor-hostile-owned", "\"nosuchuser\""],
+    );
+}
