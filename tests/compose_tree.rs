@@ -262,3 +262,53 @@ impl Scratch {
             .unwrap()
     }
 }
+
+#[test]
+fn archive_repos_get_the_same_commit_compressed_and_pull_local_works() {
+    let t = Scratch::new(&sample_url(), SMALL);
+    let bare = ok_json(&t.compose("bare", &["--no-scripts"]));
+    let archive = t.path("archive");
+    common::run(
+        Command::new("ostree")
+            .arg(format!("--repo={}", archive.display()))
+            .args(["init", "--mode=archive"]),
+    );
+    let v = ok_json(&t.compose("archive", &["--no-scripts"]));
+    assert_eq!(
+        v["commit"], bare["commit"],
+        "archive and bare-user repos hold the same commit"
+    );
+    ostree(&archive, &["fsck"]);
+    assert_eq!(ostree(&archive, &["config", "get", "core.mode"]).trim(), "archive-z2");
+    assert!(
+        ostree(&archive, &["refs"])
+            .lines()
+            .all(|r| !r.starts_with("arbor/pkg/")),
+        "no package cache refs in the served repo"
+    );
+    let fresh = t.path("fresh");
+    common::run(
+        Command::new("ostree")
+            .arg(format!("--repo={}", fresh.display()))
+            .args(["init", "--mode=bare-user"]),
+    );
+    ostree(&fresh, &["pull-local", archive.to_str().unwrap(), "test/small"]);
+    ostree(&fresh, &["fsck"]);
+    let again = ok_json(&t.compose("archive", &["--no-scripts"]));
+    assert_eq!(again["unchanged"], true);
+}
+
+#[test]
+fn postprocess_scripts_are_refused_until_the_sandbox_lands() {
+    let t = Scratch::new(
+        &sample_url(),
+        &format!("{SMALL}postprocess:\n  - |\n    #!/bin/sh\n    touch /usr/share/x\n"),
+    );
+    let out = t.compose("repo", &["--no-scripts"]);
+    let v = ok_json(&out);
+    let skipped = v["skipped_scriptlets"].as_array().unwrap();
+    assert!(
+        skipped.iter().any(|s| s == "treefile: 1 postprocess script(s)"),
+        "{skipped:?}"
+    );
+}

@@ -99,14 +99,22 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     }
 
     let headers: Vec<HeaderInfo> = resolved.files.iter().map(|f| header::read(f)).collect::<Result<_>>()?;
-    let skipped = scriptlet_policy(&headers, opts.no_scripts)?;
+    let skipped = scriptlet_policy(tf, &headers, opts.no_scripts)?;
     let conflicts = header::conflicts(&headers);
     if !conflicts.is_empty() {
         bail!("file conflicts in the package set:\n  - {}", conflicts.join("\n  - "));
     }
 
+    // Packages are cached in the repository itself when it is bare-user (rpm-ostree's
+    // unified core); an archive repository (for serving) gets only the final commit,
+    // copied in with compression on every core, and the cache lives under cache_dir.
+    let target_mode = otree::existing_mode(&opts.repo)?.unwrap_or(Mode::BareUser);
+    let build_repo = match target_mode {
+        Mode::BareUser => opts.repo.clone(),
+        Mode::Archive => opts.cache_dir.join("pkgcache"),
+    };
     let users = users_from_packages(&resolved.files)?;
-    let imported = crate::pkgcache::import_all(&opts.repo, &resolved.files, &users, opts.jobs)?;
+    let imported = crate::pkgcache::import_all(&build_repo, &resolved.files, &users, opts.jobs)?;
     failpoint::hit("compose::imported")?;
 
     let work = tempfile::Builder::new()
@@ -115,7 +123,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         .context("creating a work directory")?;
     let rootfs = work.path().join("rootfs");
     let commits: Vec<String> = imported.iter().map(|i| i.commit.clone()).collect();
-    let devino = otree::checkout_union(&opts.repo, &commits, &rootfs)?;
+    let devino = otree::checkout_union(&build_repo, &commits, &rootfs)?;
     failpoint::hit("compose::assembled")?;
 
     let root = cap_std::fs::Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority())
@@ -141,8 +149,9 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     failpoint::hit("compose::rpmdb-written")?;
 
     let metadata = commit_metadata(tf, &resolved, &version, &input_hash, &skipped);
+    let parent = previous.as_ref().map(|(c, _)| c.as_str());
     let commit = otree::commit_tree(
-        &opts.repo,
+        &build_repo,
         Mode::BareUser,
         &otree::CommitRequest {
             dir: &rootfs,
@@ -151,8 +160,13 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
             metadata: &metadata,
             timestamp: source_date(&resolved)?,
             devino: Some(&devino),
+            parent,
         },
     )?;
+    if target_mode == Mode::Archive {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        otree::copy_commit(&build_repo, &opts.repo, &commit, &tf.treeref, cores)?;
+    }
     failpoint::hit("compose::ref-written")?;
     Ok(Composed {
         refname: tf.treeref.clone(),
@@ -172,12 +186,16 @@ fn ensure_dir(p: &Path) -> Result<&Path> {
 
 /// Until the scriptlet sandbox lands, packages with scriptlets are refused,
 /// or with `--no-scripts` listed and recorded.
-fn scriptlet_policy(headers: &[HeaderInfo], no_scripts: bool) -> Result<Vec<String>> {
-    let with: Vec<String> = headers
+fn scriptlet_policy(tf: &Treefile, headers: &[HeaderInfo], no_scripts: bool) -> Result<Vec<String>> {
+    let mut with: Vec<String> = headers
         .iter()
         .filter(|h| !h.scriptlets.is_empty())
         .map(|h| format!("{}: {}", h.nevra, h.scriptlets.join(", ")))
         .collect();
+    let treefile_scripts = tf.postprocess.len() + usize::from(tf.postprocess_script.is_some());
+    if treefile_scripts > 0 {
+        with.push(format!("treefile: {treefile_scripts} postprocess script(s)"));
+    }
     if with.is_empty() {
         return Ok(with);
     }

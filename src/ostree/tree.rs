@@ -104,16 +104,14 @@ pub struct CommitRequest<'a> {
     pub timestamp: u64,
     /// Checksums of hardlinked files from the checkout.
     pub devino: Option<&'a DevInoCache>,
+    /// The parent commit (the ref's current commit in the repository being published to).
+    pub parent: Option<&'a str>,
 }
 
 /// Commits `req.dir` into the repository and moves the ref, in one transaction:
 /// a crash before the end leaves the ref where it was. Returns the checksum.
 pub fn commit_tree(repo_path: &Path, mode: Mode, req: &CommitRequest) -> Result<String> {
     let repo = open_or_create(repo_path, mode)?;
-    let parent = repo
-        .resolve_rev(req.refname, true)
-        .with_context(|| format!("resolving {}", req.refname))?
-        .map(|s| s.to_string());
     repo.prepare_transaction(gio::Cancellable::NONE)
         .context("starting an OSTree transaction")?;
     let result = (|| -> Result<String> {
@@ -137,7 +135,7 @@ pub fn commit_tree(repo_path: &Path, mode: Mode, req: &CommitRequest) -> Result<
         }
         let checksum = repo
             .write_commit_with_time(
-                parent.as_deref(),
+                req.parent,
                 Some(req.subject),
                 None,
                 Some(&dict.end()),
@@ -192,4 +190,144 @@ pub fn check_rootfs(dir: &Path) -> Result<()> {
         bail!("{} has no /usr: nothing to commit", dir.display());
     }
     Ok(())
+}
+
+/// The mode of an existing repository, `None` when there is none at `path`.
+pub fn existing_mode(path: &Path) -> Result<Option<Mode>> {
+    if !path.join("config").exists() {
+        return Ok(None);
+    }
+    let repo = ostree::Repo::new_for_path(path);
+    repo.open(gio::Cancellable::NONE)
+        .with_context(|| format!("opening OSTree repository {}", path.display()))?;
+    Ok(Some(match repo.mode() {
+        ostree::RepoMode::Archive => Mode::Archive,
+        ostree::RepoMode::BareUser => Mode::BareUser,
+        other => bail!(
+            "{} is a {other:?} repository; arbor composes into bare-user (building) or archive (serving) repositories",
+            path.display()
+        ),
+    }))
+}
+
+/// The commit `refname` points at in the repository at `path`, if any.
+pub fn resolve_ref(path: &Path, refname: &str) -> Result<Option<String>> {
+    if !path.join("config").exists() {
+        return Ok(None);
+    }
+    let repo = ostree::Repo::new_for_path(path);
+    repo.open(gio::Cancellable::NONE)
+        .with_context(|| format!("opening OSTree repository {}", path.display()))?;
+    Ok(repo
+        .resolve_rev(refname, true)
+        .with_context(|| format!("resolving {refname}"))?
+        .map(|s| s.to_string()))
+}
+
+/// Copies `commit` and everything it references from `src` to `dst` (usually
+/// bare-user → archive), compressing content objects on `jobs` threads at once
+/// (libostree compresses on one core), then moves `refname` in `dst` in a final
+/// transaction: a crash before that leaves the ref as it was.
+pub fn copy_commit(src: &Path, dst: &Path, commit: &str, refname: &str, jobs: usize) -> Result<()> {
+    let src_repo = open_or_create(src, Mode::BareUser)?;
+    let dst_repo = open_or_create(dst, Mode::Archive)?;
+    let objects = src_repo
+        .traverse_commit(commit, 0, gio::Cancellable::NONE)
+        .with_context(|| format!("listing the objects of {commit}"))?;
+    let mut files = Vec::new();
+    let mut meta = Vec::new();
+    for o in objects {
+        let (csum, kind) = (o.checksum().to_string(), o.object_type());
+        if dst_repo
+            .has_object(kind, &csum, gio::Cancellable::NONE)
+            .unwrap_or(false)
+        {
+            continue;
+        }
+        if kind == ostree::ObjectType::File {
+            files.push(csum)
+        } else {
+            meta.push((kind, csum))
+        }
+    }
+    files.sort();
+    let chunks: Vec<Vec<String>> = {
+        let n = jobs.clamp(1, files.len().max(1));
+        (0..n)
+            .map(|i| files.iter().skip(i).step_by(n).cloned().collect())
+            .collect()
+    };
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|chunk| s.spawn(move || copy_files(src, dst, chunk)))
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("an object copy thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    // Metadata last, the commit object after its trees, then the ref.
+    meta.sort_by_key(|(kind, _)| *kind == ostree::ObjectType::Commit);
+    dst_repo
+        .prepare_transaction(gio::Cancellable::NONE)
+        .context("starting an OSTree transaction")?;
+    let result = (|| -> Result<()> {
+        for (kind, csum) in &meta {
+            let v = src_repo
+                .load_variant(*kind, csum)
+                .with_context(|| format!("loading {kind:?} {csum}"))?;
+            dst_repo
+                .write_metadata(*kind, Some(csum), &v, gio::Cancellable::NONE)
+                .with_context(|| format!("writing {kind:?} {csum}"))?;
+        }
+        if let Some(detached) = src_repo.read_commit_detached_metadata(commit, gio::Cancellable::NONE)? {
+            dst_repo.write_commit_detached_metadata(commit, Some(&detached), gio::Cancellable::NONE)?;
+        }
+        crate::failpoint::hit("compose::commit-written")?;
+        dst_repo.transaction_set_ref(None, refname, Some(commit));
+        dst_repo
+            .commit_transaction(gio::Cancellable::NONE)
+            .context("committing the OSTree transaction")?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = dst_repo.abort_transaction(gio::Cancellable::NONE);
+    }
+    result
+}
+
+/// One thread's share of content objects, in its own repository handles and transaction.
+fn copy_files(src: &Path, dst: &Path, checksums: &[String]) -> Result<()> {
+    if checksums.is_empty() {
+        return Ok(());
+    }
+    let src_repo = open_or_create(src, Mode::BareUser)?;
+    let dst_repo = open_or_create(dst, Mode::Archive)?;
+    dst_repo
+        .prepare_transaction(gio::Cancellable::NONE)
+        .context("starting an OSTree transaction")?;
+    let result = (|| -> Result<()> {
+        for csum in checksums {
+            let (input, info, xattrs) = src_repo
+                .load_file(csum, gio::Cancellable::NONE)
+                .with_context(|| format!("loading file object {csum}"))?;
+            let input = input.unwrap_or_else(|| gio::MemoryInputStream::new().upcast());
+            let (stream, len) =
+                ostree::raw_file_to_content_stream(&input, &info, Some(&xattrs), gio::Cancellable::NONE)
+                    .with_context(|| format!("streaming file object {csum}"))?;
+            dst_repo
+                .write_content_trusted(csum, &stream, len, gio::Cancellable::NONE)
+                .with_context(|| format!("writing file object {csum}"))?;
+        }
+        dst_repo
+            .commit_transaction(gio::Cancellable::NONE)
+            .context("committing the OSTree transaction")?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = dst_repo.abort_transaction(gio::Cancellable::NONE);
+    }
+    result
 }
