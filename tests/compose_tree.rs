@@ -312,3 +312,52 @@ fn postprocess_scripts_are_refused_until_the_sandbox_lands() {
         "{skipped:?}"
     );
 }
+
+#[test]
+fn the_shipped_sample_treefile_composes_with_kernel_os_release_and_board_metadata() {
+    common::sample_repo();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let out = arbor()
+        .args([
+            "compose",
+            "tree",
+            "--arch",
+            "aarch64",
+            "--json",
+            "--no-scripts",
+            "--repo",
+        ])
+        .arg(&repo)
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache"))
+        .arg(common::root().join("treefiles/sample-minimal.yaml"))
+        .output()
+        .unwrap();
+    let v = ok_json(&out);
+    assert_eq!(v["ref"], "arbor/aarch64/sample-minimal");
+    assert_eq!(v["version"], "1");
+    let commit = v["commit"].as_str().unwrap();
+    ostree(&repo, &["fsck"]);
+    let ls = ostree(&repo, &["ls", "-R", commit, "/usr/lib/modules"]);
+    assert!(
+        ls.lines().any(|l| l.ends_with("/vmlinuz")),
+        "{}",
+        &ls[..ls.len().min(2000)]
+    );
+    assert!(ls.contains("/dtb/broadcom/bcm2711-rpi-4-b.dtb"));
+    let boards = ostree(&repo, &["show", commit, "--print-metadata-key=arbor.boards"]);
+    assert!(
+        boards.contains("rpi4") && boards.contains("qemu-virt-aarch64"),
+        "{boards}"
+    );
+    let os = ostree(&repo, &["cat", commit, "/usr/lib/os-release"]);
+    assert!(os.contains("OSTREE_VERSION='1'") && os.contains("ID=arbor"), "{os}");
+    let target = ostree(&repo, &["ls", commit, "/usr/etc/os-release"]);
+    assert!(target.contains("-> ../usr/lib/os-release"), "{target}");
+    let tmpfiles = ostree(&repo, &["cat", commit, "/usr/lib/tmpfiles.d/arbor-var.conf"]);
+    assert!(
+        tmpfiles.contains("d /var/roothome 0700 root root - -") && tmpfiles.contains("L /var/lib/rpm"),
+        "{tmpfiles}"
+    );
+}

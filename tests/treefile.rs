@@ -728,8 +728,8 @@ fn shipped_sample_minimal_resolves_per_arch() {
     assert!(a.recommends);
     assert_eq!(a.boards, ["qemu-virt-aarch64", "rpi3", "rpi4"]);
     assert_eq!(
-        a.default_target.as_deref(),
-        Some("multi-user.target"),
+        a.add_commit_metadata.get("arbor.edition"),
+        Some(&serde_json::json!("minimal")),
         "from sample-common.yaml"
     );
     assert_eq!(a.etc_group_members, ["wheel"]);
