@@ -154,8 +154,8 @@ fn excludes_and_recommends_false_are_honoured() {
 
 /// libsolv's own Python bindings, given the same repository and job.
 fn python_solv_order(arch: &str, packages: &[&str]) -> Vec<String> {
-    let primary = metadata("primary");
-    let filelists = metadata("filelists");
+    let primary = common::metadata("primary");
+    let filelists = common::metadata("filelists");
     let script = r#"
 import sys, solv
 arch, primary, filelists, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
@@ -189,15 +189,6 @@ for s in trans.steps():
     out.lines().map(str::to_string).collect()
 }
 
-fn metadata(kind: &str) -> PathBuf {
-    let dir = common::sample_repo().out.join("repodata");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(&format!("-{kind}.xml.gz")))
-        .unwrap()
-}
-
 #[test]
 fn transaction_order_matches_libsolv_reference_and_testsolv_accepts_the_result() {
     let pkgs = [
@@ -226,8 +217,12 @@ fn transaction_order_matches_libsolv_reference_and_testsolv_accepts_the_result()
     }
     // testsolv re-solves the testcase our solver wrote and checks it gets our result.
     let mut pool = arbor::solve::Pool::new(arbor::arch::Arch::Aarch64);
-    pool.add_rpmmd("sample", &metadata("primary"), Some(&metadata("filelists")))
-        .unwrap();
+    pool.add_rpmmd(
+        "sample",
+        &common::metadata("primary"),
+        Some(&common::metadata("filelists")),
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let req = arbor::solve::Request {
         install: pkgs.iter().map(|s| s.to_string()).collect(),

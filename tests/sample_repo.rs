@@ -74,20 +74,6 @@ fn rpm_reads_every_package_and_digests_are_ok() {
     }
 }
 
-fn metadata_file(kind: &str) -> std::path::PathBuf {
-    let dir = sample_repo().out.join("repodata");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .ends_with(&format!("-{kind}.xml.gz"))
-        })
-        .unwrap_or_else(|| panic!("no {kind} metadata in {}", dir.display()))
-}
-
 fn to_solv(xml_gz: &Path, out: &Path) {
     run(Command::new("sh")
         .arg("-c")
@@ -101,8 +87,8 @@ fn to_solv(xml_gz: &Path, out: &Path) {
 fn createrepo_metadata_loads_in_libsolv_and_every_package_is_installable() {
     let tmp = tempfile::tempdir().unwrap();
     let primary = tmp.path().join("primary.solv");
-    to_solv(&metadata_file("primary"), &primary);
-    to_solv(&metadata_file("filelists"), &tmp.path().join("filelists.solv"));
+    to_solv(&common::metadata("primary"), &primary);
+    to_solv(&common::metadata("filelists"), &tmp.path().join("filelists.solv"));
     let dump = run(Command::new("dumpsolv").arg(&primary));
     let want = format!("repo size: {} solvables", sample_repo().packages.len());
     assert!(dump.contains(&want), "dumpsolv says:\n{}", &dump[..dump.len().min(400)]);

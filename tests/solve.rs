@@ -9,19 +9,14 @@ mod common;
 use arbor::arch::Arch;
 use arbor::solve::{Package, Pool, Request};
 
-fn metadata(kind: &str) -> std::path::PathBuf {
-    let dir = common::sample_repo().out.join("repodata");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(&format!("-{kind}.xml.gz")))
-        .unwrap()
-}
-
 fn pool(arch: Arch) -> Pool {
     let mut pool = Pool::new(arch);
-    pool.add_rpmmd("arbor-sample", &metadata("primary"), Some(&metadata("filelists")))
-        .unwrap();
+    pool.add_rpmmd(
+        "arbor-sample",
+        &common::metadata("primary"),
+        Some(&common::metadata("filelists")),
+    )
+    .unwrap();
     pool
 }
 
@@ -199,8 +194,8 @@ fn parsed_metadata_cache_gives_the_same_answer_and_survives_garbage() {
         let mut pool = Pool::new(Arch::Aarch64);
         pool.add_rpmmd_cached(
             "arbor-sample",
-            &metadata("primary"),
-            Some(&metadata("filelists")),
+            &common::metadata("primary"),
+            Some(&common::metadata("filelists")),
             Some(cache),
         )
         .unwrap();

@@ -44,6 +44,16 @@ pub fn package(name: &str, arch: &str) -> PathBuf {
     repo.out.join("Packages").join(&p.file)
 }
 
+/// The sample repository's metadata file of this kind (`primary`, `filelists`).
+pub fn metadata(kind: &str) -> PathBuf {
+    let dir = sample_repo().out.join("repodata");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(&format!("-{kind}.xml.gz")))
+        .unwrap_or_else(|| panic!("no {kind} metadata in {}", dir.display()))
+}
+
 /// Runs a command, asserting success; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
