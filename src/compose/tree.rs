@@ -68,10 +68,12 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         },
     )?;
     failpoint::hit("compose::resolved")?;
+    let headers: Vec<HeaderInfo> = resolved.files.iter().map(|f| header::read(f)).collect::<Result<_>>()?;
+    let when = source_date(&headers)?;
     let input_hash = input_hash(tf, &resolved);
     let previous = otree::ref_metadata(&opts.repo, &tf.treeref)?;
     let prev_version = previous.as_ref().and_then(|(_, m)| m.get("version").cloned());
-    let version = next_version(tf, prev_version.as_deref(), source_date(&resolved)?);
+    let version = next_version(tf, prev_version.as_deref(), when);
     if let Some((commit, meta)) = &previous
         && meta.get("arbor.inputhash") == Some(&input_hash)
         && !opts.force
@@ -98,7 +100,6 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         });
     }
 
-    let headers: Vec<HeaderInfo> = resolved.files.iter().map(|f| header::read(f)).collect::<Result<_>>()?;
     let skipped = scriptlet_policy(tf, &headers, opts.no_scripts)?;
     let conflicts = header::conflicts(&headers);
     if !conflicts.is_empty() {
@@ -113,7 +114,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         Mode::BareUser => opts.repo.clone(),
         Mode::Archive => opts.cache_dir.join("pkgcache"),
     };
-    let users = users_from_packages(&resolved.files)?;
+    let users = users_from_packages(&resolved.files, &headers)?;
     let imported = crate::pkgcache::import_all(&build_repo, &resolved.files, &users, opts.jobs)?;
     failpoint::hit("compose::imported")?;
 
@@ -140,7 +141,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
 
     let dbdir = rootfs.join("usr/lib/sysimage/rpm");
     std::fs::create_dir_all(&dbdir).with_context(|| format!("creating {}", dbdir.display()))?;
-    super::rpmdb::write(&dbdir, &resolved.files, source_date(&resolved)? as u32)?;
+    super::rpmdb::write(&dbdir, &resolved.files, when as u32)?;
     if !root.exists("usr/share/rpm") {
         root.create_dir_all("usr/share").context("creating /usr/share")?;
         root.symlink_contents("../lib/sysimage/rpm", "usr/share/rpm")
@@ -158,7 +159,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
             refname: &tf.treeref,
             subject: &format!("{} {version}", tf.treeref),
             metadata: &metadata,
-            timestamp: source_date(&resolved)?,
+            timestamp: when,
             devino: Some(&devino),
             parent,
         },
@@ -215,17 +216,18 @@ fn scriptlet_policy(tf: &Treefile, headers: &[HeaderInfo], no_scripts: bool) -> 
 
 /// Owners in package payloads are names; map them through the tree's own
 /// /etc/passwd and /etc/group (from whichever package ships them).
-fn users_from_packages(files: &[PathBuf]) -> Result<crate::pkgcache::Users> {
+fn users_from_packages(files: &[PathBuf], headers: &[HeaderInfo]) -> Result<crate::pkgcache::Users> {
     let (mut passwd, mut group) = (None, None);
-    for f in files {
-        let pkg = rpm::Package::open(f).with_context(|| format!("reading {}", f.display()))?;
-        let paths = pkg.metadata.get_file_paths().unwrap_or_default();
-        if !paths
+    for (f, h) in files.iter().zip(headers) {
+        // Only the packages whose header lists the files are opened in full.
+        if !h
+            .files
             .iter()
-            .any(|p| p == Path::new("/etc/passwd") || p == Path::new("/etc/group"))
+            .any(|e| e.path == "/etc/passwd" || e.path == "/etc/group")
         {
             continue;
         }
+        let pkg = rpm::Package::open(f).with_context(|| format!("reading {}", f.display()))?;
         for entry in pkg
             .files()
             .with_context(|| format!("reading the payload of {}", f.display()))?
@@ -248,18 +250,14 @@ fn users_from_packages(files: &[PathBuf]) -> Result<crate::pkgcache::Users> {
 
 /// The commit timestamp: `SOURCE_DATE_EPOCH`, else the newest package build
 /// time — deterministic for the same inputs, and newer when packages are.
-fn source_date(resolved: &Resolved) -> Result<u64> {
+fn source_date(headers: &[HeaderInfo]) -> Result<u64> {
     if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
         return s
             .trim()
             .parse()
             .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"));
     }
-    let mut newest = 0;
-    for f in &resolved.files {
-        newest = newest.max(header::read(f)?.build_time);
-    }
-    Ok(newest)
+    Ok(headers.iter().map(|h| h.build_time).max().unwrap_or(0))
 }
 
 /// Treefile + package set + arbor version: an unchanged hash means an unchanged tree.
