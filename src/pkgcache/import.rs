@@ -17,7 +17,7 @@ use sha2::digest::DynDigest;
 use sha2::{Digest, Sha256, Sha512};
 
 use super::plan::{self, Kind, Plan};
-use super::{Imported, Users, diag, refname};
+use super::{Imported, Users, cpio, diag, refname};
 use crate::ostree::repo::{Dir, FileMeta, MetaValue, Repo, Transaction};
 
 /// Bytes the decompressor reads from the package file at a time.
@@ -262,22 +262,20 @@ fn import(repo: &Repo, pkg: Opened, users: &Users) -> Result<String> {
     // A second descriptor for error diagnostics, which read with pread only.
     let diag_file = file.try_clone().context("duplicating the package file descriptor")?;
     precheck_payload(&diag_file, payload_offset, &want)?;
-    file.seek(SeekFrom::Start(0)).context("rewinding the package file")?;
+    file.seek(SeekFrom::Start(payload_offset))
+        .context("seeking to the payload")?;
     let hashed = HashedFile(Rc::new(RefCell::new(Hashed {
         file,
-        pos: 0,
+        pos: payload_offset,
         payload_offset,
         hasher: PayloadHasher::new(&want),
     })));
-    let mut reader = rpm::PackageReader::parse(BufReader::with_capacity(READ_BUFFER, hashed.clone()))
-        .context("opening the payload")?;
-    if reader.metadata != metadata {
-        bail!("the package file changed while it was being read");
-    }
+    let mut archive = cpio::Archive::open(BufReader::with_capacity(READ_BUFFER, hashed.clone()))?;
 
     let tx = repo.transaction()?;
-    let checksums = stream_payload(&tx, &mut reader, &plan, &diag_file, payload_offset)?;
-    drop(reader);
+    let checksums = stream_payload(&tx, &mut archive, &plan, &diag_file, payload_offset)?;
+    archive.drain()?;
+    drop(archive);
     hashed.verify(&want)?;
 
     let root = tree(&plan, &checksums)?;
@@ -300,7 +298,7 @@ fn import(repo: &Repo, pkg: Opened, users: &Users) -> Result<String> {
 /// checksum of each header entry that has one (regular files and symlinks).
 fn stream_payload(
     tx: &Transaction<'_>,
-    reader: &mut rpm::PackageReader,
+    archive: &mut cpio::Archive<'_>,
     plan: &Plan,
     diag_file: &File,
     payload_offset: u64,
@@ -310,24 +308,33 @@ fn stream_payload(
     let mut seen = vec![false; n];
     let mut last: Option<String> = None;
     loop {
-        let mut f = match reader.next_file() {
+        let entry = match archive.next_entry() {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
                 let why = diag::explain(diag_file, payload_offset, plan).unwrap_or_else(|| match &last {
-                    Some(p) => format!("reading the payload after {p}: {e}"),
-                    None => format!("reading the payload: {e}"),
+                    Some(p) => format!("reading the payload after {p}: {e:#}"),
+                    None => format!("reading the payload: {e:#}"),
                 });
                 bail!("{why}");
             }
         };
-        let path = format!("{}{}", f.metadata.dirname(), f.metadata.basename());
-        let i = *plan
-            .index
-            .get(&path)
-            .ok_or_else(|| anyhow!("{path}: payload entry matched no header entry"))?;
+        let shown = plan::show_bytes(&entry.name);
+        if entry.name.contains(&0) {
+            bail!("payload entry {shown} has a NUL byte in its name");
+        }
+        let Ok(text) = std::str::from_utf8(&entry.name) else {
+            bail!("payload entry {shown} has a name that is not valid UTF-8");
+        };
+        let path = format!("/{}", text.strip_prefix("./").unwrap_or(text));
+        let Some(&i) = plan.index.get(&path) else {
+            bail!("payload entry {shown} is not listed in the package header");
+        };
+        if std::mem::replace(&mut seen[i], true) {
+            bail!("payload entry {shown} appears twice");
+        }
         let e = &plan.entries[i];
-        seen[i] = true;
+        let mut f = archive.content();
         match &e.kind {
             Kind::Ghost { .. } | Kind::Dir | Kind::Special => {}
             Kind::Symlink { target } => {
@@ -346,10 +353,12 @@ fn stream_payload(
             }
             // A hardlink whose bytes travel with another name of its set.
             Kind::Regular {
-                hardlink_set: Some(_), ..
-            } if !f.has_payload() => {}
-            Kind::Regular { .. } if !f.has_payload() => {
-                bail!("{path}: regular file without content in the payload");
+                hardlink_set: Some(_),
+                size,
+                ..
+            } if entry.size == 0 && *size > 0 => {}
+            Kind::Regular { size, .. } if entry.size != *size => {
+                bail!("{path}: the payload holds {} bytes, the header says {size}", entry.size);
             }
             Kind::Regular { size, digest, .. } => {
                 let mut tee = Tee {
@@ -368,7 +377,6 @@ fn stream_payload(
                 checksums[i] = Some(csum);
             }
         }
-        f.finish().with_context(|| format!("{path}: reading the payload"))?;
         last = Some(path);
     }
 

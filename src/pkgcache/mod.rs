@@ -22,6 +22,7 @@
 //!   together in that worker's `commit_transaction`.
 
 mod caps;
+mod cpio;
 mod diag;
 mod import;
 mod plan;
