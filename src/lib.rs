@@ -16,5 +16,6 @@ pub mod repo;
 pub mod rpm;
 pub mod runner;
 pub mod sample_repo;
+pub mod sign;
 pub mod solve;
 pub mod treefile;

@@ -29,9 +29,9 @@ fn help_lists_every_verb_group() {
 #[test]
 fn unimplemented_verbs_say_so_and_fail() {
     for args in [
-        &["compose", "resolve", "t.yaml"][..],
-        &["compose", "tree", "t.yaml", "--repo", "r"],
-        &["sign", "--repo", "r", "--key", "k", "c"],
+        &["delta", "--repo", "r", "x"][..],
+        &["publish", "--repo", "r", "--to", "d"],
+        &["bundle", "verify", "f", "--keys", "k"],
         &["image", "--repo", "r", "--ref", "x", "--board", "rpi4", "-o", "i"],
         &["status", "--json"],
         &["upgrade"],

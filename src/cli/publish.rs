@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::not_implemented;
+use super::{not_implemented, print_json};
+use crate::arch::Arch;
+use crate::ostree::sign;
+use crate::sign::{Binding, Trust};
 
 const ISSUE: &str = "issue #6, signing, deltas and publishing";
 
@@ -36,12 +39,26 @@ pub struct Verify {
     /// The OSTree repository.
     #[arg(long)]
     pub repo: PathBuf,
-    /// A public key file or a directory of them; any one trusted key suffices.
+    /// A public key file (base64 keys, one a line, `#` comments) or a directory
+    /// of them (ostree's trusted.ed25519.d); any one trusted key suffices.
     #[arg(long)]
     pub keys: PathBuf,
+    /// Revoked public keys (file or directory): their signatures never count.
+    #[arg(long)]
+    pub revoked: Option<PathBuf>,
     /// Commit checksum or ref to verify.
     pub commit: String,
-    /// Print the result as JSON.
+    /// Require the commit to be bound to this ref: listed in its
+    /// ostree.ref-binding, or, if it has none, reached through this ref.
+    #[arg(long = "ref", value_name = "REF")]
+    pub ref_name: Option<String>,
+    /// Require the commit's arbor.arch to be this arch.
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    /// Require this board to be in the commit's arbor.boards.
+    #[arg(long)]
+    pub board: Option<String>,
+    /// Print the result as JSON: {commit, valid, key, reasons}.
     #[arg(long)]
     pub json: bool,
 }
@@ -109,19 +126,42 @@ pub struct BundleVerify {
 impl Keygen {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
-        not_implemented("keygen", ISSUE)
+        let public = crate::sign::keys::generate_keypair(&self.output)?;
+        println!("{}", crate::sign::keys::encode_public(&public));
+        Ok(())
     }
 }
 impl Sign {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
-        not_implemented("sign", ISSUE)
+        let s = sign::sign_commit(&self.repo, &self.commit, &self.key)?;
+        let what = if s.added { "signed" } else { "already signed" };
+        println!("commit {}: {what} with key {}", s.commit, s.key);
+        Ok(())
     }
 }
 impl Verify {
-    /// Runs the verb.
+    /// Runs the verb; a refused commit is an error (exit 1) after the report.
     pub fn run(self) -> Result<()> {
-        not_implemented("verify", ISSUE)
+        let trust = Trust::load(&self.keys, self.revoked.as_deref())?;
+        let binding = Binding {
+            arch: self.arch,
+            board: self.board,
+            ref_name: self.ref_name,
+        };
+        let report = sign::check_commit(&self.repo, &self.commit, &trust, &binding)?;
+        if self.json {
+            print_json(&report)?;
+        }
+        match (report.valid, &report.key) {
+            (true, Some(key)) => {
+                if !self.json {
+                    println!("commit {}: good signature from key {key}", report.commit);
+                }
+                Ok(())
+            }
+            _ => anyhow::bail!("commit {} is refused: {}", report.commit, report.reasons.join("; ")),
+        }
     }
 }
 impl Delta {

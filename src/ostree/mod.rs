@@ -1,6 +1,7 @@
 //! libostree through the `ostree` crate; glib types stay inside this module.
 
 pub mod repo;
+pub mod sign;
 pub mod tree;
 
 /// The libostree release arbor needs (Debian 12 ships 2022.7).
