@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -57,6 +58,7 @@ pub struct Composed {
 
 /// Composes `tf` into `opts.repo`.
 pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
+    let mut clock = Instant::now();
     let resolved = resolve::resolve(
         tf,
         &resolve::Options {
@@ -67,7 +69,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
             write_lockfile: None,
         },
     )?;
-    failpoint::hit("compose::resolved")?;
+    stage("compose::resolved", &mut clock)?;
     let headers: Vec<HeaderInfo> = resolved.files.iter().map(|f| header::read(f)).collect::<Result<_>>()?;
     let when = source_date(&headers)?;
     let input_hash = input_hash(tf, &resolved);
@@ -116,7 +118,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     };
     let users = users_from_packages(&resolved.files, &headers)?;
     let imported = crate::pkgcache::import_all(&build_repo, &resolved.files, &users, opts.jobs)?;
-    failpoint::hit("compose::imported")?;
+    stage("compose::imported", &mut clock)?;
 
     let work = tempfile::Builder::new()
         .prefix("compose-")
@@ -125,7 +127,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     let rootfs = work.path().join("rootfs");
     let commits: Vec<String> = imported.iter().map(|i| i.commit.clone()).collect();
     let devino = otree::checkout_union(&build_repo, &commits, &rootfs)?;
-    failpoint::hit("compose::assembled")?;
+    stage("compose::assembled", &mut clock)?;
 
     let root = cap_std::fs::Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority())
         .with_context(|| format!("opening {}", rootfs.display()))?;
@@ -137,7 +139,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     for f in &report.dropped_var_files {
         tracing::warn!(path = %f, "dropping a regular file under /var (OSTree trees carry no /var content)");
     }
-    failpoint::hit("compose::postprocessed")?;
+    stage("compose::postprocessed", &mut clock)?;
 
     let dbdir = rootfs.join("usr/lib/sysimage/rpm");
     std::fs::create_dir_all(&dbdir).with_context(|| format!("creating {}", dbdir.display()))?;
@@ -147,7 +149,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         root.symlink_contents("../lib/sysimage/rpm", "usr/share/rpm")
             .context("linking /usr/share/rpm")?;
     }
-    failpoint::hit("compose::rpmdb-written")?;
+    stage("compose::rpmdb-written", &mut clock)?;
 
     let metadata = commit_metadata(tf, &resolved, &version, &input_hash, &skipped);
     let parent = previous.as_ref().map(|(c, _)| c.as_str());
@@ -168,7 +170,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         otree::copy_commit(&build_repo, &opts.repo, &commit, &tf.treeref, cores)?;
     }
-    failpoint::hit("compose::ref-written")?;
+    stage("compose::ref-written", &mut clock)?;
     Ok(Composed {
         refname: tf.treeref.clone(),
         commit: Some(commit),
@@ -178,6 +180,17 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         imported: imported.iter().filter(|i| i.imported_now).count(),
         skipped_scriptlets: skipped,
     })
+}
+
+/// Reports a finished stage (stderr, `RUST_LOG`) and checks its failpoint.
+fn stage(name: &'static str, started: &mut Instant) -> Result<()> {
+    tracing::info!(
+        stage = name.trim_start_matches("compose::"),
+        secs = format!("{:.2}", started.elapsed().as_secs_f64()),
+        "compose stage done"
+    );
+    *started = Instant::now();
+    failpoint::hit(name)
 }
 
 fn ensure_dir(p: &Path) -> Result<&Path> {
