@@ -184,14 +184,6 @@ pub fn ref_metadata(repo_path: &Path, refname: &str) -> Result<Option<(String, B
     Ok(Some((commit.to_string(), out)))
 }
 
-/// Fails unless `dir` looks like a rootfs (used before committing).
-pub fn check_rootfs(dir: &Path) -> Result<()> {
-    if !dir.join("usr").is_dir() {
-        bail!("{} has no /usr: nothing to commit", dir.display());
-    }
-    Ok(())
-}
-
 /// The mode of an existing repository, `None` when there is none at `path`.
 pub fn existing_mode(path: &Path) -> Result<Option<Mode>> {
     if !path.join("config").exists() {

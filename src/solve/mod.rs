@@ -298,11 +298,6 @@ impl Pool {
             .into_owned()
     }
 
-    fn name_of(&self, id: ffi::Id) -> String {
-        // SAFETY: solvable() points into the live solvables array.
-        self.id2str(unsafe { (*self.solvable(id)).name })
-    }
-
     /// Solves `req`; on success, the packages in the order rpm would install them.
     pub fn solve(&mut self, req: &Request) -> Result<Vec<Package>> {
         self.solve_recording(req, None)
@@ -530,13 +525,6 @@ impl Pool {
                 install_size: ffi::solvable_lookup_num(s, ffi::solv_knownid_SOLVABLE_INSTALLSIZE as ffi::Id, 0),
             }
         }
-    }
-
-    /// Names of every package in the pool (for messages and tests).
-    pub fn names(&self) -> BTreeSet<String> {
-        // SAFETY: raw is live; ids 2.. are the loaded solvables.
-        let n = unsafe { (*self.raw).nsolvables };
-        (2..n).map(|id| self.name_of(id)).collect()
     }
 }
 
