@@ -286,6 +286,7 @@ fn main() {
         dry_run: false,
         force: false,
         no_scripts: true,
+        sign_key: None,
         jobs: 4,
     };
     let commit_of = |c: &Composed| c.commit.clone().expect("a commit");

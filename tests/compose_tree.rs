@@ -361,3 +361,32 @@ fn the_shipped_sample_treefile_composes_with_kernel_os_release_and_board_metadat
         "{tmpfiles}"
     );
 }
+
+#[test]
+fn sign_key_signs_the_commit_and_a_bad_key_stops_before_any_work() {
+    let t = Scratch::new(&sample_url(), SMALL);
+    let key = t.path("key");
+    common::run(arbor().args(["keygen", "-o"]).arg(&key));
+    let archive = t.path("archive");
+    common::run(
+        Command::new("ostree")
+            .arg(format!("--repo={}", archive.display()))
+            .args(["init", "--mode=archive"]),
+    );
+    let v = ok_json(&t.compose("archive", &["--no-scripts", "--sign-key", key.to_str().unwrap()]));
+    let commit = v["commit"].as_str().unwrap();
+    let pubkey = format!("{}.pub", key.display());
+    common::run(
+        arbor()
+            .args(["verify", "--repo"])
+            .arg(&archive)
+            .args(["--keys", &pubkey, "--arch", "aarch64", commit]),
+    );
+    let bad = t.path("bad-key");
+    std::fs::write(&bad, "not a key\n").unwrap();
+    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = t.compose("other", &["--no-scripts", "--sign-key", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&*bad.to_string_lossy()));
+    assert!(!t.path("other").exists(), "nothing was composed");
+}

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::not_implemented;
 use crate::arch::Arch;
 
 /// Compose verbs.
@@ -132,9 +131,6 @@ pub struct Tree {
 impl Tree {
     fn run(self) -> Result<()> {
         use crate::compose::{resolve, tree};
-        if self.sign_key.is_some() {
-            return not_implemented("compose tree --sign-key", "issue #6, signing");
-        }
         let tf = crate::treefile::load(&self.treefile, self.arch)?;
         let opts = tree::Options {
             repo: self.repo,
@@ -143,6 +139,7 @@ impl Tree {
             force: self.force,
             no_scripts: self.no_scripts,
             jobs: self.jobs,
+            sign_key: self.sign_key,
         };
         let r = tree::compose(&tf, &opts)?;
         if self.json {

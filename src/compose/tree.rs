@@ -34,6 +34,8 @@ pub struct Options {
     pub no_scripts: bool,
     /// Parallel downloads and imports.
     pub jobs: usize,
+    /// Sign the new commit with this ed25519 secret key (ostree's format).
+    pub sign_key: Option<PathBuf>,
 }
 
 /// What a compose did.
@@ -59,6 +61,12 @@ pub struct Composed {
 /// Composes `tf` into `opts.repo`.
 pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     let mut clock = Instant::now();
+    // A bad key fails before any work, not after the commit.
+    let sign_key = opts
+        .sign_key
+        .as_deref()
+        .map(crate::sign::keys::read_secret_key)
+        .transpose()?;
     let resolved = resolve::resolve(
         tf,
         &resolve::Options {
@@ -166,6 +174,11 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
             parent,
         },
     )?;
+    // Signed before an archive (served) repository sees it, so its ref never points
+    // at an unsigned commit; a bare-user build repository is signed right after.
+    if let Some(key) = &sign_key {
+        crate::ostree::sign::sign_commit_with(&build_repo, &commit, key)?;
+    }
     if target_mode == Mode::Archive {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         otree::copy_commit(&build_repo, &opts.repo, &commit, &tf.treeref, cores)?;
