@@ -4,13 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{package, run};
-
-fn arbor() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_arbor"))
-}
+use common::{arbor, package, run};
 
 #[test]
 fn help_lists_every_verb_group() {

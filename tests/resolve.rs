@@ -8,69 +8,15 @@ mod common;
 #[path = "common/http.rs"]
 mod http;
 
+fn resolve(t: &Scratch, arch: &str, extra: &[&str]) -> Output {
+    t.run(&["compose", "resolve", "--arch", arch], extra, &[])
+}
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{Scratch, arbor, err, ok_json, sample_url};
 use serde_json::Value;
-
-fn arbor() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_arbor"));
-    c.env("ARBOR_NO_PROGRESS", "1");
-    c
-}
-
-/// A scratch directory with a cache and a treefile + .repo pointing at `baseurl`.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new(baseurl: &str, treefile: &str) -> Scratch {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("t.repo"),
-            format!("[sample]\nname=sample\nbaseurl={baseurl}\ngpgcheck=0\n"),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("t.yaml"), treefile).unwrap();
-        Scratch { dir }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn resolve(&self, arch: &str, extra: &[&str]) -> Output {
-        arbor()
-            .args(["compose", "resolve", "--arch", arch, "--cache-dir"])
-            .arg(self.path("cache"))
-            .arg(self.path("t.yaml"))
-            .args(extra)
-            .output()
-            .unwrap()
-    }
-}
-
-fn sample_url() -> String {
-    format!("file://{}/", common::sample_repo().out.display())
-}
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn err(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected failure, stdout:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn nas(v: &Value) -> Vec<String> {
     v["packages"]
@@ -139,16 +85,16 @@ fn shipped_sample_minimal_resolves_for_aarch64_and_x86_64() {
 #[test]
 fn excludes_and_recommends_false_are_honoured() {
     let base = Scratch::new(&sample_url(), MINIMAL);
-    let names = nas(&ok_json(&base.resolve("aarch64", &["--json"])));
+    let names = nas(&ok_json(&resolve(&base, "aarch64", &["--json"])));
     assert!(
         names.contains(&"hello-docs.noarch".to_string()),
         "recommended by default: {names:?}"
     );
     let t = Scratch::new(&sample_url(), &format!("{MINIMAL}exclude-packages: [hello-docs]\n"));
-    let names = nas(&ok_json(&t.resolve("aarch64", &["--json"])));
+    let names = nas(&ok_json(&resolve(&t, "aarch64", &["--json"])));
     assert!(!names.contains(&"hello-docs.noarch".to_string()), "{names:?}");
     let t = Scratch::new(&sample_url(), &format!("{MINIMAL}recommends: false\n"));
-    let names = nas(&ok_json(&t.resolve("aarch64", &["--json"])));
+    let names = nas(&ok_json(&resolve(&t, "aarch64", &["--json"])));
     assert!(!names.contains(&"hello-docs.noarch".to_string()), "{names:?}");
 }
 
@@ -212,7 +158,7 @@ fn transaction_order_matches_libsolv_reference_and_testsolv_accepts_the_result()
             &sample_url(),
             &format!("ref: t\nrepos: [sample]\npackages: [{}]\n", list.join(", ")),
         );
-        let ours = nas(&ok_json(&t.resolve(arch, &["--json"])));
+        let ours = nas(&ok_json(&resolve(&t, arch, &["--json"])));
         assert_eq!(ours, python_solv_order(arch, &list), "install order for {arch}");
     }
     // testsolv re-solves the testcase our solver wrote and checks it gets our result.
@@ -257,13 +203,13 @@ fn unsatisfiable_sets_print_libsolv_problems_in_plain_words() {
         &sample_url(),
         "ref: t\nrepos: [sample]\npackages: [hello, needs-missing-lib]\n",
     );
-    let e = err(&t.resolve("aarch64", &[]));
+    let e = err(&resolve(&t, "aarch64", &[]));
     assert!(
         e.contains("nothing provides libfoo.so.1()(64bit) needed by needs-missing-lib-1.0-1.noarch"),
         "{e}"
     );
     let t = Scratch::new(&sample_url(), "ref: t\nrepos: [sample]\npackages: [kernel]\n");
-    let e = err(&t.resolve("x86_64", &[]));
+    let e = err(&resolve(&t, "x86_64", &[]));
     assert!(
         e.contains("package kernel was requested but no package provides it"),
         "{e}"
@@ -273,10 +219,10 @@ fn unsatisfiable_sets_print_libsolv_problems_in_plain_words() {
 #[test]
 fn unreachable_repo_names_the_url() {
     let t = Scratch::new("http://127.0.0.1:9/nowhere/", MINIMAL);
-    let e = err(&t.resolve("aarch64", &[]));
+    let e = err(&resolve(&t, "aarch64", &[]));
     assert!(e.contains("http://127.0.0.1:9/nowhere/repodata/repomd.xml"), "{e}");
     let t = Scratch::new("file:///nonexistent/arbor-repo/", MINIMAL);
-    let e = err(&t.resolve("aarch64", &[]));
+    let e = err(&resolve(&t, "aarch64", &[]));
     assert!(e.contains("file:///nonexistent/arbor-repo/repodata/repomd.xml"), "{e}");
 }
 
@@ -298,7 +244,7 @@ fn corrupt_metadata_is_refused_naming_the_file() {
     bytes.extend_from_slice(b"tampered");
     std::fs::write(&primary, bytes).unwrap();
     let t = Scratch::new(&format!("file://{}/", repo.display()), MINIMAL);
-    let e = err(&t.resolve("aarch64", &[]));
+    let e = err(&resolve(&t, "aarch64", &[]));
     assert!(
         e.contains("checksum mismatch") && e.contains(&*primary.file_name().unwrap().to_string_lossy()),
         "{e}"
@@ -324,7 +270,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn downloads_are_verified_and_a_corrupt_cached_rpm_is_removed_and_named() {
     let t = Scratch::new(&sample_url(), "ref: t\nrepos: [sample]\npackages: [busybox, bash]\n");
-    let v = ok_json(&t.resolve("aarch64", &["--json", "--download"]));
+    let v = ok_json(&resolve(&t, "aarch64", &["--json", "--download"]));
     let files: Vec<PathBuf> = v["files"]
         .as_array()
         .unwrap()
@@ -344,10 +290,10 @@ fn downloads_are_verified_and_a_corrupt_cached_rpm_is_removed_and_named() {
     let n = bytes.len();
     bytes[n - 100] ^= 0xff;
     std::fs::write(bash, bytes).unwrap();
-    let e = err(&t.resolve("aarch64", &["--download"]));
+    let e = err(&resolve(&t, "aarch64", &["--download"]));
     assert!(e.contains("bash-5.2.15-2+b13.aarch64") && e.contains("removed"), "{e}");
     assert!(!bash.exists(), "the corrupt file must be removed from the cache");
-    ok_json(&t.resolve("aarch64", &["--json", "--download"]));
+    ok_json(&resolve(&t, "aarch64", &["--json", "--download"]));
     assert!(bash.exists(), "a rerun fetches it again");
 }
 
@@ -355,13 +301,13 @@ fn downloads_are_verified_and_a_corrupt_cached_rpm_is_removed_and_named() {
 fn http_repo_second_run_fetches_only_repomd_and_downloads_resume() {
     let server = http::Server::start(common::sample_repo().out.clone());
     let t = Scratch::new(&server.url, "ref: t\nrepos: [sample]\npackages: [busybox]\n");
-    ok_json(&t.resolve("aarch64", &["--json"]));
+    ok_json(&resolve(&t, "aarch64", &["--json"]));
     let first = server.take();
     assert!(
         first.iter().any(|p| p.ends_with("primary.xml.gz")) && first.iter().any(|p| p.ends_with("filelists.xml.gz")),
         "{first:?}"
     );
-    ok_json(&t.resolve("aarch64", &["--json"]));
+    ok_json(&resolve(&t, "aarch64", &["--json"]));
     assert_eq!(
         server.take(),
         ["/repodata/repomd.xml"],
@@ -369,7 +315,7 @@ fn http_repo_second_run_fetches_only_repomd_and_downloads_resume() {
     );
 
     // A download interrupted halfway resumes from where it stopped.
-    let v = ok_json(&t.resolve("aarch64", &["--json"]));
+    let v = ok_json(&resolve(&t, "aarch64", &["--json"]));
     let bb = v["packages"]
         .as_array()
         .unwrap()
@@ -385,7 +331,7 @@ fn http_repo_second_run_fetches_only_repomd_and_downloads_resume() {
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     let bytes = std::fs::read(&src).unwrap();
     std::fs::write(arbor::repo::fetch::part_path(&dest), &bytes[..bytes.len() / 2]).unwrap();
-    ok_json(&t.resolve("aarch64", &["--json", "--download"]));
+    ok_json(&resolve(&t, "aarch64", &["--json", "--download"]));
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
     assert!(!arbor::repo::fetch::part_path(&dest).exists());
 }
@@ -394,14 +340,22 @@ fn http_repo_second_run_fetches_only_repomd_and_downloads_resume() {
 fn lockfiles_reproduce_the_set_or_name_the_difference() {
     let t = Scratch::new(&sample_url(), MINIMAL);
     let lock = t.path("lock.json");
-    let first = ok_json(&t.resolve("aarch64", &["--json", "--write-lockfile", lock.to_str().unwrap()]));
-    let again = ok_json(&t.resolve("aarch64", &["--json", "--lockfile", lock.to_str().unwrap()]));
+    let first = ok_json(&resolve(
+        &t,
+        "aarch64",
+        &["--json", "--write-lockfile", lock.to_str().unwrap()],
+    ));
+    let again = ok_json(&resolve(
+        &t,
+        "aarch64",
+        &["--json", "--lockfile", lock.to_str().unwrap()],
+    ));
     assert_eq!(nas(&first), nas(&again));
     let text = std::fs::read_to_string(&lock).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     assert!(v["packages"]["bash"]["digest"].as_str().unwrap().starts_with("sha256:"));
     std::fs::write(&lock, text.replace("5.2.15-2+b13.aarch64", "5.2.15-3.aarch64")).unwrap();
-    let e = err(&t.resolve("aarch64", &["--lockfile", lock.to_str().unwrap()]));
+    let e = err(&resolve(&t, "aarch64", &["--lockfile", lock.to_str().unwrap()]));
     assert!(e.contains("bash-5.2.15-3.aarch64 is not in the repositories"), "{e}");
 }
 
@@ -413,7 +367,7 @@ fn gpgcheck_without_a_key_is_a_clear_error() {
         format!("[sample]\nbaseurl={}\ngpgcheck=1\n", sample_url()),
     )
     .unwrap();
-    let e = err(&t.resolve("aarch64", &["--download"]));
+    let e = err(&resolve(&t, "aarch64", &["--download"]));
     assert!(e.contains("gpgcheck=1 but no gpgkey"), "{e}");
 }
 
@@ -459,7 +413,7 @@ fn xz_and_zstd_metadata_load_like_gzip() {
         &format!("file://{}/", repo.display()),
         "ref: t\nrepos: [sample]\npackages: [tool-user]\n",
     );
-    let names = nas(&ok_json(&t.resolve("aarch64", &["--json"])));
+    let names = nas(&ok_json(&resolve(&t, "aarch64", &["--json"])));
     assert!(
         names.contains(&"tool-helper.noarch".to_string()),
         "file provide from .zst filelists: {names:?}"
@@ -481,7 +435,7 @@ fn hostile_package_locations_never_leave_the_cache() {
         &format!("file://{}/", repo.display()),
         "ref: t\nrepos: [sample]\npackages: [busybox]\n",
     );
-    let e = err(&t.resolve("aarch64", &["--download"]));
+    let e = err(&resolve(&t, "aarch64", &["--download"]));
     assert!(
         e.contains("busybox") && e.contains("../../../../tmp/evil.rpm") && e.contains("not a plain relative path"),
         "{e}"
@@ -515,7 +469,7 @@ fn an_rpm_whose_payload_does_not_match_its_header_digest_is_refused() {
         &format!("file://{}/", repo.display()),
         "ref: t\nrepos: [sample]\npackages: [hello-data, hello]\nrecommends: false\n",
     );
-    let e = err(&t.resolve("aarch64", &["--download"]));
+    let e = err(&resolve(&t, "aarch64", &["--download"]));
     assert!(
         e.contains("hello-2.12-1.noarch") && e.contains("digest check failed"),
         "{e}"
@@ -591,9 +545,9 @@ fn gpgcheck_accepts_signed_packages_and_refuses_unsigned_ones() {
         .unwrap();
     };
     repo_file("filesystem");
-    ok_json(&t.resolve("aarch64", &["--json", "--download"]));
+    ok_json(&resolve(&t, "aarch64", &["--json", "--download"]));
     repo_file("busybox");
-    let e = err(&t.resolve("aarch64", &["--download"]));
+    let e = err(&resolve(&t, "aarch64", &["--download"]));
     assert!(
         e.contains("package busybox") && e.contains("is not signed by a key in gpgkey"),
         "{e}"

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use arbor::sample_repo::{Options, Summary};
@@ -72,6 +72,75 @@ pub fn rpm(dbpath: &Path) -> Command {
     let mut c = Command::new("rpm");
     c.arg("--dbpath").arg(dbpath);
     c
+}
+
+/// The `arbor` binary under test, without progress bars.
+pub fn arbor() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_arbor"));
+    c.env("ARBOR_NO_PROGRESS", "1");
+    c
+}
+
+/// The sample repository as a `file://` base URL.
+pub fn sample_url() -> String {
+    format!("file://{}/", sample_repo().out.display())
+}
+
+/// A scratch directory holding a treefile `t.yaml`, a `t.repo` whose `[sample]`
+/// repository has `baseurl`, and a cache directory.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// Writes the treefile and the .repo file.
+    pub fn new(baseurl: &str, treefile: &str) -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.repo"),
+            format!("[sample]\nname=sample\nbaseurl={baseurl}\ngpgcheck=0\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("t.yaml"), treefile).unwrap();
+        Scratch { dir }
+    }
+
+    /// A path inside the scratch directory.
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Runs `arbor VERB... --cache-dir CACHE t.yaml EXTRA...` with `env` set.
+    pub fn run(&self, verb: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = arbor();
+        c.envs(env.iter().copied())
+            .args(verb)
+            .arg("--cache-dir")
+            .arg(self.path("cache"))
+            .arg(self.path("t.yaml"));
+        c.args(extra).output().unwrap()
+    }
+}
+
+/// stdout as JSON, asserting success.
+pub fn ok_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// stderr, asserting exit status 1 (an error, not a usage mistake).
+pub fn err(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected failure, stdout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Whether we run as root; tests that need it say so when skipped.
