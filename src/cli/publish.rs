@@ -71,9 +71,27 @@ pub struct Delta {
     pub repo: PathBuf,
     /// The ref to generate deltas for.
     pub r#ref: String,
-    /// Generate deltas from this many previous commits, or from this commit.
+    /// Generate deltas from this many previous commits (a number), or from this commit.
+    #[arg(long, default_value = "1")]
+    pub from: String,
+    /// Skip the from-scratch delta (used for first installs).
     #[arg(long)]
-    pub from: Option<String>,
+    pub no_scratch: bool,
+    /// Maximum size of one delta part in MiB.
+    #[arg(long, default_value_t = 32)]
+    pub max_part_size: u32,
+    /// Do not use bsdiff for modified files (larger deltas, less CPU on devices).
+    #[arg(long)]
+    pub no_bsdiff: bool,
+    /// Keep delta parts inside the superblock (one file per delta).
+    #[arg(long)]
+    pub inline_parts: bool,
+    /// Deltas generated at once [default: number of CPUs].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Print the generated deltas as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `arbor publish`.
@@ -167,7 +185,41 @@ impl Verify {
 impl Delta {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
-        not_implemented("delta", ISSUE)
+        use crate::ostree::delta::{self, Pair};
+        let to = delta::resolve(&self.repo, &self.r#ref)?;
+        let froms = match self.from.parse::<usize>() {
+            Ok(n) => delta::ancestors(&self.repo, &to, n)?,
+            Err(_) => vec![delta::resolve(&self.repo, &self.from)?],
+        };
+        let mut pairs: Vec<Pair> = froms
+            .into_iter()
+            .map(|f| Pair {
+                from: Some(f),
+                to: to.clone(),
+            })
+            .collect();
+        if !self.no_scratch {
+            pairs.push(Pair {
+                from: None,
+                to: to.clone(),
+            });
+        }
+        let opts = delta::Options {
+            max_part_mb: self.max_part_size,
+            bsdiff: !self.no_bsdiff,
+            inline_parts: self.inline_parts,
+        };
+        let jobs = self
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        delta::generate(&self.repo, &pairs, &opts, jobs)?;
+        if self.json {
+            return super::print_json(&pairs);
+        }
+        for p in &pairs {
+            println!("{} -> {to}", p.from.as_deref().unwrap_or("(scratch)"));
+        }
+        Ok(())
     }
 }
 impl Publish {

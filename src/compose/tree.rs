@@ -300,11 +300,17 @@ fn input_hash(tf: &Treefile, resolved: &Resolved) -> String {
 
 /// rpm-ostree's automatic versioning: `PREFIX`, then `PREFIX.1`, `PREFIX.2`, …
 /// while the previous version carries the same prefix. `<date:%Y%m%d>` in the
-/// prefix expands from the commit timestamp. No prefix: the timestamp's date.
+/// prefix expands from the commit timestamp. No prefix: `DATE.0`, `DATE.1`, ….
 pub fn next_version(tf: &Treefile, previous: Option<&str>, timestamp: u64) -> String {
-    let prefix = match &tf.automatic_version_prefix {
-        Some(p) => expand_date(p, timestamp),
-        None => return expand_date("<date:%Y%m%d>.0", timestamp),
+    let (prefix, first) = match &tf.automatic_version_prefix {
+        Some(p) => {
+            let p = expand_date(p, timestamp);
+            (p.clone(), p)
+        }
+        None => {
+            let p = expand_date("<date:%Y%m%d>", timestamp);
+            (p.clone(), format!("{p}.0"))
+        }
     };
     match previous {
         Some(prev) if prev == prefix => format!("{prefix}.1"),
@@ -313,9 +319,9 @@ pub fn next_version(tf: &Treefile, previous: Option<&str>, timestamp: u64) -> St
             .and_then(|n| n.parse::<u64>().ok())
         {
             Some(n) => format!("{prefix}.{}", n + 1),
-            None => prefix,
+            None => first,
         },
-        None => prefix,
+        None => first,
     }
 }
 

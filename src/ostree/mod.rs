@@ -1,5 +1,6 @@
 //! libostree through the `ostree` crate; glib types stay inside this module.
 
+pub mod delta;
 pub mod repo;
 pub mod sign;
 pub mod tree;

@@ -1,0 +1,108 @@
+//! `arbor delta` against the real ostree CLI: deltas between two composes and
+//! from scratch, listed, shown and applied offline into a fresh repository.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Scratch, arbor, ok_json, run, sample_url};
+
+const V1: &str =
+    "ref: test/small\nrepos: [sample]\npackages: [filesystem, setup, bash, busybox, hello]\nrecommends: false\n";
+
+fn ostree(repo: &Path, args: &[&str]) -> String {
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(args))
+}
+
+fn compose(t: &Scratch) -> serde_json::Value {
+    let repo = t.path("repo");
+    ok_json(&t.run(
+        &[
+            "compose",
+            "tree",
+            "--arch",
+            "aarch64",
+            "--json",
+            "--no-scripts",
+            "--repo",
+            repo.to_str().unwrap(),
+        ],
+        &[],
+        &[],
+    ))
+}
+
+#[test]
+fn deltas_from_the_parent_and_from_scratch_apply_with_ostree() {
+    let t = Scratch::new(&sample_url(), V1);
+    let first = compose(&t);
+    std::fs::write(t.path("t.yaml"), V1.replace("hello]", "hello, strace]")).unwrap();
+    let second = compose(&t);
+    let (a, b) = (first["commit"].as_str().unwrap(), second["commit"].as_str().unwrap());
+    assert_ne!(a, b);
+    assert_eq!(first["version"].as_str().unwrap().rsplit('.').next(), Some("0"));
+    assert_eq!(
+        second["version"].as_str().unwrap().rsplit('.').next(),
+        Some("1"),
+        "versions increment"
+    );
+
+    let repo = t.path("repo");
+    let out = run(arbor()
+        .args(["delta", "--json", "--repo"])
+        .arg(&repo)
+        .args(["test/small", "--from", "1"]));
+    let pairs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(pairs.as_array().unwrap().len(), 2, "{pairs}");
+    let list = ostree(&repo, &["static-delta", "list"]);
+    assert!(list.lines().any(|l| l.trim() == format!("{a}-{b}")), "{list}");
+    assert!(list.lines().any(|l| l.trim() == b), "from-scratch delta listed: {list}");
+    let show = ostree(&repo, &["static-delta", "show", &format!("{a}-{b}")]);
+    assert!(
+        show.contains(&format!("From: {a}")) && show.contains(&format!("To: {b}")),
+        "{show}"
+    );
+    assert!(repo.join("summary").is_file(), "the summary is regenerated");
+
+    // A device that has the first commit applies the delta offline and gets the second.
+    let fresh = t.path("fresh");
+    ostree(&fresh, &["init", "--mode=bare-user"]);
+    ostree(&fresh, &["pull-local", repo.to_str().unwrap(), a]);
+    let delta_dir = std::fs::read_dir(repo.join("deltas"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        // Delta directories are named in modified base64; only from-to deltas contain '-'.
+        .find(|p| p.join("superblock").is_file() && p.file_name().unwrap().to_string_lossy().contains('-'))
+        .unwrap();
+    ostree(&fresh, &["static-delta", "apply-offline", delta_dir.to_str().unwrap()]);
+    ostree(&fresh, &["fsck"]);
+    assert!(ostree(&fresh, &["ls", b, "/usr/bin/strace"]).contains("/usr/bin/strace"));
+}
+
+#[test]
+fn a_bad_ref_or_commit_is_named() {
+    let t = Scratch::new(&sample_url(), V1);
+    compose(&t);
+    let out = arbor()
+        .args(["delta", "--repo"])
+        .arg(t.path("repo"))
+        .args(["test/nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test/nope"));
+    let out = arbor()
+        .args(["delta", "--repo"])
+        .arg(t.path("repo"))
+        .args(["test/small", "--from", "deadbeef"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deadbeef"));
+}
