@@ -100,9 +100,21 @@ pub struct Publish {
     /// The OSTree repository to publish from.
     #[arg(long)]
     pub repo: PathBuf,
-    /// The directory to write the static repository into.
+    /// The directory to write the static repository into (an archive-mode repo; created if missing).
     #[arg(long)]
     pub to: PathBuf,
+    /// Maximum size of one delta part in MiB.
+    #[arg(long, default_value_t = 32)]
+    pub max_part_size: u32,
+    /// Do not use bsdiff in deltas.
+    #[arg(long)]
+    pub no_bsdiff: bool,
+    /// Parallel compression and delta jobs [default: number of CPUs].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Print the published index as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Bundle verbs.
@@ -225,7 +237,39 @@ impl Delta {
 impl Publish {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
-        not_implemented("publish", ISSUE)
+        let opts = crate::ostree::delta::Options {
+            max_part_mb: self.max_part_size,
+            bsdiff: !self.no_bsdiff,
+            inline_parts: false,
+        };
+        let jobs = self
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        let index = crate::ostree::publish::publish(&self.repo, &self.to, &opts, jobs)?;
+        if self.json {
+            return super::print_json(&index);
+        }
+        for (r, e) in &index.refs {
+            let paths: Vec<String> = e
+                .deltas
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} ({} bytes)",
+                        d.from.as_deref().map(|f| &f[..12]).unwrap_or("scratch"),
+                        d.size
+                    )
+                })
+                .collect();
+            println!(
+                "{r} => {} {}; deltas from {}",
+                e.commit,
+                e.version.as_deref().unwrap_or(""),
+                paths.join(", ")
+            );
+        }
+        println!("published to {} (index: arbor-index.json)", self.to.display());
+        Ok(())
     }
 }
 impl Bundle {

@@ -1,6 +1,7 @@
 //! libostree through the `ostree` crate; glib types stay inside this module.
 
 pub mod delta;
+pub mod publish;
 pub mod repo;
 pub mod sign;
 pub mod tree;

@@ -221,6 +221,12 @@ pub fn resolve_ref(path: &Path, refname: &str) -> Result<Option<String>> {
 /// (libostree compresses on one core), then moves `refname` in `dst` in a final
 /// transaction: a crash before that leaves the ref as it was.
 pub fn copy_commit(src: &Path, dst: &Path, commit: &str, refname: &str, jobs: usize) -> Result<()> {
+    copy_objects(src, dst, commit, Some(refname), jobs)
+}
+
+/// Like [`copy_commit`]; with `refname` `None` only the objects are copied
+/// (publishing moves every ref at the very end).
+pub fn copy_objects(src: &Path, dst: &Path, commit: &str, refname: Option<&str>, jobs: usize) -> Result<()> {
     let src_repo = open_or_create(src, Mode::BareUser)?;
     let dst_repo = open_or_create(dst, Mode::Archive)?;
     let objects = src_repo
@@ -278,7 +284,9 @@ pub fn copy_commit(src: &Path, dst: &Path, commit: &str, refname: &str, jobs: us
             dst_repo.write_commit_detached_metadata(commit, Some(&detached), gio::Cancellable::NONE)?;
         }
         crate::failpoint::hit("compose::commit-written")?;
-        dst_repo.transaction_set_ref(None, refname, Some(commit));
+        if let Some(refname) = refname {
+            dst_repo.transaction_set_ref(None, refname, Some(commit));
+        }
         dst_repo
             .commit_transaction(gio::Cancellable::NONE)
             .context("committing the OSTree transaction")?;

@@ -1,0 +1,116 @@
+//! `arbor publish` against the real ostree CLI: the published directory is a
+//! valid archive repository that `ostree pull` over file:// and `pull-local`
+//! accept, with deltas, a summary and a JSON index, and no package cache refs.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Scratch, arbor, ok_json, run, sample_url};
+
+const V1: &str =
+    "ref: test/small\nrepos: [sample]\npackages: [filesystem, setup, bash, busybox, hello]\nrecommends: false\n";
+
+fn ostree(repo: &Path, args: &[&str]) -> String {
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(args))
+}
+
+#[test]
+fn published_repositories_pull_with_ostree_and_carry_an_index() {
+    let t = Scratch::new(&sample_url(), V1);
+    let repo = t.path("repo");
+    let compose = || {
+        ok_json(&t.run(
+            &[
+                "compose",
+                "tree",
+                "--arch",
+                "aarch64",
+                "--json",
+                "--no-scripts",
+                "--repo",
+                repo.to_str().unwrap(),
+            ],
+            &[],
+            &[],
+        ))
+    };
+    let first = compose();
+    std::fs::write(t.path("t.yaml"), V1.replace("hello]", "hello, strace]")).unwrap();
+    let second = compose();
+    let (a, b) = (first["commit"].as_str().unwrap(), second["commit"].as_str().unwrap());
+
+    let public = t.path("public");
+    let out = run(arbor()
+        .args(["publish", "--json", "--repo"])
+        .arg(&repo)
+        .arg("--to")
+        .arg(&public));
+    let index: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(index["refs"]["test/small"]["commit"], b);
+    let deltas = index["refs"]["test/small"]["deltas"].as_array().unwrap();
+    assert!(
+        deltas.iter().any(|d| d["from"] == a && d["size"].as_u64().unwrap() > 0),
+        "{deltas:?}"
+    );
+    assert!(
+        deltas
+            .iter()
+            .any(|d| d["from"].is_null() && d["size"].as_u64().unwrap() > 0),
+        "{deltas:?}"
+    );
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(public.join("arbor-index.json")).unwrap()).unwrap();
+    assert_eq!(on_disk, index);
+
+    ostree(&public, &["fsck"]);
+    assert_eq!(ostree(&public, &["config", "get", "core.mode"]).trim(), "archive-z2");
+    assert_eq!(
+        ostree(&public, &["refs"]).trim(),
+        "test/small",
+        "no package cache refs are published"
+    );
+    assert!(ostree(&public, &["static-delta", "list"]).contains(&format!("{a}-{b}")));
+
+    let client = t.path("client");
+    ostree(&client, &["init", "--mode=bare-user"]);
+    ostree(
+        &client,
+        &[
+            "remote",
+            "add",
+            "--no-gpg-verify",
+            "origin",
+            &format!("file://{}", public.display()),
+        ],
+    );
+    ostree(&client, &["pull", "origin", "test/small"]);
+    ostree(&client, &["fsck"]);
+    assert_eq!(ostree(&client, &["rev-parse", "origin:test/small"]).trim(), b);
+
+    let local = t.path("local");
+    ostree(&local, &["init", "--mode=bare-user"]);
+    ostree(&local, &["pull-local", public.to_str().unwrap(), "test/small"]);
+    ostree(&local, &["fsck"]);
+}
+
+#[test]
+fn a_repository_with_only_package_cache_refs_has_nothing_to_publish() {
+    let t = Scratch::new(&sample_url(), V1);
+    let repo = t.path("repo");
+    ostree(&repo, &["init", "--mode=bare-user"]);
+    let out = arbor()
+        .args(["publish", "--repo"])
+        .arg(&repo)
+        .arg("--to")
+        .arg(t.path("public"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no refs to publish"));
+}
