@@ -5,6 +5,7 @@
 //! DESIGN.md for the data flow.
 
 pub mod arch;
+pub mod bundle;
 pub mod cli;
 pub mod compose;
 pub mod failpoint;

@@ -23,8 +23,7 @@ fn help_lists_every_verb_group() {
 #[test]
 fn unimplemented_verbs_say_so_and_fail() {
     for args in [
-        &["bundle", "verify", "f", "--keys", "k"][..],
-        &["image", "--repo", "r", "--ref", "x", "--board", "rpi4", "-o", "i"],
+        &["image", "--repo", "r", "--ref", "x", "--board", "rpi4", "-o", "i"][..],
         &["status", "--json"],
         &["upgrade"],
     ] {

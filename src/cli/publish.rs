@@ -5,12 +5,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::{not_implemented, print_json};
+use super::print_json;
 use crate::arch::Arch;
 use crate::ostree::sign;
 use crate::sign::{Binding, Trust};
-
-const ISSUE: &str = "issue #6, signing, deltas and publishing";
 
 /// Arguments of `arbor keygen`.
 #[derive(Debug, Args)]
@@ -132,15 +130,22 @@ pub struct BundleCreate {
     /// The OSTree repository.
     #[arg(long)]
     pub repo: PathBuf,
-    /// The commit devices have now.
+    /// The commit (or ref) devices have now; omitted: a from-scratch bundle
+    /// that any device of the board can apply.
     #[arg(long)]
-    pub from: String,
-    /// The commit to update them to.
+    pub from: Option<String>,
+    /// The commit (or ref) to update them to; it must be signed (`arbor sign`).
     #[arg(long)]
     pub to: String,
-    /// The bundle file to write.
+    /// The bundle file to write (replaced atomically).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// The ed25519 secret key that signs the bundle's manifest.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Print what was written as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `arbor bundle verify`.
@@ -148,9 +153,16 @@ pub struct BundleCreate {
 pub struct BundleVerify {
     /// The bundle file.
     pub file: PathBuf,
-    /// A public key file or a directory of them.
+    /// A public key file or a directory of them; the bundle's manifest and its
+    /// target commit must each be signed by one of these keys.
     #[arg(long)]
     pub keys: PathBuf,
+    /// Revoked public keys (file or directory): their signatures never count.
+    #[arg(long)]
+    pub revoked: Option<PathBuf>,
+    /// Print the result as JSON: {valid, board, manifest_key, commit_key, reasons}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl Keygen {
@@ -275,6 +287,57 @@ impl Publish {
 impl Bundle {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
-        not_implemented("bundle", ISSUE)
+        match self {
+            Bundle::Create(c) => c.run(),
+            Bundle::Verify(v) => v.run(),
+        }
+    }
+}
+impl BundleCreate {
+    /// Runs the verb.
+    pub fn run(self) -> Result<()> {
+        let key = crate::sign::keys::read_secret_key(&self.key)?;
+        let created = crate::ostree::bundle::create(&crate::ostree::bundle::CreateOptions {
+            repo: &self.repo,
+            from: self.from.as_deref(),
+            to: &self.to,
+            output: &self.output,
+            key: &key,
+        })?;
+        if self.json {
+            return print_json(&serde_json::json!({
+                "path": created.path,
+                "size": created.size,
+                "board": created.board,
+            }));
+        }
+        println!("wrote {} ({} bytes)", created.path.display(), created.size);
+        println!("{}", crate::bundle::describe(&created.board));
+        Ok(())
+    }
+}
+impl BundleVerify {
+    /// Runs the verb; a refused bundle is an error (exit 1) after the report.
+    pub fn run(self) -> Result<()> {
+        let trust = Trust::load(&self.keys, self.revoked.as_deref())?;
+        let verified = crate::ostree::bundle::verify_file(&self.file, &trust);
+        if self.json {
+            let report = match &verified {
+                Ok(v) => crate::bundle::Report::valid(v),
+                Err(e) => crate::bundle::Report::refused(format!("{e:#}")),
+            };
+            print_json(&report)?;
+        }
+        let v = verified?;
+        if !self.json {
+            println!(
+                "bundle {}: good (manifest signed by {}, commit signed by {}); nothing applied",
+                self.file.display(),
+                crate::sign::keys::encode_public(&v.manifest_key),
+                crate::sign::keys::encode_public(&v.commit_key)
+            );
+            println!("{}", crate::bundle::describe(&v.board));
+        }
+        Ok(())
     }
 }

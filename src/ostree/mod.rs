@@ -1,5 +1,6 @@
 //! libostree through the `ostree` crate; glib types stay inside this module.
 
+pub mod bundle;
 pub mod delta;
 pub mod publish;
 pub mod repo;
