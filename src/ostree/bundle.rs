@@ -17,7 +17,7 @@ use ed25519_dalek::SigningKey;
 use crate::bundle::{
     self, BOARD, Board, COMMIT, COMMITMETA, CommitView, DELTA, Decoder, MEMBERS, Manifest, Member, read::Verified,
 };
-use crate::sign::{ARCH_KEY, BOARDS_KEY, METADATA_KEY, METADATA_TYPE, REF_BINDING_KEY, Signatures, Trust};
+use crate::sign::{ARCH_KEY, BOARDS_KEY, REF_BINDING_KEY, Signatures, Trust};
 
 /// The GVariant type of a commit object.
 const COMMIT_TYPE: &str = "(a{sv}aya(say)sstayay)";
@@ -216,12 +216,12 @@ impl Decoder for GlibDecoder {
         }
         let meta = v.child_value(0);
         let string = |key: &str| -> Result<Option<String>, String> {
-            Ok(lookup(&meta, key)?
+            Ok(super::sign::lookup(&meta, key)?
                 .filter(|v| v.type_().as_str() == "s")
                 .and_then(|v| v.str().map(String::from)))
         };
         let strings = |key: &str| -> Result<Option<Vec<String>>, String> {
-            Ok(lookup(&meta, key)?
+            Ok(super::sign::lookup(&meta, key)?
                 .filter(|v| v.type_().as_str() == "as")
                 .and_then(|v| v.get::<Vec<String>>()))
         };
@@ -244,43 +244,8 @@ impl Decoder for GlibDecoder {
         if !d.is_normal_form() {
             return Signatures::Malformed(format!("{COMMITMETA} is not a valid GVariant a{{sv}}"));
         }
-        let v = match lookup(&d, METADATA_KEY) {
-            Ok(Some(v)) => v,
-            Ok(None) => return Signatures::Missing,
-            Err(why) => return Signatures::Malformed(format!("{COMMITMETA}: {why}")),
-        };
-        if v.type_().as_str() != METADATA_TYPE {
-            return Signatures::Malformed(format!(
-                "{METADATA_KEY} has type {}, not {METADATA_TYPE}",
-                v.type_().as_str()
-            ));
-        }
-        let mut entries = Vec::with_capacity(v.n_children());
-        for i in 0..v.n_children() {
-            match v.child_value(i).fixed_array::<u8>() {
-                Ok(b) => entries.push(b.to_vec()),
-                Err(e) => return Signatures::Malformed(format!("{METADATA_KEY} entry {}: {e}", i + 1)),
-            }
-        }
-        Signatures::Entries(entries)
+        super::sign::signature_entries(&d)
     }
-}
-
-/// The value under `key` in an `a{sv}`; present twice is an error, since
-/// readers could disagree on which one counts.
-fn lookup(dict: &glib::Variant, key: &str) -> Result<Option<glib::Variant>, String> {
-    let mut found = None;
-    for i in 0..dict.n_children() {
-        let entry = dict.child_value(i);
-        if entry.child_value(0).str() != Some(key) {
-            continue;
-        }
-        if found.is_some() {
-            return Err(format!("{key} appears twice"));
-        }
-        found = entry.child_value(1).as_variant();
-    }
-    Ok(found)
 }
 
 fn open(path: &Path) -> Result<::ostree::Repo> {

@@ -233,7 +233,7 @@ fn untrusted(v: &glib::Variant) -> glib::Variant {
 
 /// The value under `key` in an `a{sv}`; a key present twice is an error,
 /// since readers could disagree on which one counts.
-fn lookup(dict: &glib::Variant, key: &str) -> Result<Option<glib::Variant>, String> {
+pub(crate) fn lookup(dict: &glib::Variant, key: &str) -> Result<Option<glib::Variant>, String> {
     let mut found = None;
     for i in 0..dict.n_children() {
         let entry = dict.child_value(i);
@@ -248,7 +248,7 @@ fn lookup(dict: &glib::Variant, key: &str) -> Result<Option<glib::Variant>, Stri
     Ok(found)
 }
 
-fn signature_entries(detached: &glib::Variant) -> Signatures {
+pub(crate) fn signature_entries(detached: &glib::Variant) -> Signatures {
     let v = match lookup(detached, METADATA_KEY) {
         Ok(Some(v)) => v,
         Ok(None) => return Signatures::Missing,
