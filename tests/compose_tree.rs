@@ -26,18 +26,9 @@ fn compose_env(t: &Scratch, repo: &str, extra: &[&str], env: &[(&str, &str)]) ->
     )
 }
 
-use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Scratch, arbor, ok_json, sample_url};
-
-fn ostree(repo: &Path, args: &[&str]) -> String {
-    common::run(
-        Command::new("ostree")
-            .arg(format!("--repo={}", repo.display()))
-            .args(args),
-    )
-}
+use common::{Scratch, arbor, ok_json, ostree, sample_url};
 
 const SMALL: &str =
     "ref: test/small\nrepos: [sample]\npackages: [filesystem, setup, bash, busybox, hello]\nrecommends: false\n";

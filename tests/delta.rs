@@ -5,19 +5,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{Scratch, arbor, ok_json, run, sample_url};
+use common::{Scratch, arbor, ok_json, ostree, run, sample_url};
 
 const V1: &str =
     "ref: test/small\nrepos: [sample]\npackages: [filesystem, setup, bash, busybox, hello]\nrecommends: false\n";
-
-fn ostree(repo: &Path, args: &[&str]) -> String {
-    run(Command::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .args(args))
-}
 
 fn compose(t: &Scratch) -> serde_json::Value {
     let repo = t.path("repo");

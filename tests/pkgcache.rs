@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::ostree;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -26,12 +28,6 @@ const SAMPLE: [(&str, &str); 6] = [
 
 fn sample_paths() -> Vec<PathBuf> {
     SAMPLE.iter().map(|(n, a)| common::package(n, a)).collect()
-}
-
-fn ostree(repo: &Path, args: &[&str]) -> String {
-    let mut c = Command::new("ostree");
-    c.arg(format!("--repo={}", repo.display())).args(args);
-    common::run(&mut c)
 }
 
 /// One line of `ostree ls -R`: type and mode, owner, size, symlink target.

@@ -74,6 +74,13 @@ pub fn rpm(dbpath: &Path) -> Command {
     c
 }
 
+/// `ostree --repo=REPO ARGS...`, asserting success; returns stdout.
+pub fn ostree(repo: &Path, args: &[&str]) -> String {
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(args))
+}
+
 /// The `arbor` binary under test, without progress bars.
 pub fn arbor() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_arbor"));
