@@ -97,3 +97,69 @@ fn a_bad_ref_or_commit_is_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("deadbeef"));
 }
+
+#[test]
+fn signed_superblocks_are_recognised_by_ostree_and_tampering_is_refused() {
+    let t = Scratch::new(&sample_url(), V1);
+    let first = compose(&t);
+    std::fs::write(t.path("t.yaml"), V1.replace("hello]", "hello, strace]")).unwrap();
+    let second = compose(&t);
+    let (a, b) = (first["commit"].as_str().unwrap(), second["commit"].as_str().unwrap());
+    let repo = t.path("repo");
+    let key = t.path("key");
+    run(arbor().args(["keygen", "-o"]).arg(&key));
+    let delta = |extra: &[&str]| {
+        arbor()
+            .args(["delta", "--repo"])
+            .arg(&repo)
+            .args(["test/small", "--from", "1"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = delta(&["--sign-key", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let show = ostree(&repo, &["static-delta", "show", &format!("{a}-{b}")]);
+    assert!(
+        show.contains("Signed: yes"),
+        "ostree reads our signed superblock: {show}"
+    );
+    let pubkey = format!("{}.pub", key.display());
+    let good = delta(&["--verify", &pubkey]);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&good.stdout).matches("good signature").count(),
+        2
+    );
+
+    // Still applies offline with ostree's own code.
+    let fresh = t.path("fresh");
+    ostree(&fresh, &["init", "--mode=bare-user"]);
+    ostree(&fresh, &["pull-local", repo.to_str().unwrap(), a]);
+    let sb = arbor::ostree::delta::superblock_path(
+        &repo,
+        &arbor::ostree::delta::Pair {
+            from: Some(a.into()),
+            to: b.into(),
+        },
+    );
+    ostree(
+        &fresh,
+        &["static-delta", "apply-offline", sb.parent().unwrap().to_str().unwrap()],
+    );
+    ostree(&fresh, &["fsck"]);
+
+    // Another key, then a flipped byte inside the signed superblock: refused, naming the file.
+    let other = t.path("other");
+    run(arbor().args(["keygen", "-o"]).arg(&other));
+    let e = delta(&["--verify", &format!("{}.pub", other.display())]);
+    assert_eq!(e.status.code(), Some(1));
+    let mut bytes = std::fs::read(&sb).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&sb, bytes).unwrap();
+    let e = delta(&["--verify", &pubkey]);
+    assert_eq!(e.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(msg.contains(&*sb.to_string_lossy()), "{msg}");
+}

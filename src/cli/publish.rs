@@ -87,6 +87,12 @@ pub struct Delta {
     /// Deltas generated at once [default: number of CPUs].
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Sign each delta's superblock with this ed25519 secret key (ostree's signed-delta format).
+    #[arg(long)]
+    pub sign_key: Option<PathBuf>,
+    /// Check the signatures of the deltas to REF against these public keys instead of generating.
+    #[arg(long, conflicts_with = "sign_key")]
+    pub verify: Option<PathBuf>,
     /// Print the generated deltas as JSON.
     #[arg(long)]
     pub json: bool,
@@ -228,6 +234,23 @@ impl Delta {
                 to: to.clone(),
             });
         }
+        if let Some(keys) = &self.verify {
+            let trust = crate::sign::Trust::load(keys, None)?;
+            for p in &pairs {
+                let key = delta::verify_superblock(&delta::superblock_path(&self.repo, p), &trust)?;
+                let from = p.from.as_deref().unwrap_or("(scratch)");
+                println!(
+                    "{from} -> {to}: good signature from key {}",
+                    crate::sign::keys::encode_public(&key)
+                );
+            }
+            return Ok(());
+        }
+        let key = self
+            .sign_key
+            .as_deref()
+            .map(crate::sign::keys::read_secret_key)
+            .transpose()?;
         let opts = delta::Options {
             max_part_mb: self.max_part_size,
             bsdiff: !self.no_bsdiff,
@@ -236,7 +259,7 @@ impl Delta {
         let jobs = self
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-        delta::generate(&self.repo, &pairs, &opts, jobs)?;
+        delta::generate_signed(&self.repo, &pairs, &opts, jobs, key.as_ref())?;
         if self.json {
             return super::print_json(&pairs);
         }

@@ -137,7 +137,7 @@ fn delta_size(repo: &Path, from: Option<&str>, to: &str) -> u64 {
 }
 
 /// ostree's delta naming: the checksum's bytes in base64 without padding, `/` → `_`.
-fn mbase64(hex_checksum: &str) -> String {
+pub(crate) fn mbase64(hex_checksum: &str) -> String {
     use base64::Engine as _;
     let bytes = hex::decode(hex_checksum).unwrap_or_default();
     base64::engine::general_purpose::STANDARD_NO_PAD
