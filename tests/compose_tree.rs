@@ -326,6 +326,13 @@ fn sign_key_signs_the_commit_and_a_bad_key_stops_before_any_work() {
             .arg(&archive)
             .args(["--keys", &pubkey, "--arch", "aarch64", commit]),
     );
+    let wrong_ref = arbor()
+        .args(["verify", "--repo"])
+        .arg(&archive)
+        .args(["--keys", &pubkey, "--ref", "test/other", commit])
+        .output()
+        .unwrap();
+    assert_eq!(wrong_ref.status.code(), Some(1), "the commit is bound to test/small");
     let bad = t.path("bad-key");
     std::fs::write(&bad, "not a key\n").unwrap();
     std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();

@@ -376,6 +376,8 @@ fn commit_metadata(
     m.insert("rpmostree.inputhash".into(), Meta::Str(input_hash.to_string()));
     m.insert("arbor.arch".into(), Meta::Str(tf.basearch.to_string()));
     m.insert("arbor.boards".into(), Meta::Strs(tf.boards.clone()));
+    // ostree's own binding: a client pulling another ref refuses this commit.
+    m.insert("ostree.ref-binding".into(), Meta::Strs(vec![tf.treeref.clone()]));
     m.insert(
         "arbor.packages".into(),
         Meta::Strs(resolved.packages.iter().map(|p| p.nevra()).collect()),
