@@ -105,3 +105,70 @@ fn a_repository_with_only_package_cache_refs_has_nothing_to_publish() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no refs to publish"));
 }
+
+#[test]
+fn a_signed_publish_carries_summary_sig_and_signed_deltas() {
+    let t = Scratch::new(&sample_url(), V1);
+    let repo = t.path("repo");
+    ok_json(&t.run(
+        &[
+            "compose",
+            "tree",
+            "--arch",
+            "aarch64",
+            "--json",
+            "--no-scripts",
+            "--repo",
+            repo.to_str().unwrap(),
+        ],
+        &[],
+        &[],
+    ));
+    let key = t.path("key");
+    run(arbor().args(["keygen", "-o"]).arg(&key));
+    let public = t.path("public");
+    run(arbor()
+        .args(["publish", "--repo"])
+        .arg(&repo)
+        .arg("--to")
+        .arg(&public)
+        .arg("--sign-key")
+        .arg(&key));
+    // The documented layout, as ostree prints it.
+    let sig_path = public.join("summary.sig");
+    let shown = ostree(
+        &public,
+        &["show", "--print-variant-type=a{sv}", sig_path.to_str().unwrap()],
+    );
+    // GLib prints the one aay entry as [[byte 0x…]] or, when it could be text, [b'…'].
+    assert!(
+        shown.starts_with("{'ostree.sign.ed25519': <[") && shown.matches('<').count() == 1,
+        "{shown}"
+    );
+    // Checked by Python's cryptography, not by our code: some 64 bytes of
+    // summary.sig are an ed25519 signature of summary by the public key.
+    let script = r#"
+import base64, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+pub = Ed25519PublicKey.from_public_bytes(base64.b64decode(open(sys.argv[1]).read().strip()))
+summary = open(sys.argv[2], "rb").read()
+sig = open(sys.argv[3], "rb").read()
+def ok(s):
+    try:
+        pub.verify(s, summary)
+        return True
+    except Exception:
+        return False
+print("OK" if any(ok(sig[i:i + 64]) for i in range(len(sig) - 63)) else "BAD")
+"#;
+    let out = run(std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(format!("{}.pub", key.display()))
+        .arg(public.join("summary"))
+        .arg(public.join("summary.sig")));
+    assert_eq!(out.trim(), "OK");
+    let show = ostree(&public, &["static-delta", "list"]);
+    let scratch = show.lines().next().unwrap().trim().to_string();
+    assert!(ostree(&public, &["static-delta", "show", &scratch]).contains("Signed: yes"));
+}

@@ -116,6 +116,9 @@ pub struct Publish {
     /// Parallel compression and delta jobs [default: number of CPUs].
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Sign the summary (summary.sig) and every delta superblock with this ed25519 secret key.
+    #[arg(long)]
+    pub sign_key: Option<PathBuf>,
     /// Print the published index as JSON.
     #[arg(long)]
     pub json: bool,
@@ -280,7 +283,12 @@ impl Publish {
         let jobs = self
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-        let index = crate::ostree::publish::publish(&self.repo, &self.to, &opts, jobs)?;
+        let key = self
+            .sign_key
+            .as_deref()
+            .map(crate::sign::keys::read_secret_key)
+            .transpose()?;
+        let index = crate::ostree::publish::publish(&self.repo, &self.to, &opts, jobs, key.as_ref())?;
         if self.json {
             return super::print_json(&index);
         }

@@ -44,7 +44,13 @@ pub struct Index {
 }
 
 /// Publishes every ref of `src` except the package cache (`arbor/pkg/...`) into `dest`.
-pub fn publish(src: &Path, dest: &Path, delta_opts: &delta::Options, jobs: usize) -> Result<Index> {
+pub fn publish(
+    src: &Path,
+    dest: &Path,
+    delta_opts: &delta::Options,
+    jobs: usize,
+    key: Option<&ed25519_dalek::SigningKey>,
+) -> Result<Index> {
     let src_repo = open(src)?;
     let refs: BTreeMap<String, String> = src_repo
         .list_refs(None, gio::Cancellable::NONE)
@@ -76,7 +82,7 @@ pub fn publish(src: &Path, dest: &Path, delta_opts: &delta::Options, jobs: usize
         });
     }
     // 2. Deltas (the generator also regenerates the summary, without our refs yet).
-    delta::generate(dest, &pairs, delta_opts, jobs)?;
+    delta::generate_signed(dest, &pairs, delta_opts, jobs, key)?;
     // 3. Refs, then the summary that lists them and the deltas.
     dest_repo
         .prepare_transaction(gio::Cancellable::NONE)
@@ -90,6 +96,9 @@ pub fn publish(src: &Path, dest: &Path, delta_opts: &delta::Options, jobs: usize
     dest_repo
         .regenerate_summary(None, gio::Cancellable::NONE)
         .context("regenerating the summary")?;
+    if let Some(key) = key {
+        sign_summary(dest, key)?;
+    }
     // 4. The index for humans and dashboards.
     let mut index = Index { refs: BTreeMap::new() };
     for (r, c) in &refs {
@@ -122,6 +131,25 @@ pub fn publish(src: &Path, dest: &Path, delta_opts: &delta::Options, jobs: usize
     tmp.persist(dest.join("arbor-index.json"))
         .context("writing arbor-index.json")?;
     Ok(index)
+}
+
+/// Writes `summary.sig` as ostree's ed25519 signer does: an `a{sv}` with
+/// `ostree.sign.ed25519` (`aay`) over the exact bytes of `summary`.
+pub fn sign_summary(dest: &Path, key: &ed25519_dalek::SigningKey) -> Result<()> {
+    use ed25519_dalek::Signer as _;
+    let summary = std::fs::read(dest.join("summary")).with_context(|| format!("reading {}/summary", dest.display()))?;
+    let sig = key.sign(&summary).to_bytes();
+    let dict = glib::VariantDict::new(None);
+    let aay = glib::Variant::array_from_iter_with_type(
+        glib::VariantTy::BYTE_STRING,
+        [glib::Variant::array_from_fixed_array(&sig)],
+    );
+    dict.insert_value(crate::sign::METADATA_KEY, &aay);
+    let mut tmp = tempfile::NamedTempFile::new_in(dest).context("creating summary.sig")?;
+    std::io::Write::write_all(&mut tmp, &dict.end().data_as_bytes()).context("writing summary.sig")?;
+    tmp.as_file().sync_all().context("syncing summary.sig")?;
+    tmp.persist(dest.join("summary.sig")).context("writing summary.sig")?;
+    Ok(())
 }
 
 /// Bytes of a delta's directory (`deltas/XX/REST/`, named in ostree's modified base64).
