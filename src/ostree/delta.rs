@@ -90,6 +90,20 @@ pub fn generate_signed(
     jobs: usize,
     key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<()> {
+    generate_parallel(repo_path, pairs, opts, jobs)?;
+    if let Some(key) = key {
+        for p in pairs {
+            sign_superblock(&superblock_path(repo_path, p), key)?;
+        }
+    }
+    open(repo_path)?
+        .regenerate_summary(None, gio::Cancellable::NONE)
+        .context("regenerating the summary and its delta index")?;
+    Ok(())
+}
+
+/// Only the generation, `jobs` deltas at a time (no signing, no summary).
+pub fn generate_parallel(repo_path: &Path, pairs: &[Pair], opts: &Options, jobs: usize) -> Result<()> {
     if pairs.is_empty() {
         bail!("no deltas to generate");
     }
@@ -129,16 +143,7 @@ pub fn generate_signed(
             w.join().map_err(|_| anyhow::anyhow!("a delta thread panicked"))??;
         }
         Ok(())
-    })?;
-    if let Some(key) = key {
-        for p in pairs {
-            sign_superblock(&superblock_path(repo_path, p), key)?;
-        }
-    }
-    open(repo_path)?
-        .regenerate_summary(None, gio::Cancellable::NONE)
-        .context("regenerating the summary and its delta index")?;
-    Ok(())
+    })
 }
 
 fn open(path: &Path) -> Result<ostree::Repo> {
