@@ -14,6 +14,7 @@ use ::ostree::{gio, glib};
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
 
+use super::{open, resolve_rev as resolve};
 use crate::bundle::{
     self, BOARD, Board, COMMIT, COMMITMETA, CommitView, DELTA, Decoder, MEMBERS, Manifest, Member, read::Verified,
 };
@@ -245,24 +246,5 @@ impl Decoder for GlibDecoder {
             return Signatures::Malformed(format!("{COMMITMETA} is not a valid GVariant a{{sv}}"));
         }
         super::sign::signature_entries(&d)
-    }
-}
-
-fn open(path: &Path) -> Result<::ostree::Repo> {
-    let repo = ::ostree::Repo::new_for_path(path);
-    repo.open(gio::Cancellable::NONE)
-        .with_context(|| format!("opening the OSTree repository at {}", path.display()))?;
-    Ok(repo)
-}
-
-/// The checksum `rev` names, and the ref it was resolved through.
-fn resolve(repo: &::ostree::Repo, path: &Path, rev: &str) -> Result<(String, Option<String>)> {
-    if ::ostree::validate_checksum_string(rev).is_ok() {
-        return Ok((rev.to_string(), None));
-    }
-    match repo.resolve_rev(rev, true) {
-        Ok(Some(c)) => Ok((c.to_string(), Some(rev.to_string()))),
-        Ok(None) => bail!("{} has no ref {rev} (and it is not a commit checksum)", path.display()),
-        Err(e) => Err(e).with_context(|| format!("looking up {rev} in {}", path.display())),
     }
 }

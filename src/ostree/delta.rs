@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use super::open;
 use anyhow::{Context, Result, bail};
 use ostree::gio;
 use ostree::glib;
@@ -144,13 +145,6 @@ pub fn generate_parallel(repo_path: &Path, pairs: &[Pair], opts: &Options, jobs:
         }
         Ok(())
     })
-}
-
-fn open(path: &Path) -> Result<ostree::Repo> {
-    let repo = ostree::Repo::new_for_path(path);
-    repo.open(gio::Cancellable::NONE)
-        .with_context(|| format!("opening OSTree repository {}", path.display()))?;
-    Ok(repo)
 }
 
 /// ostree's magic for a signed superblock, `OSTSGNDT`, stored big-endian.

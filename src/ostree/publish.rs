@@ -12,6 +12,7 @@ use ostree::glib;
 use serde::Serialize;
 
 use super::delta::{self, Pair};
+use super::open;
 use super::tree::{self, Mode};
 
 /// What a published ref offers.
@@ -171,13 +172,6 @@ pub(crate) fn mbase64(hex_checksum: &str) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD
         .encode(bytes)
         .replace('/', "_")
-}
-
-fn open(path: &Path) -> Result<ostree::Repo> {
-    let repo = ostree::Repo::new_for_path(path);
-    repo.open(gio::Cancellable::NONE)
-        .with_context(|| format!("opening OSTree repository {}", path.display()))?;
-    Ok(repo)
 }
 
 #[cfg(test)]

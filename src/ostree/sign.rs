@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use super::{open, resolve_rev as resolve};
 use ::ostree::{gio, glib};
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::{Signer as _, SigningKey};
@@ -166,26 +167,6 @@ pub fn verify_commit(repo: &Path, commit: &str, trust: &Trust, binding: &Binding
             key,
         }),
         _ => bail!("commit {} is refused: {}", report.commit, report.reasons.join("; ")),
-    }
-}
-
-fn open(path: &Path) -> Result<::ostree::Repo> {
-    let repo = ::ostree::Repo::new_for_path(path);
-    repo.open(gio::Cancellable::NONE)
-        .with_context(|| format!("opening the OSTree repository at {}", path.display()))?;
-    Ok(repo)
-}
-
-/// The checksum `rev` names, and the ref it was resolved through (None when
-/// `rev` is a full checksum).
-fn resolve(repo: &::ostree::Repo, path: &Path, rev: &str) -> Result<(String, Option<String>)> {
-    if ::ostree::validate_checksum_string(rev).is_ok() {
-        return Ok((rev.to_string(), None));
-    }
-    match repo.resolve_rev(rev, true) {
-        Ok(Some(c)) => Ok((c.to_string(), Some(rev.to_string()))),
-        Ok(None) => bail!("{} has no ref {rev} (and it is not a commit checksum)", path.display()),
-        Err(e) => Err(e).with_context(|| format!("looking up {rev} in {}", path.display())),
     }
 }
 
