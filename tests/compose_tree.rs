@@ -5,28 +5,7 @@
 
 mod common;
 
-fn compose(t: &Scratch, repo: &str, extra: &[&str]) -> Output {
-    compose_env(t, repo, extra, &[])
-}
-
-fn compose_env(t: &Scratch, repo: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
-    let repo = t.path(repo);
-    t.run(
-        &[
-            "compose",
-            "tree",
-            "--arch",
-            "aarch64",
-            "--json",
-            "--repo",
-            repo.to_str().unwrap(),
-        ],
-        extra,
-        env,
-    )
-}
-
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::{Scratch, arbor, ok_json, ostree, sample_url};
 
@@ -36,7 +15,7 @@ const SMALL: &str =
 #[test]
 fn packages_with_scriptlets_are_refused_by_name_without_no_scripts() {
     let t = Scratch::new(&sample_url(), SMALL);
-    let out = compose(&t, "repo", &[]);
+    let out = t.compose_tree("repo", &[], &[]);
     assert_eq!(out.status.code(), Some(1));
     let e = String::from_utf8_lossy(&out.stderr);
     for want in [
@@ -52,7 +31,7 @@ fn packages_with_scriptlets_are_refused_by_name_without_no_scripts() {
 #[test]
 fn composes_a_tree_ostree_and_rpm_accept() {
     let t = Scratch::new(&sample_url(), SMALL);
-    let v = ok_json(&compose(&t, "repo", &["--no-scripts"]));
+    let v = ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
     let commit = v["commit"].as_str().unwrap().to_string();
     let repo = t.path("repo");
     ostree(&repo, &["fsck"]);
@@ -126,10 +105,10 @@ fn composes_a_tree_ostree_and_rpm_accept() {
 #[test]
 fn same_inputs_same_commit_and_unchanged_inputs_are_skipped() {
     let t = Scratch::new(&sample_url(), SMALL);
-    let a = ok_json(&compose(&t, "repo-a", &["--no-scripts"]));
-    let b = ok_json(&compose(&t, "repo-b", &["--no-scripts"]));
+    let a = ok_json(&t.compose_tree("repo-a", &["--no-scripts"], &[]));
+    let b = ok_json(&t.compose_tree("repo-b", &["--no-scripts"], &[]));
     assert_eq!(a["commit"], b["commit"], "two fresh repos, same inputs → same commit");
-    let again = ok_json(&compose(&t, "repo-a", &["--no-scripts"]));
+    let again = ok_json(&t.compose_tree("repo-a", &["--no-scripts"], &[]));
     assert_eq!(again["unchanged"], true);
     assert_eq!(again["commit"], a["commit"]);
     assert_eq!(again["imported"], 0);
@@ -157,7 +136,7 @@ fn a_bumped_package_is_the_only_one_imported() {
     arbor::sample_repo::ensure(&opts).unwrap();
     let tf = "ref: test/bump\nrepos: [sample]\npackages: [filesystem, setup, busybox, busybox-sh, hello]\n";
     let t = Scratch::new(&format!("file://{}/", opts.out.display()), tf);
-    let first = ok_json(&compose(&t, "repo", &["--no-scripts"]));
+    let first = ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
     assert_eq!(first["imported"], 6);
     let p = manifests.join("hello-data.toml");
     std::fs::write(
@@ -168,7 +147,7 @@ fn a_bumped_package_is_the_only_one_imported() {
     )
     .unwrap();
     arbor::sample_repo::ensure(&opts).unwrap();
-    let second = ok_json(&compose(&t, "repo", &["--no-scripts"]));
+    let second = ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
     assert_eq!(second["imported"], 1, "only hello-data changed: {second}");
     assert_ne!(first["commit"], second["commit"]);
     let log = ostree(&t.path("repo"), &["log", "test/bump"]);
@@ -181,7 +160,7 @@ fn a_bumped_package_is_the_only_one_imported() {
 #[test]
 fn killed_at_any_stage_the_ref_is_unchanged_and_a_rerun_completes() {
     let t = Scratch::new(&sample_url(), SMALL);
-    let first = ok_json(&compose(&t, "repo", &["--no-scripts"]));
+    let first = ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
     // Change the input so a new commit is due, then kill at every failpoint.
     std::fs::write(
         t.path("t.yaml"),
@@ -189,7 +168,7 @@ fn killed_at_any_stage_the_ref_is_unchanged_and_a_rerun_completes() {
     )
     .unwrap();
     for fp in arbor::failpoint::ALL {
-        let out = compose_env(&t, "repo", &["--no-scripts"], &[("ARBOR_FAILPOINT", fp)]);
+        let out = t.compose_tree("repo", &["--no-scripts"], &[("ARBOR_FAILPOINT", fp)]);
         if *fp == "compose::ref-written" {
             continue; // after the transaction: the new commit is in place, checked below
         }
@@ -198,7 +177,7 @@ fn killed_at_any_stage_the_ref_is_unchanged_and_a_rerun_completes() {
         assert_eq!(head.trim(), first["commit"].as_str().unwrap(), "{fp}: the ref moved");
         ostree(&t.path("repo"), &["fsck"]);
     }
-    let done = ok_json(&compose(&t, "repo", &["--no-scripts"]));
+    let done = ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
     assert_ne!(done["commit"], first["commit"]);
     ostree(&t.path("repo"), &["fsck"]);
 }
@@ -206,14 +185,14 @@ fn killed_at_any_stage_the_ref_is_unchanged_and_a_rerun_completes() {
 #[test]
 fn archive_repos_get_the_same_commit_compressed_and_pull_local_works() {
     let t = Scratch::new(&sample_url(), SMALL);
-    let bare = ok_json(&compose(&t, "bare", &["--no-scripts"]));
+    let bare = ok_json(&t.compose_tree("bare", &["--no-scripts"], &[]));
     let archive = t.path("archive");
     common::run(
         Command::new("ostree")
             .arg(format!("--repo={}", archive.display()))
             .args(["init", "--mode=archive"]),
     );
-    let v = ok_json(&compose(&t, "archive", &["--no-scripts"]));
+    let v = ok_json(&t.compose_tree("archive", &["--no-scripts"], &[]));
     assert_eq!(
         v["commit"], bare["commit"],
         "archive and bare-user repos hold the same commit"
@@ -234,7 +213,7 @@ fn archive_repos_get_the_same_commit_compressed_and_pull_local_works() {
     );
     ostree(&fresh, &["pull-local", archive.to_str().unwrap(), "test/small"]);
     ostree(&fresh, &["fsck"]);
-    let again = ok_json(&compose(&t, "archive", &["--no-scripts"]));
+    let again = ok_json(&t.compose_tree("archive", &["--no-scripts"], &[]));
     assert_eq!(again["unchanged"], true);
 }
 
@@ -244,7 +223,7 @@ fn postprocess_scripts_are_refused_until_the_sandbox_lands() {
         &sample_url(),
         &format!("{SMALL}postprocess:\n  - |\n    #!/bin/sh\n    touch /usr/share/x\n"),
     );
-    let out = compose(&t, "repo", &["--no-scripts"]);
+    let out = t.compose_tree("repo", &["--no-scripts"], &[]);
     let v = ok_json(&out);
     let skipped = v["skipped_scriptlets"].as_array().unwrap();
     assert!(
@@ -313,11 +292,7 @@ fn sign_key_signs_the_commit_and_a_bad_key_stops_before_any_work() {
             .arg(format!("--repo={}", archive.display()))
             .args(["init", "--mode=archive"]),
     );
-    let v = ok_json(&compose(
-        &t,
-        "archive",
-        &["--no-scripts", "--sign-key", key.to_str().unwrap()],
-    ));
+    let v = ok_json(&t.compose_tree("archive", &["--no-scripts", "--sign-key", key.to_str().unwrap()], &[]));
     let commit = v["commit"].as_str().unwrap();
     let pubkey = format!("{}.pub", key.display());
     common::run(
@@ -336,7 +311,7 @@ fn sign_key_signs_the_commit_and_a_bad_key_stops_before_any_work() {
     let bad = t.path("bad-key");
     std::fs::write(&bad, "not a key\n").unwrap();
     std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let out = compose(&t, "other", &["--no-scripts", "--sign-key", bad.to_str().unwrap()]);
+    let out = t.compose_tree("other", &["--no-scripts", "--sign-key", bad.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&*bad.to_string_lossy()));
     assert!(!t.path("other").exists(), "nothing was composed");

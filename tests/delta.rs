@@ -11,21 +11,7 @@ const V1: &str =
     "ref: test/small\nrepos: [sample]\npackages: [filesystem, setup, bash, busybox, hello]\nrecommends: false\n";
 
 fn compose(t: &Scratch) -> serde_json::Value {
-    let repo = t.path("repo");
-    ok_json(&t.run(
-        &[
-            "compose",
-            "tree",
-            "--arch",
-            "aarch64",
-            "--json",
-            "--no-scripts",
-            "--repo",
-            repo.to_str().unwrap(),
-        ],
-        &[],
-        &[],
-    ))
+    ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]))
 }
 
 #[test]

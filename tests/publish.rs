@@ -15,22 +15,7 @@ const V1: &str =
 fn published_repositories_pull_with_ostree_and_carry_an_index() {
     let t = Scratch::new(&sample_url(), V1);
     let repo = t.path("repo");
-    let compose = || {
-        ok_json(&t.run(
-            &[
-                "compose",
-                "tree",
-                "--arch",
-                "aarch64",
-                "--json",
-                "--no-scripts",
-                "--repo",
-                repo.to_str().unwrap(),
-            ],
-            &[],
-            &[],
-        ))
-    };
+    let compose = || ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
     let first = compose();
     std::fs::write(t.path("t.yaml"), V1.replace("hello]", "hello, strace]")).unwrap();
     let second = compose();
@@ -110,20 +95,7 @@ fn a_repository_with_only_package_cache_refs_has_nothing_to_publish() {
 fn a_signed_publish_carries_summary_sig_and_signed_deltas() {
     let t = Scratch::new(&sample_url(), V1);
     let repo = t.path("repo");
-    ok_json(&t.run(
-        &[
-            "compose",
-            "tree",
-            "--arch",
-            "aarch64",
-            "--json",
-            "--no-scripts",
-            "--repo",
-            repo.to_str().unwrap(),
-        ],
-        &[],
-        &[],
-    ));
+    ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
     let key = t.path("key");
     run(arbor().args(["keygen", "-o"]).arg(&key));
     let public = t.path("public");

@@ -117,6 +117,22 @@ impl Scratch {
         self.dir.path().join(p)
     }
 
+    /// Runs `arbor compose tree --arch aarch64 --json --repo REPO` on the treefile
+    /// (`repo` is a path inside the scratch directory).
+    pub fn compose_tree(&self, repo: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+        let repo = self.path(repo);
+        let verb = [
+            "compose",
+            "tree",
+            "--arch",
+            "aarch64",
+            "--json",
+            "--repo",
+            repo.to_str().unwrap(),
+        ];
+        self.run(&verb, extra, env)
+    }
+
     /// Runs `arbor VERB... --cache-dir CACHE t.yaml EXTRA...` with `env` set.
     pub fn run(&self, verb: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = arbor();
