@@ -375,16 +375,16 @@ fn commit_metadata(
     m.insert("arbor.inputhash".into(), Meta::Str(input_hash.to_string()));
     m.insert("rpmostree.inputhash".into(), Meta::Str(input_hash.to_string()));
     m.insert("arbor.arch".into(), Meta::Str(tf.basearch.to_string()));
-    m.insert("arbor.boards".into(), Meta::Strs(tf.boards.clone()));
+    m.insert("arbor.boards".into(), Meta::StrList(tf.boards.clone()));
     // ostree's own binding: a client pulling another ref refuses this commit.
-    m.insert("ostree.ref-binding".into(), Meta::Strs(vec![tf.treeref.clone()]));
+    m.insert("ostree.ref-binding".into(), Meta::StrList(vec![tf.treeref.clone()]));
     m.insert(
         "arbor.packages".into(),
-        Meta::Strs(resolved.packages.iter().map(|p| p.nevra()).collect()),
+        Meta::StrList(resolved.packages.iter().map(|p| p.nevra()).collect()),
     );
     m.insert("arbor.treefile".into(), Meta::Str(crate::treefile::print_json(tf)));
     if !skipped.is_empty() {
-        m.insert("arbor.scripts-skipped".into(), Meta::Strs(skipped.to_vec()));
+        m.insert("arbor.scripts-skipped".into(), Meta::StrList(skipped.to_vec()));
     }
     m
 }

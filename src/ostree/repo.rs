@@ -86,6 +86,23 @@ pub enum MetaValue {
     StrList(Vec<String>),
     /// `ay`
     Bytes(Vec<u8>),
+    /// `b`
+    Bool(bool),
+    /// `t`
+    U64(u64),
+}
+
+impl MetaValue {
+    /// The GVariant form.
+    pub(crate) fn to_variant(&self) -> glib::Variant {
+        match self {
+            MetaValue::Str(s) => s.to_variant(),
+            MetaValue::StrList(l) => l.to_variant(),
+            MetaValue::Bytes(b) => glib::Variant::array_from_fixed_array(b),
+            MetaValue::Bool(b) => b.to_variant(),
+            MetaValue::U64(n) => n.to_variant(),
+        }
+    }
 }
 
 impl Repo {
@@ -353,11 +370,7 @@ fn xattrs_variant(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Option<glib::Variant> {
 
 fn metadata_variant(metadata: &BTreeMap<String, MetaValue>) -> glib::Variant {
     let entries = metadata.iter().map(|(k, v)| {
-        let inner = match v {
-            MetaValue::Str(s) => s.to_variant(),
-            MetaValue::StrList(l) => l.to_variant(),
-            MetaValue::Bytes(b) => glib::Variant::array_from_fixed_array(b),
-        };
+        let inner = v.to_variant();
         glib::variant::DictEntry::new(k.clone(), inner).to_variant()
     });
     glib::Variant::array_from_iter_with_type(glib::VariantTy::new("{sv}").expect("static type string"), entries)

@@ -10,29 +10,7 @@ use ostree::gio;
 use ostree::glib;
 use ostree::prelude::*;
 
-/// A commit metadata value, without glib types.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Meta {
-    /// `s`
-    Str(String),
-    /// `as`
-    Strs(Vec<String>),
-    /// `b`
-    Bool(bool),
-    /// `t`
-    U64(u64),
-}
-
-impl Meta {
-    fn to_variant(&self) -> glib::Variant {
-        match self {
-            Meta::Str(s) => s.to_variant(),
-            Meta::Strs(v) => v.to_variant(),
-            Meta::Bool(b) => b.to_variant(),
-            Meta::U64(n) => n.to_variant(),
-        }
-    }
-}
+pub use super::repo::MetaValue as Meta;
 
 /// Repository modes arbor writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
