@@ -3,3 +3,5 @@
 pub mod elfdeps;
 pub mod header;
 pub mod info;
+pub mod scripts;
+pub mod vercmp;
