@@ -5,6 +5,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The sandbox init must stay single-threaded: it runs before anything else.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == arbor::sandbox::init::ARG)
+    {
+        return ExitCode::from(arbor::sandbox::init::main().clamp(0, 255) as u8);
+    }
     // Like other Unix tools, stop quietly when the reader of stdout goes away
     // (`arbor treefile show | head`), instead of panicking on EPIPE.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.

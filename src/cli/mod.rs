@@ -6,6 +6,7 @@ mod device;
 mod image;
 mod inspect;
 mod publish;
+mod sandbox;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -55,6 +56,8 @@ enum Command {
     Deploy(device::Deploy),
     /// Device: layer extra packages on top of the base commit.
     Install(device::Install),
+    /// Run a command inside a tree, in the scriptlet sandbox (qemu-user for foreign arches).
+    Run(sandbox::Run),
     /// Show an RPM package's header: name, version, dependencies, scriptlets.
     Pkg(inspect::Pkg),
     /// Check this host for what arbor needs: tools, kernel features, library versions.
@@ -80,6 +83,7 @@ impl Cli {
             Command::Rollback(c) => c.run(),
             Command::Deploy(c) => c.run(),
             Command::Install(c) => c.run(),
+            Command::Run(c) => c.run(),
             Command::Pkg(c) => c.run(),
             Command::Doctor(c) => c.run(),
         }
