@@ -286,6 +286,7 @@ fn main() {
         dry_run: false,
         force: false,
         no_scripts: true,
+        script_timeout: std::time::Duration::from_secs(300),
         sign_key: None,
         jobs: 4,
     };

@@ -72,6 +72,7 @@ fn main() {
             dry_run: false,
             force: false,
             no_scripts: true,
+            script_timeout: std::time::Duration::from_secs(300),
             jobs: 4,
             sign_key: None,
         };

@@ -10,6 +10,7 @@ pub const ALL: &[&str] = &[
     "compose::resolved",
     "compose::imported",
     "compose::assembled",
+    "compose::scripts-run",
     "compose::postprocessed",
     "compose::rpmdb-written",
     "compose::commit-written",

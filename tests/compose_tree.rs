@@ -1,5 +1,5 @@
 //! `arbor compose tree` against the real ostree and rpm tools: the commit's
-//! layout, determinism, incremental imports, scriptlet policy, crash safety.
+//! layout, determinism, incremental imports, --no-scripts, crash safety.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -11,22 +11,6 @@ use common::{Scratch, arbor, ok_json, ostree, sample_url};
 
 const SMALL: &str =
     "ref: test/small\nrepos: [sample]\npackages: [filesystem, setup, bash, busybox, hello]\nrecommends: false\n";
-
-#[test]
-fn packages_with_scriptlets_are_refused_by_name_without_no_scripts() {
-    let t = Scratch::new(&sample_url(), SMALL);
-    let out = t.compose_tree("repo", &[], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
-    for want in [
-        "filesystem-3.18-6.aarch64: pretrans",
-        "glibc-2.36-9+deb12u14.aarch64: post, transfiletriggerin",
-        "--no-scripts",
-    ] {
-        assert!(e.contains(want), "{want:?} missing from: {e}");
-    }
-    assert!(!t.path("repo/refs/heads/test").exists(), "nothing committed");
-}
 
 #[test]
 fn composes_a_tree_ostree_and_rpm_accept() {
@@ -160,7 +144,7 @@ fn a_bumped_package_is_the_only_one_imported() {
 #[test]
 fn killed_at_any_stage_the_ref_is_unchanged_and_a_rerun_completes() {
     let t = Scratch::new(&sample_url(), SMALL);
-    let first = ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
+    let first = ok_json(&t.compose_tree("repo", &[], &[]));
     // Change the input so a new commit is due, then kill at every failpoint.
     std::fs::write(
         t.path("t.yaml"),
@@ -168,7 +152,7 @@ fn killed_at_any_stage_the_ref_is_unchanged_and_a_rerun_completes() {
     )
     .unwrap();
     for fp in arbor::failpoint::ALL {
-        let out = t.compose_tree("repo", &["--no-scripts"], &[("ARBOR_FAILPOINT", fp)]);
+        let out = t.compose_tree("repo", &[], &[("ARBOR_FAILPOINT", fp)]);
         if *fp == "compose::ref-written" {
             continue; // after the transaction: the new commit is in place, checked below
         }
@@ -177,7 +161,7 @@ fn killed_at_any_stage_the_ref_is_unchanged_and_a_rerun_completes() {
         assert_eq!(head.trim(), first["commit"].as_str().unwrap(), "{fp}: the ref moved");
         ostree(&t.path("repo"), &["fsck"]);
     }
-    let done = ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
+    let done = ok_json(&t.compose_tree("repo", &[], &[]));
     assert_ne!(done["commit"], first["commit"]);
     ostree(&t.path("repo"), &["fsck"]);
 }

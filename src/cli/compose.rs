@@ -120,6 +120,9 @@ pub struct Tree {
     /// Compose without running package scriptlets (listed, and recorded in the commit).
     #[arg(long)]
     pub no_scripts: bool,
+    /// Kill a scriptlet or postprocess script (and fail the compose) after this many seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub script_timeout: u64,
     /// Parallel downloads and imports.
     #[arg(long, default_value_t = 4)]
     pub jobs: usize,
@@ -138,6 +141,7 @@ impl Tree {
             dry_run: self.dry_run,
             force: self.force,
             no_scripts: self.no_scripts,
+            script_timeout: std::time::Duration::from_secs(self.script_timeout),
             jobs: self.jobs,
             sign_key: self.sign_key,
         };

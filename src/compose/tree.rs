@@ -32,6 +32,8 @@ pub struct Options {
     /// Run without package scriptlets (until the sandbox lands): they are listed
     /// and recorded in the commit, never skipped silently.
     pub no_scripts: bool,
+    /// Time limit per scriptlet.
+    pub script_timeout: std::time::Duration,
     /// Parallel downloads and imports.
     pub jobs: usize,
     /// Sign the new commit with this ed25519 secret key (ostree's format).
@@ -56,6 +58,9 @@ pub struct Composed {
     pub imported: usize,
     /// Scriptlets not run (with `--no-scripts`), as `nevra: kinds`.
     pub skipped_scriptlets: Vec<String>,
+    /// Scriptlets and postprocess scripts run (absent for a dry or unchanged run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scripts: Option<crate::scriptlet::exec::Report>,
 }
 
 /// Composes `tf` into `opts.repo`.
@@ -80,7 +85,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     stage("compose::resolved", &mut clock)?;
     let headers: Vec<HeaderInfo> = resolved.files.iter().map(|f| header::read(f)).collect::<Result<_>>()?;
     let when = source_date(&headers)?;
-    let input_hash = input_hash(tf, &resolved);
+    let input_hash = input_hash(tf, &resolved, opts.no_scripts);
     let previous = otree::ref_metadata(&opts.repo, &tf.treeref)?;
     let prev_version = previous.as_ref().and_then(|(_, m)| m.get("version").cloned());
     let version = next_version(tf, prev_version.as_deref(), when);
@@ -96,6 +101,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
             packages: resolved.packages.len(),
             imported: 0,
             skipped_scriptlets: Vec::new(),
+            scripts: None,
         });
     }
     if opts.dry_run {
@@ -107,10 +113,15 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
             packages: resolved.packages.len(),
             imported: 0,
             skipped_scriptlets: Vec::new(),
+            scripts: None,
         });
     }
 
-    let skipped = scriptlet_policy(tf, &headers, opts.no_scripts)?;
+    let skipped = if opts.no_scripts {
+        skipped_scripts(tf, &headers)
+    } else {
+        Vec::new()
+    };
     let conflicts = header::conflicts(&headers);
     if !conflicts.is_empty() {
         bail!("file conflicts in the package set:\n  - {}", conflicts.join("\n  - "));
@@ -139,6 +150,15 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
 
     let root = cap_std::fs::Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority())
         .with_context(|| format!("opening {}", rootfs.display()))?;
+    let scripts = if opts.no_scripts {
+        None
+    } else {
+        let report = run_scripts(tf, &resolved.files, &rootfs, opts)?;
+        let users = crate::scriptlet::users::apply_tree(&root)?;
+        tracing::debug!(?users, "users and groups");
+        stage("compose::scripts-run", &mut clock)?;
+        Some(report)
+    };
     let owned: BTreeMap<String, Vec<String>> = headers
         .iter()
         .map(|h| (h.name.clone(), h.files.iter().map(|f| f.path.clone()).collect()))
@@ -192,7 +212,56 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         packages: resolved.packages.len(),
         imported: imported.iter().filter(|i| i.imported_now).count(),
         skipped_scriptlets: skipped,
+        scripts,
     })
+}
+
+/// Package scriptlets and triggers in rpm's order, then the treefile's
+/// postprocess scripts, in one sandbox over the assembled tree. Scripts write
+/// to an overlay merged back by rename, so the hardlinked package cache is
+/// never written through, and only what they changed is hashed again.
+fn run_scripts(
+    tf: &Treefile,
+    files: &[PathBuf],
+    rootfs: &Path,
+    opts: &Options,
+) -> Result<crate::scriptlet::exec::Report> {
+    use crate::scriptlet::{exec, plan};
+    let pkgs: Vec<crate::rpm::scripts::PackageScripts> = files
+        .iter()
+        .map(|f| crate::rpm::scripts::read(f))
+        .collect::<Result<_>>()?;
+    let names = pkgs.iter().map(|p| (p.nevra.clone(), p.name.clone())).collect();
+    let steps = plan::plan(&pkgs, crate::rpm::vercmp::evrcmp);
+    let has_postprocess = !tf.postprocess.is_empty() || tf.postprocess_script.is_some();
+    if steps.is_empty() && !has_postprocess {
+        return Ok(exec::Report::default());
+    }
+    let mut sb = crate::sandbox::Sandbox::start(&crate::sandbox::Config {
+        rootfs: rootfs.to_path_buf(),
+        arch: tf.basearch,
+        copy_on_write: true,
+        exe: None,
+    })?;
+    tracing::info!(scripts = steps.len(), emulation = ?sb.emulation, "running scriptlets");
+    let exec_opts = exec::Options {
+        timeout: opts.script_timeout,
+        ignore: tf.ignore_scriptlet_failures.clone(),
+    };
+    let mut report = exec::run_steps(&mut sb, &steps, &names, &exec_opts)?;
+    report.ran += exec::run_postprocess(
+        &mut sb,
+        &tf.postprocess,
+        tf.postprocess_script.as_deref(),
+        opts.script_timeout,
+    )?;
+    let changes = sb.finish()?;
+    tracing::info!(
+        written = changes.written.len(),
+        removed = changes.removed.len(),
+        "scripts changed the tree"
+    );
+    Ok(report)
 }
 
 /// Reports a finished stage (stderr, `RUST_LOG`) and checks its failpoint.
@@ -211,9 +280,8 @@ fn ensure_dir(p: &Path) -> Result<&Path> {
     Ok(p)
 }
 
-/// Until the scriptlet sandbox lands, packages with scriptlets are refused,
-/// or with `--no-scripts` listed and recorded.
-fn scriptlet_policy(tf: &Treefile, headers: &[HeaderInfo], no_scripts: bool) -> Result<Vec<String>> {
+/// With `--no-scripts`, what is not run: listed, and recorded in the commit.
+fn skipped_scripts(tf: &Treefile, headers: &[HeaderInfo]) -> Vec<String> {
     let mut with: Vec<String> = headers
         .iter()
         .filter(|h| !h.scriptlets.is_empty())
@@ -223,21 +291,10 @@ fn scriptlet_policy(tf: &Treefile, headers: &[HeaderInfo], no_scripts: bool) -> 
     if treefile_scripts > 0 {
         with.push(format!("treefile: {treefile_scripts} postprocess script(s)"));
     }
-    if with.is_empty() {
-        return Ok(with);
-    }
-    if !no_scripts {
-        bail!(
-            "these packages have scriptlets, and running them (in a sandbox, under qemu-user for foreign arches) \
-             is not implemented yet:\n  - {}\nRe-run with --no-scripts to compose without running them; the \
-             commit then records which were skipped (metadata key arbor.scripts-skipped)",
-            with.join("\n  - ")
-        );
-    }
     for s in &with {
-        tracing::warn!("not running scriptlets of {s}");
+        tracing::warn!("not running scriptlets of {s} (--no-scripts)");
     }
-    Ok(with)
+    with
 }
 
 /// Owners in package payloads are names; map them through the tree's own
@@ -287,9 +344,14 @@ fn source_date(headers: &[HeaderInfo]) -> Result<u64> {
 }
 
 /// Treefile + package set + arbor version: an unchanged hash means an unchanged tree.
-fn input_hash(tf: &Treefile, resolved: &Resolved) -> String {
+fn input_hash(tf: &Treefile, resolved: &Resolved, no_scripts: bool) -> String {
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION"));
+    h.update(if no_scripts {
+        "scripts skipped\n"
+    } else {
+        "scripts run\n"
+    });
     h.update(crate::treefile::print_json(tf));
     for p in &resolved.packages {
         h.update(format!("{} {}:{}\n", p.nevra(), p.checksum_type, p.checksum));

@@ -62,6 +62,7 @@ pub(super) struct Layer {
     pub ignore_removed_groups: Vec<String>,
     pub initramfs: Option<Initramfs>,
     pub boards: Vec<String>,
+    pub ignore_scriptlet_failures: BTreeMap<String, String>,
 }
 
 /// What a file includes, taken out of its keys before merging.
@@ -141,6 +142,7 @@ impl Layer {
             ignore_removed_groups,
             initramfs,
             boards,
+            ignore_scriptlet_failures,
         } = included;
         self.treeref.merge_from(treeref);
         self.releasever.merge_from(releasever);
@@ -178,6 +180,7 @@ impl Layer {
         self.ignore_removed_groups.merge_from(ignore_removed_groups);
         self.initramfs.merge_from(initramfs);
         self.boards.merge_from(boards);
+        self.ignore_scriptlet_failures.merge_from(ignore_scriptlet_failures);
     }
 
     /// One file's own values, validated where a value alone can be wrong.
@@ -231,6 +234,7 @@ impl Layer {
             ignore_removed_groups,
             initramfs,
             boards,
+            ignore_scriptlet_failures,
         } = wire;
 
         let variables = variables.unwrap_or_default();
@@ -347,6 +351,7 @@ impl Layer {
             ignore_removed_groups: ignore_removed_groups.unwrap_or_default(),
             initramfs,
             boards: boards.unwrap_or_default(),
+            ignore_scriptlet_failures: ignore_scriptlet_failures.unwrap_or_default(),
         };
         let includes = Includes {
             include: include.map(|OneOrMany(v)| v).unwrap_or_default(),

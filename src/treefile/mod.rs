@@ -168,7 +168,20 @@ pub struct Treefile {
     pub initramfs: Initramfs,
     /// Boards this tree is meant for (arbor; sorted, default empty).
     pub boards: Vec<String>,
+    /// Scriptlet failures that do not fail the compose (arbor): `"NAME %KIND"` → the reason.
+    pub ignore_scriptlet_failures: BTreeMap<String, String>,
 }
+
+/// Scriptlet kinds `ignore-scriptlet-failures` may name (rpm's spelling, without `%`).
+pub const SCRIPTLET_KINDS: &[&str] = &[
+    "pretrans",
+    "pre",
+    "post",
+    "posttrans",
+    "triggerin",
+    "filetriggerin",
+    "transfiletriggerin",
+];
 
 /// Reads the treefile at `path` (.yaml, .yml or .json) for the target `arch`.
 pub fn load(path: &Path, arch: Arch) -> Result<Treefile> {
@@ -281,6 +294,7 @@ fn finish(path: &Path, dir: &Path, arch: Arch, layer: Layer) -> Result<Treefile>
         ignore_removed_groups,
         initramfs,
         boards,
+        ignore_scriptlet_failures,
     } = layer;
 
     let mut all_vars = variables.clone();
@@ -388,6 +402,20 @@ fn finish(path: &Path, dir: &Path, arch: Arch, layer: Layer) -> Result<Treefile>
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
 
+    for (k, reason) in &ignore_scriptlet_failures {
+        let ok = k.split_once(" %").is_some_and(|(name, kind)| {
+            !name.is_empty() && !name.contains(char::is_whitespace) && SCRIPTLET_KINDS.contains(&kind)
+        });
+        if !ok {
+            bail!(
+                "{top}: ignore-scriptlet-failures: `{k}` is not \"PACKAGE %KIND\" (KIND one of {})",
+                SCRIPTLET_KINDS.join(", ")
+            );
+        }
+        if reason.trim().is_empty() {
+            bail!("{top}: ignore-scriptlet-failures: `{k}` needs a reason (why the failure is harmless)");
+        }
+    }
     let container = container.unwrap_or(false);
     let machineid_compat = machineid_compat.unwrap_or(true);
     let units = sorted(units);
@@ -437,6 +465,7 @@ fn finish(path: &Path, dir: &Path, arch: Arch, layer: Layer) -> Result<Treefile>
         ignore_removed_groups: sorted(ignore_removed_groups),
         initramfs: initramfs.unwrap_or(Initramfs::Arbor),
         boards: sorted(boards),
+        ignore_scriptlet_failures,
     })
 }
 

@@ -55,6 +55,7 @@ pub(super) const IMPLEMENTED: &[&str] = &[
     // arbor's own
     "initramfs",
     "boards",
+    "ignore-scriptlet-failures",
 ];
 
 /// The underscore spellings rpm-ostree still accepts for implemented keys.
@@ -218,6 +219,7 @@ pub(super) struct Wire {
     pub ignore_removed_groups: Option<Vec<String>>,
     pub initramfs: Option<Initramfs>,
     pub boards: Option<Vec<String>>,
+    pub ignore_scriptlet_failures: Option<BTreeMap<String, String>>,
 }
 
 /// A parsed file: its keys, plus the `packages-$ARCH` entries for the target arch.

@@ -1,0 +1,196 @@
+//! `arbor compose tree` running package scriptlets, triggers and postprocess
+//! scripts: aarch64 ones under qemu-user in the sandbox, lua natively.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::process::Command;
+
+use common::{Scratch, ok_json, ostree, sample_url};
+
+const TREE: &str = "ref: test/scripts\nrepos: [sample]\n\
+    packages: [filesystem, setup, bash, busybox, glibc, sampled]\nrecommends: false\n";
+
+fn host_binfmt() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_aarch64_compose_runs_shell_lua_and_trigger_scriptlets() {
+    let before = host_binfmt();
+    let t = Scratch::new(&sample_url(), TREE);
+    let v = ok_json(&t.compose_tree("repo", &[], &[]));
+    assert_eq!(host_binfmt(), before, "the host's binfmt_misc must not change");
+    let commit = v["commit"].as_str().unwrap().to_string();
+    let scripts = &v["scripts"];
+    // filesystem %pretrans and glibc %post are lua.
+    assert!(scripts["lua"].as_u64().unwrap() >= 2, "{scripts}");
+    // + busybox %post, bash %post, sampled %pre, glibc's ldconfig file trigger.
+    assert!(scripts["ran"].as_u64().unwrap() >= 6, "{scripts}");
+    assert!(
+        v.get("skipped_scriptlets")
+            .is_none_or(|s| s.as_array().unwrap().is_empty()),
+        "{v}"
+    );
+
+    let repo = t.path("repo");
+    ostree(&repo, &["fsck"]);
+    let ls = ostree(&repo, &["ls", "-R", &commit]);
+    // busybox's %post ran the aarch64 busybox itself to create its applet links.
+    assert!(
+        ls.contains("/usr/bin/ls -> /usr/sbin/busybox"),
+        "no applet links:\n{ls}"
+    );
+    let cat = |p: &str| {
+        let out = Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["cat", &commit, p])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ostree cat {p}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    // The ldconfig transaction file trigger built a real aarch64 cache.
+    let cache = cat("/usr/etc/ld.so.cache");
+    assert!(cache.starts_with(b"glibc-ld.so.cache1.1"), "not an ld.so.cache");
+    let text = String::from_utf8_lossy(&cache);
+    assert!(
+        text.contains("/usr/lib/aarch64-linux-gnu/libc.so.6") || text.contains("/lib/aarch64-linux-gnu/libc.so.6"),
+        "libc missing from ld.so.cache"
+    );
+    // bash's dynamically linked aarch64 %post, under qemu with the tree's glibc.
+    let bashrc = String::from_utf8(cat("/usr/etc/skel/.bashrc")).unwrap();
+    assert!(bashrc.contains("aarch64"), "{bashrc}");
+    // sampled's %pre added a group with busybox; its sysusers.d entry added the user.
+    let group = String::from_utf8(cat("/usr/etc/group")).unwrap();
+    let passwd = String::from_utf8(cat("/usr/etc/passwd")).unwrap();
+    assert!(
+        group
+            .lines()
+            .any(|l| l.starts_with("sampleops:") && l.ends_with(":sampled")),
+        "{group}"
+    );
+    assert!(passwd.lines().any(|l| l.starts_with("sampled:x:")), "{passwd}");
+    assert!(passwd.starts_with("root:"), "root first:\n{passwd}");
+
+    // Same inputs, same commit: scripts run deterministically.
+    let again = ok_json(&t.compose_tree("repo2", &[], &[]));
+    assert_eq!(
+        again["commit"], v["commit"],
+        "a second compose into a fresh repo differs"
+    );
+}
+
+/// A repository with the sample packages plus one built here.
+fn with_extra_package(t: &Scratch, pkg: rpm::Package) {
+    let extra = t.path("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    pkg.write_file(extra.join("extra.rpm")).unwrap();
+    common::run(Command::new("createrepo_c").arg("--quiet").arg(&extra));
+    let repo = std::fs::read_to_string(t.path("t.repo")).unwrap();
+    std::fs::write(
+        t.path("t.repo"),
+        format!(
+            "{repo}\n[extra]\nname=extra\nbaseurl=file://{}\ngpgcheck=0\n",
+            extra.display()
+        ),
+    )
+    .unwrap();
+}
+
+fn failing_package() -> rpm::Package {
+    rpm::PackageBuilder::new("failing", "1.0", "MIT", "noarch", "fails in %post")
+        .requires(rpm::Dependency::any("/bin/sh"))
+        .post_install_script("echo about to fail on $1; exit 3")
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_failing_scriptlet_fails_the_compose_with_package_kind_and_output() {
+    let t = Scratch::new(
+        &sample_url(),
+        "ref: test/fail\nrepos: [sample, extra]\npackages: [filesystem, setup, busybox, busybox-sh, failing]\nrecommends: false\n",
+    );
+    with_extra_package(&t, failing_package());
+    let e = common::err(&t.compose_tree("repo", &[], &[]));
+    for want in [
+        "failing-1.0",
+        "%post",
+        "exit status 3",
+        "about to fail on 1",
+        "ignore-scriptlet-failures",
+    ] {
+        assert!(e.contains(want), "{want:?} missing from:\n{e}");
+    }
+    assert!(!t.path("repo/refs/heads/test").exists(), "nothing committed");
+}
+
+#[test]
+fn a_listed_failure_is_ignored_with_its_reason() {
+    let t = Scratch::new(
+        &sample_url(),
+        "ref: test/fail\nrepos: [sample, extra]\npackages: [filesystem, setup, busybox, busybox-sh, failing]\nrecommends: false\nignore-scriptlet-failures:\n  failing %post: known to fail in containers\n",
+    );
+    with_extra_package(&t, failing_package());
+    let v = ok_json(&t.compose_tree("repo", &[], &[]));
+    assert_eq!(
+        v["scripts"]["ignored"][0], "failing %post: known to fail in containers",
+        "{v}"
+    );
+}
+
+#[test]
+fn a_postprocess_script_editing_a_hardlinked_file_leaves_the_cache_intact() {
+    let t = Scratch::new(
+        &sample_url(),
+        "ref: test/pp\nrepos: [sample]\npackages: [filesystem, setup, busybox, busybox-sh]\nrecommends: false\n\
+         postprocess:\n  - |\n    #!/bin/sh\n    echo hacked >> /usr/sbin/busybox\n    echo ran > /etc/pp-ran\n",
+    );
+    let v = ok_json(&t.compose_tree("repo", &[], &[]));
+    let repo = t.path("repo");
+    // A write through a hardlink into the repository would fail fsck.
+    ostree(&repo, &["fsck"]);
+    let commit = v["commit"].as_str().unwrap();
+    let ls = ostree(&repo, &["ls", commit, "/usr/etc/pp-ran"]);
+    assert!(ls.contains("/usr/etc/pp-ran"), "{ls}");
+}
+
+#[test]
+fn a_hung_script_fails_the_compose_at_the_time_limit() {
+    let t = Scratch::new(
+        &sample_url(),
+        "ref: test/hang\nrepos: [sample]\npackages: [filesystem, busybox, busybox-sh]\nrecommends: false\n\
+         postprocess:\n  - \"while :; do :; done\"\n",
+    );
+    let e = common::err(&t.compose_tree("repo", &["--script-timeout", "2"], &[]));
+    assert!(
+        e.contains("treefile postprocess #1 was killed after the time limit of 2 s"),
+        "{e}"
+    );
+}
+
+#[test]
+fn ignore_list_entries_are_checked() {
+    let t = Scratch::new(
+        &sample_url(),
+        "ref: test/x\nrepos: [sample]\npackages: [filesystem]\nignore-scriptlet-failures:\n  \"filesystem post\": why\n",
+    );
+    let e = common::err(&t.compose_tree("repo", &[], &[]));
+    assert!(
+        e.contains("ignore-scriptlet-failures: `filesystem post` is not \"PACKAGE %KIND\""),
+        "{e}"
+    );
+}
