@@ -202,7 +202,7 @@ fn archive_repos_get_the_same_commit_compressed_and_pull_local_works() {
 }
 
 #[test]
-fn postprocess_scripts_are_refused_until_the_sandbox_lands() {
+fn no_scripts_lists_postprocess_scripts_as_skipped() {
     let t = Scratch::new(
         &sample_url(),
         &format!("{SMALL}postprocess:\n  - |\n    #!/bin/sh\n    touch /usr/share/x\n"),

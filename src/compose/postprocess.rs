@@ -58,8 +58,10 @@ pub fn run(root: &Dir, tf: &Treefile, version: &str, owned: &BTreeMap<String, Ve
     for f in ["etc/shadow", "etc/gshadow", "etc/shadow-", "etc/gshadow-"] {
         if root.symlink_metadata(f).is_ok_and(|m| m.is_file()) {
             copy_up(root, f)?;
-            root.set_permissions(f, Permissions::from_std(std::fs::Permissions::from_mode(0o000)))
-                .with_context(|| format!("setting mode 0000 on /{f}"))?;
+            // The commit records 0000 either way; without root the caller must still read it.
+            let mode = if nix::unistd::geteuid().is_root() { 0o000 } else { 0o600 };
+            root.set_permissions(f, Permissions::from_std(std::fs::Permissions::from_mode(mode)))
+                .with_context(|| format!("setting mode {mode:04o} on /{f}"))?;
         }
     }
     check_group_members(root, &tf.etc_group_members)?;

@@ -86,6 +86,41 @@ pub struct CommitRequest<'a> {
     pub parent: Option<&'a str>,
 }
 
+/// Account secrets: committed with mode 0000 whatever the checkout says.
+const SECRETS: [&str; 8] = [
+    "/usr/etc/shadow",
+    "/usr/etc/gshadow",
+    "/usr/etc/shadow-",
+    "/usr/etc/gshadow-",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+];
+
+/// What the commit records for files it reads (the devino cache's files keep
+/// their cached metadata). Without root, everything the caller owns is root's
+/// in the tree — the sandbox maps the caller to uid 0 — and the secrets stay
+/// readable on disk for the caller (mode 0600) but are committed as 0000.
+fn commit_filter() -> impl Fn(&ostree::Repo, &str, &gio::FileInfo) -> ostree::RepoCommitFilterResult + 'static {
+    let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    move |_repo, path, info| {
+        if uid != 0 {
+            if info.attribute_uint32("unix::uid") == uid {
+                info.set_attribute_uint32("unix::uid", 0);
+            }
+            if info.attribute_uint32("unix::gid") == gid {
+                info.set_attribute_uint32("unix::gid", 0);
+            }
+        }
+        if SECRETS.contains(&path) {
+            let mode = info.attribute_uint32("unix::mode");
+            info.set_attribute_uint32("unix::mode", mode & !0o7777);
+        }
+        ostree::RepoCommitFilterResult::Allow
+    }
+}
+
 /// Commits `req.dir` into the repository and moves the ref, in one transaction:
 /// a crash before the end leaves the ref where it was. Returns the checksum.
 pub fn commit_tree(repo_path: &Path, mode: Mode, req: &CommitRequest) -> Result<String> {
@@ -94,7 +129,10 @@ pub fn commit_tree(repo_path: &Path, mode: Mode, req: &CommitRequest) -> Result<
         .context("starting an OSTree transaction")?;
     let result = (|| -> Result<String> {
         let mtree = ostree::MutableTree::new();
-        let modifier = ostree::RepoCommitModifier::new(ostree::RepoCommitModifierFlags::empty(), None);
+        let modifier = ostree::RepoCommitModifier::new(
+            ostree::RepoCommitModifierFlags::empty(),
+            Some(Box::new(commit_filter())),
+        );
         if let Some(cache) = req.devino {
             modifier.set_devino_cache(&cache.0);
         }
