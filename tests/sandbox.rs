@@ -240,3 +240,24 @@ fn runs_without_root_mapping_the_caller_to_root() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
     assert_eq!(std::fs::read_to_string(root.join("etc/rootless")).unwrap(), "ok\n");
 }
+
+#[test]
+fn armv7_programs_run_under_qemu_arm_and_native_ones_without_emulation() {
+    let t = tempfile::tempdir().unwrap();
+    let arm = tree(&t.path().join("arm"), "armv7hl", &["filesystem", "busybox"]);
+    let out = run_in(&arm, &["--arch", "armv7hl"], &["/usr/sbin/busybox", "uname", "-m"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("armv7"), "{:?}", out);
+
+    let native = tree(&t.path().join("x86"), "x86_64", &["filesystem", "busybox", "busybox-sh"]);
+    // The tree's ELF machine decides: a tree claiming aarch64 whose programs are x86_64 runs natively.
+    let out = run_in(
+        &native,
+        &["--arch", "aarch64"],
+        &["/usr/sbin/busybox", "sh", "-c", "/usr/sbin/busybox uname -m; /usr/sbin/busybox ls /proc/sys/fs/binfmt_misc"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("x86_64\n"), "{stdout}");
+    assert!(!stdout.contains("qemu"), "no emulation registered for a native tree: {stdout}");
+}

@@ -233,3 +233,44 @@ fn composing_without_root_gives_the_same_tree() {
         "the same files, modes and owners with and without root"
     );
 }
+
+#[test]
+fn package_and_file_triggers_fire_with_rpms_arguments() {
+    let pkg = rpm::PackageBuilder::new("trig", "1.0", "MIT", "noarch", "triggers on busybox and /usr/share")
+        .requires(rpm::Dependency::any("/bin/sh"))
+        // Fires: busybox is installed, in a version >= 1.0.
+        .trigger_in(
+            "busybox",
+            Some((rpm::DependencyFlags::GREATER | rpm::DependencyFlags::EQUAL, "1:1.0")),
+            "echo \"in $1 $2\" >> /etc/trig.log",
+        )
+        // Never fires: no busybox that new.
+        .trigger_in(
+            "busybox",
+            Some((rpm::DependencyFlags::GREATER, "9:0")),
+            "echo never >> /etc/trig.log",
+        )
+        .trans_file_trigger_in(
+            "/usr/share/hello",
+            None,
+            "while read -r f; do echo \"file $f\" >> /etc/trig.log; done",
+        )
+        .build()
+        .unwrap();
+    let t = Scratch::new(
+        &sample_url(),
+        "ref: test/trig\nrepos: [sample, extra]\npackages: [filesystem, setup, busybox, busybox-sh, hello, trig]\nrecommends: false\n",
+    );
+    with_extra_package(&t, pkg);
+    let v = ok_json(&t.compose_tree("repo", &[], &[]));
+    let out = Command::new("ostree")
+        .arg(format!("--repo={}", t.path("repo").display()))
+        .args(["cat", v["commit"].as_str().unwrap(), "/usr/etc/trig.log"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(log.contains("in 1 1\n"), "{log}");
+    assert!(!log.contains("never"), "{log}");
+    assert!(log.contains("file /usr/share/hello/greeting.txt\n"), "{log}");
+}
