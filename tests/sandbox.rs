@@ -249,15 +249,27 @@ fn armv7_programs_run_under_qemu_arm_and_native_ones_without_emulation() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("armv7"), "{:?}", out);
 
-    let native = tree(&t.path().join("x86"), "x86_64", &["filesystem", "busybox", "busybox-sh"]);
+    let native = tree(
+        &t.path().join("x86"),
+        "x86_64",
+        &["filesystem", "busybox", "busybox-sh"],
+    );
     // The tree's ELF machine decides: a tree claiming aarch64 whose programs are x86_64 runs natively.
     let out = run_in(
         &native,
         &["--arch", "aarch64"],
-        &["/usr/sbin/busybox", "sh", "-c", "/usr/sbin/busybox uname -m; /usr/sbin/busybox ls /proc/sys/fs/binfmt_misc"],
+        &[
+            "/usr/sbin/busybox",
+            "sh",
+            "-c",
+            "/usr/sbin/busybox uname -m; /usr/sbin/busybox ls /proc/sys/fs/binfmt_misc",
+        ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.starts_with("x86_64\n"), "{stdout}");
-    assert!(!stdout.contains("qemu"), "no emulation registered for a native tree: {stdout}");
+    assert!(
+        !stdout.contains("qemu"),
+        "no emulation registered for a native tree: {stdout}"
+    );
 }
