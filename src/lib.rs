@@ -5,11 +5,14 @@
 //! DESIGN.md for the data flow.
 
 pub mod arch;
+pub mod board;
+pub mod bootloader;
 pub mod bundle;
 pub mod cli;
 pub mod compose;
 pub mod failpoint;
 pub mod host;
+pub mod image;
 pub mod ostree;
 pub mod pkgcache;
 pub mod progress;

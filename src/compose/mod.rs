@@ -1,5 +1,6 @@
 //! The compose pipeline: treefile → resolved package set → (later) tree → commit.
 
+pub mod initramfs;
 pub mod lockfile;
 pub mod postprocess;
 pub mod resolve;
