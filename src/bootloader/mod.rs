@@ -1,1 +1,267 @@
-//! (being written)
+//! What each board's bootloader reads, rendered from the BLS entries libostree writes.
+//!
+//! libostree's entries in `/boot/loader/entries` are the source of truth (one
+//! per deployment, newest first). [`render`] turns them into the files of the
+//! board's [`Flavour`] using the templates in `bootloader-configs/` (compiled
+//! in, see [`template`]); it is pure, so every flavour has golden tests.
+//! [`write_atomically`] puts a file in place with write-temp, fsync, rename.
+
+mod bls;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Component, Path};
+
+use anyhow::{Context, Result, bail};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions};
+
+pub use self::bls::{BlsEntry, parse_bls, read_entries, sort_newest_first};
+use self::template::{Scope, Template};
+use crate::arch::Arch;
+use crate::board::{Board, Flavour, Role};
+
+/// The templates, by file name, as shipped in `bootloader-configs/`.
+pub const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "extlinux.conf.tmpl",
+        include_str!("../../bootloader-configs/extlinux.conf.tmpl"),
+    ),
+    ("uEnv.txt.tmpl", include_str!("../../bootloader-configs/uEnv.txt.tmpl")),
+    (
+        "config.txt.tmpl",
+        include_str!("../../bootloader-configs/config.txt.tmpl"),
+    ),
+    (
+        "cmdline.txt.tmpl",
+        include_str!("../../bootloader-configs/cmdline.txt.tmpl"),
+    ),
+];
+
+/// One rendered file and the partition it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    /// The partition: `Firmware` (FAT), `Boot` (/boot is its own partition) or
+    /// `Root` (the bootloader reads /boot from the root partition).
+    pub role: Role,
+    /// Path relative to that partition's root, without a leading `/`.
+    pub path: String,
+    /// The file's text.
+    pub content: String,
+}
+
+/// Renders the bootloader configuration of `board` for `entries` (any order;
+/// the newest is the default, the older ones stay as fallbacks).
+/// `boot_prefix` is `""` when /boot is its own partition and `"/boot"` when the
+/// bootloader reads it from the root partition (see [`Board::boot_prefix`]).
+pub fn render(board: &Board, entries: &[BlsEntry], boot_prefix: &str) -> Result<Vec<RenderedFile>> {
+    if !(boot_prefix.is_empty() || (boot_prefix.starts_with('/') && !boot_prefix.ends_with('/'))) {
+        bail!("boot prefix {boot_prefix:?}: expected \"\" or an absolute path without a trailing / (\"/boot\")");
+    }
+    if entries.is_empty() {
+        bail!(
+            "no BLS entries in loader/entries: nothing for the bootloader of board {} to boot",
+            board.name
+        );
+    }
+    let mut entries = entries.to_vec();
+    sort_newest_first(&mut entries);
+    for e in &entries {
+        for (key, path) in [
+            ("linux", Some(&e.linux)),
+            ("initrd", e.initrd.as_ref()),
+            ("devicetree", e.devicetree.as_ref()),
+            ("fdtdir", e.fdtdir.as_ref()),
+        ] {
+            if let Some(p) = path
+                && !p.starts_with('/')
+            {
+                bail!("BLS entry {}: {key} {p:?} is not an absolute path in /boot", e.name);
+            }
+        }
+    }
+    let (boot_role, boot_rel) = if boot_prefix.is_empty() {
+        (Role::Boot, String::new())
+    } else {
+        (Role::Root, format!("{}/", boot_prefix.trim_start_matches('/')))
+    };
+
+    let mut files = Vec::new();
+    match board.bootloader {
+        Flavour::RpiUbootExtlinux => {
+            files.push(RenderedFile {
+                role: Role::Firmware,
+                path: "config.txt".into(),
+                content: config_txt(board)?,
+            });
+            files.push(RenderedFile {
+                role: Role::Firmware,
+                path: "cmdline.txt".into(),
+                content: apply(
+                    "cmdline.txt.tmpl",
+                    &scope(board, &[("cmdline", entries[0].options.clone())]),
+                )?,
+            });
+            files.push(RenderedFile {
+                role: boot_role,
+                path: format!("{boot_rel}extlinux/extlinux.conf"),
+                content: extlinux(board, &entries, boot_prefix)?,
+            });
+        }
+        Flavour::UbootExtlinux => files.push(RenderedFile {
+            role: boot_role,
+            path: format!("{boot_rel}extlinux/extlinux.conf"),
+            content: extlinux(board, &entries, boot_prefix)?,
+        }),
+        Flavour::UbootUenv => files.push(RenderedFile {
+            role: boot_role,
+            path: format!("{boot_rel}loader/uEnv.txt"),
+            content: uenv(board, &entries, boot_prefix)?,
+        }),
+    }
+    Ok(files)
+}
+
+/// Parses and renders one of [`TEMPLATES`].
+fn apply(name: &'static str, scope: &Scope) -> Result<String> {
+    let text = TEMPLATES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .with_context(|| format!("no template {name}"))?;
+    Template::parse(name, text)?.render(scope)
+}
+
+/// A scope with the board's name and the given values.
+fn scope(board: &Board, vars: &[(&'static str, String)]) -> Scope {
+    let mut s = Scope::default();
+    s.vars.insert("board", board.name.clone());
+    s.vars.extend(vars.iter().cloned());
+    s
+}
+
+fn extlinux(board: &Board, entries: &[BlsEntry], prefix: &str) -> Result<String> {
+    let items = entries
+        .iter()
+        .map(|e| {
+            // With a board DTB, load the one shipped with this deployment's kernel;
+            // without one (qemu virt) U-Boot passes on the DT it was given.
+            let fdt = match (&board.dtb, &e.devicetree, &e.fdtdir) {
+                (None, _, _) => String::new(),
+                (Some(_), Some(dt), _) => format!("{prefix}{dt}"),
+                (Some(dtb), None, Some(dir)) => format!("{prefix}{dir}/{dtb}"),
+                (Some(_), None, None) => String::new(),
+            };
+            BTreeMap::from([
+                ("label", e.stem().to_string()),
+                ("title", e.title.clone()),
+                ("kernel", format!("{prefix}{}", e.linux)),
+                (
+                    "initrd",
+                    e.initrd.as_ref().map(|i| format!("{prefix}{i}")).unwrap_or_default(),
+                ),
+                ("fdt", fdt),
+                ("append", e.options.clone()),
+            ])
+        })
+        .collect();
+    let mut s = scope(board, &[("default", entries[0].stem().to_string())]);
+    s.lists.insert("entries", items);
+    apply("extlinux.conf.tmpl", &s)
+}
+
+fn uenv(board: &Board, entries: &[BlsEntry], prefix: &str) -> Result<String> {
+    let with_prefix = |p: &Option<String>| p.as_ref().map(|p| format!("{prefix}{p}")).unwrap_or_default();
+    let items = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            BTreeMap::from([
+                // ostree's suffixes: "" for the default, then 2, 3, …
+                ("suffix", if i == 0 { String::new() } else { (i + 1).to_string() }),
+                ("kernel", format!("{prefix}{}", e.linux)),
+                ("initrd", with_prefix(&e.initrd)),
+                ("devicetree", with_prefix(&e.devicetree)),
+                ("fdtdir", with_prefix(&e.fdtdir)),
+                ("append", e.options.clone()),
+            ])
+        })
+        .collect();
+    let mut s = scope(board, &[("dtb", board.dtb.clone().unwrap_or_default())]);
+    s.lists.insert("entries", items);
+    apply("uEnv.txt.tmpl", &s)
+}
+
+fn config_txt(board: &Board) -> Result<String> {
+    // The name the firmware loads U-Boot by: where the board's firmware list copies it.
+    let kernel = board
+        .firmware
+        .iter()
+        .find(|f| Some(&f.from) == board.uboot.as_ref())
+        .map(|f| f.dest("u-boot.bin"))
+        .unwrap_or_else(|| "u-boot.bin".to_string());
+    // Upstream DTB names (bcm2837-…) are not what the firmware picks by itself (bcm2710-…).
+    let device_tree = board
+        .dtb
+        .as_deref()
+        .map(|d| d.rsplit('/').next().unwrap_or(d).to_string())
+        .unwrap_or_default();
+    let arm_64bit = if board.arch == Arch::Aarch64 { "1" } else { "" };
+    apply(
+        "config.txt.tmpl",
+        &scope(
+            board,
+            &[
+                ("arm_64bit", arm_64bit.to_string()),
+                ("kernel", kernel),
+                ("device_tree", device_tree),
+            ],
+        ),
+    )
+}
+
+/// Writes `content` to `rel` beneath `dir` so that readers see the old file
+/// or the new one, never a mix: a temporary file in the same directory,
+/// fsync, rename over the old one, fsync the directory. Missing parent
+/// directories of `rel` are created; `rel` may not leave `dir`.
+pub fn write_atomically(dir: &Path, rel: &str, content: &[u8]) -> Result<()> {
+    let rel_path = Path::new(rel);
+    let ok = !rel.is_empty() && rel_path.components().all(|c| matches!(c, Component::Normal(_)));
+    let (Some(parent), Some(file_name), true) = (rel_path.parent(), rel_path.file_name(), ok) else {
+        bail!(
+            "{rel:?} is not a relative path of plain names beneath {}",
+            dir.display()
+        );
+    };
+    let shown = dir.join(rel_path);
+    let root = Dir::open_ambient_dir(dir, ambient_authority()).with_context(|| format!("opening {}", dir.display()))?;
+    let pdir = if parent.as_os_str().is_empty() {
+        root
+    } else {
+        root.create_dir_all(parent)
+            .with_context(|| format!("creating {}", dir.join(parent).display()))?;
+        root.open_dir(parent)
+            .with_context(|| format!("opening {}", dir.join(parent).display()))?
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(".arbor-tmp");
+    let mut f = pdir
+        .open_with(&tmp_name, OpenOptions::new().write(true).create(true).truncate(true))
+        .with_context(|| format!("creating a temporary file for {}", shown.display()))?;
+    f.write_all(content)
+        .with_context(|| format!("writing {}", shown.display()))?;
+    f.sync_all().with_context(|| format!("syncing {}", shown.display()))?;
+    drop(f);
+    pdir.rename(&tmp_name, &pdir, file_name)
+        .with_context(|| format!("renaming into {}", shown.display()))?;
+    // cap-std's directory handles are O_PATH, which fsync refuses: open the directory itself.
+    pdir.open(".")
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing the directory of {}", shown.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

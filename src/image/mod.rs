@@ -1,1 +1,9 @@
-//! (being written)
+//! Disk images: partition plan, filesystems, disk writer, bmap, compression, flashing.
+
+pub mod bmap;
+pub mod boottest;
+pub mod build;
+pub mod compress;
+pub mod flash;
+pub mod fs;
+pub mod mbr;

@@ -5,6 +5,7 @@ pub mod delta;
 pub mod publish;
 pub mod repo;
 pub mod sign;
+pub mod sysroot;
 pub mod tree;
 
 use std::path::Path;

@@ -172,6 +172,41 @@ pub fn commit_tree(repo_path: &Path, mode: Mode, req: &CommitRequest) -> Result<
     result
 }
 
+/// A commit's checksum, timestamp and string-valued metadata.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    /// Checksum.
+    pub commit: String,
+    /// Seconds since the epoch.
+    pub timestamp: u64,
+    /// Metadata entries whose values are strings.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Reads the commit `rev` (a ref or checksum) names in the repository at `repo_path`.
+pub fn commit_info(repo_path: &Path, rev: &str) -> Result<CommitInfo> {
+    let repo = super::open(repo_path)?;
+    let (commit, _) = super::resolve_rev(&repo, repo_path, rev)?;
+    let (variant, _) = repo
+        .load_commit(&commit)
+        .with_context(|| format!("loading commit {commit} from {}", repo_path.display()))?;
+    let meta = variant.child_value(0);
+    let mut metadata = BTreeMap::new();
+    for i in 0..meta.n_children() {
+        let entry = meta.child_value(i);
+        let key = entry.child_value(0);
+        let value = entry.child_value(1).as_variant();
+        if let (Some(k), Some(v)) = (key.str(), value.as_ref().and_then(|v| v.str().map(String::from))) {
+            metadata.insert(k.to_string(), v);
+        }
+    }
+    Ok(CommitInfo {
+        commit,
+        timestamp: ::ostree::commit_get_timestamp(&variant),
+        metadata,
+    })
+}
+
 /// The commit a ref points at and its string metadata (for input hashes and versions).
 pub fn ref_metadata(repo_path: &Path, refname: &str) -> Result<Option<(String, BTreeMap<String, String>)>> {
     if !repo_path.join("config").exists() {

@@ -1,0 +1,200 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::board;
+
+/// The default deployment, as libostree 2022.7 writes it (the dtb directory copied as fdtdir).
+const NEW: &str = "\
+title Debian GNU/Linux 12 (bookworm) (ostree:0)
+version 2
+options root=LABEL=root rw console=ttyS1,115200 rootwait ostree=/ostree/boot.1/debian/3f1b0c/0
+linux /ostree/debian-3f1b0c/vmlinuz-6.1.0-50-arm64
+initrd /ostree/debian-3f1b0c/initramfs-6.1.0-50-arm64.img
+fdtdir /ostree/debian-3f1b0c/dtb
+";
+
+/// The previous deployment: it must stay bootable as the fallback.
+const OLD: &str = "\
+title Debian GNU/Linux 12 (bookworm) (ostree:1)
+version 1
+options root=LABEL=root rw console=ttyS1,115200 rootwait ostree=/ostree/boot.1/debian/9a77e2/0
+linux /ostree/debian-9a77e2/vmlinuz-6.1.0-49-arm64
+initrd /ostree/debian-9a77e2/initramfs-6.1.0-49-arm64.img
+devicetree /ostree/debian-9a77e2/devicetree-6.1.0-49-arm64
+";
+
+fn entries(n: usize) -> Vec<BlsEntry> {
+    let all = [
+        parse_bls("ostree-2-debian.conf", NEW).unwrap(),
+        parse_bls("ostree-1-debian.conf", OLD).unwrap(),
+    ];
+    all[..n].to_vec()
+}
+
+fn show(files: &[RenderedFile]) -> String {
+    files
+        .iter()
+        .map(|f| format!("==> {}:{} <==\n{}", f.role, f.path, f.content))
+        .collect()
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bootloader/golden")
+}
+
+/// Compares with a golden file; `ARBOR_UPDATE_GOLDEN=1` rewrites it instead.
+fn check_golden(name: &str, got: &str) {
+    let path = golden_dir().join(name);
+    if std::env::var_os("ARBOR_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(golden_dir()).unwrap();
+        std::fs::write(&path, got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        got,
+        want,
+        "{} differs (ARBOR_UPDATE_GOLDEN=1 rewrites it)",
+        path.display()
+    );
+}
+
+fn uenv_board() -> Board {
+    let mut b = board::find("rpi4").unwrap();
+    b.bootloader = Flavour::UbootUenv;
+    b
+}
+
+#[test]
+fn golden_per_flavour_with_one_and_two_deployments() {
+    let cases: Vec<(&str, Board, &str)> = vec![
+        ("rpi3", board::find("rpi3").unwrap(), ""),
+        ("qemu-virt-aarch64", board::find("qemu-virt-aarch64").unwrap(), ""),
+        (
+            "qemu-virt-aarch64-bootprefix",
+            board::find("qemu-virt-aarch64").unwrap(),
+            "/boot",
+        ),
+        ("uenv", uenv_board(), ""),
+        ("uenv-bootprefix", uenv_board(), "/boot"),
+    ];
+    for (name, board, prefix) in cases {
+        for n in [1, 2] {
+            let files = render(&board, &entries(n), prefix).unwrap();
+            check_golden(&format!("{name}-{n}.txt"), &show(&files));
+        }
+    }
+}
+
+#[test]
+fn previous_deployment_stays_as_fallback() {
+    let board = board::find("rpi3").unwrap();
+    // Given oldest first: the order comes from the versions, not the caller.
+    let mut given = entries(2);
+    given.reverse();
+    let files = render(&board, &given, "").unwrap();
+    let ext = files.iter().find(|f| f.path == "extlinux/extlinux.conf").unwrap();
+    assert_eq!(ext.role, Role::Boot);
+    let c = &ext.content;
+    assert!(c.contains("default ostree-2-debian\n"), "{c}");
+    let new_at = c.find("label ostree-2-debian").unwrap();
+    let old_at = c.find("label ostree-1-debian").unwrap();
+    assert!(new_at < old_at, "{c}");
+    assert!(c.contains("kernel /ostree/debian-9a77e2/vmlinuz-6.1.0-49-arm64"), "{c}");
+    // Each deployment boots its own DTB: from fdtdir with the board's name, or its single devicetree.
+    assert!(
+        c.contains("fdt /ostree/debian-3f1b0c/dtb/broadcom/bcm2837-rpi-3-b.dtb"),
+        "{c}"
+    );
+    assert!(c.contains("fdt /ostree/debian-9a77e2/devicetree-6.1.0-49-arm64"), "{c}");
+
+    let u = render(&uenv_board(), &given, "").unwrap().remove(0);
+    assert_eq!((u.role, u.path.as_str()), (Role::Boot, "loader/uEnv.txt"));
+    assert!(
+        u.content.starts_with("kernel_image=/ostree/debian-3f1b0c/"),
+        "{}",
+        u.content
+    );
+    assert!(
+        u.content.contains("\nkernel_image2=/ostree/debian-9a77e2/"),
+        "{}",
+        u.content
+    );
+    assert!(u.content.contains("\nbootargs2=root=LABEL=root"), "{}", u.content);
+}
+
+#[test]
+fn config_txt_follows_the_board() {
+    let files = render(&board::find("rpi4").unwrap(), &entries(1), "").unwrap();
+    let cfg = &files[0];
+    assert_eq!((cfg.role, cfg.path.as_str()), (Role::Firmware, "config.txt"));
+    for line in [
+        "arm_64bit=1",
+        "kernel=u-boot.bin",
+        "enable_uart=1",
+        "device_tree=bcm2711-rpi-4-b.dtb",
+    ] {
+        assert!(cfg.content.lines().any(|l| l == line), "{line} not in {}", cfg.content);
+    }
+    let mut b32 = board::find("rpi3").unwrap();
+    b32.arch = Arch::Armv7hl;
+    let cfg = render(&b32, &entries(1), "").unwrap().remove(0).content;
+    assert!(!cfg.contains("arm_64bit"), "{cfg}");
+    assert_eq!(files[1].content, format!("{}\n", entries(1)[0].options));
+}
+
+#[test]
+fn render_refuses_nothing_to_boot_and_bad_paths() {
+    let b = board::find("qemu-virt-aarch64").unwrap();
+    assert!(render(&b, &[], "").unwrap_err().to_string().contains("nothing"));
+    for bad in ["boot", "/boot/"] {
+        assert!(
+            render(&b, &entries(1), bad)
+                .unwrap_err()
+                .to_string()
+                .contains("boot prefix"),
+            "{bad}"
+        );
+    }
+    let rel = parse_bls("x.conf", "linux vmlinuz\n").unwrap();
+    let e = render(&b, &[rel], "").unwrap_err().to_string();
+    assert!(e.contains("x.conf") && e.contains("linux"), "{e}");
+}
+
+#[test]
+fn every_template_is_shipped_and_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bootloader-configs");
+    let mut shipped: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmpl"))
+        .collect();
+    shipped.sort();
+    let mut known: Vec<String> = TEMPLATES.iter().map(|(n, _)| n.to_string()).collect();
+    known.sort();
+    assert_eq!(shipped, known, "bootloader-configs/*.tmpl and TEMPLATES differ");
+    for (name, text) in TEMPLATES {
+        assert_eq!(&std::fs::read_to_string(dir.join(name)).unwrap(), text);
+        Template::parse(name, text).unwrap();
+    }
+}
+
+#[test]
+fn write_atomically_replaces_and_leaves_no_temp() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_atomically(tmp.path(), "extlinux/extlinux.conf", b"one\n").unwrap();
+    write_atomically(tmp.path(), "extlinux/extlinux.conf", b"two\n").unwrap();
+    write_atomically(tmp.path(), "config.txt", b"x\n").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("extlinux/extlinux.conf")).unwrap(),
+        "two\n"
+    );
+    let names: Vec<_> = std::fs::read_dir(tmp.path().join("extlinux"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["extlinux.conf"]);
+    for bad in ["", "../x", "/etc/x", "a/../../x", "./x"] {
+        let e = write_atomically(tmp.path(), bad, b"").unwrap_err().to_string();
+        assert!(e.contains("relative path"), "{bad}: {e}");
+    }
+}

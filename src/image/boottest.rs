@@ -1,0 +1,137 @@
+//! Booting an image in qemu and waiting for the booted system's marker on the
+//! serial console. Some machines (`-M raspi3b`) do not exit on poweroff, so
+//! qemu is stopped once the marker (or the time limit) is seen.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// How to boot.
+#[derive(Debug, Clone)]
+pub struct BootTest {
+    /// The qemu program.
+    pub program: String,
+    /// Its arguments, placeholders already substituted.
+    pub args: Vec<String>,
+    /// A line containing this means the system booted.
+    pub marker: String,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// The serial console is copied here.
+    pub log: PathBuf,
+}
+
+/// What the boot showed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Booted {
+    /// The marker line.
+    pub line: String,
+    /// Seconds from starting qemu to the marker.
+    pub secs: f64,
+    /// The serial log.
+    pub log: PathBuf,
+}
+
+/// Runs qemu until the marker appears on its serial console or the time limit.
+pub fn run(t: &BootTest) -> Result<Booted> {
+    let started = Instant::now();
+    let mut child = Command::new(&t.program)
+        .args(&t.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {} (install qemu-system-arm: scripts/setup)", t.program))?;
+    let (tx, rx) = mpsc::channel::<String>();
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                if tx.send(line).is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+        });
+    }
+    drop(tx);
+    let mut log = std::fs::File::create(&t.log).with_context(|| format!("creating {}", t.log.display()))?;
+    let mut tail: Vec<String> = Vec::new();
+    let result = loop {
+        let left = t.timeout.saturating_sub(started.elapsed());
+        match rx.recv_timeout(left.max(Duration::from_millis(1))) {
+            Ok(line) => {
+                let _ = writeln!(log, "{line}");
+                if line.contains(&t.marker) {
+                    break Ok(Booted {
+                        line,
+                        secs: started.elapsed().as_secs_f64(),
+                        log: t.log.clone(),
+                    });
+                }
+                tail.push(line);
+                if tail.len() > 40 {
+                    tail.remove(0);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                break Err(format!(
+                    "no {:?} on the serial console within {} s",
+                    t.marker,
+                    t.timeout.as_secs()
+                ));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                break Err(format!("qemu exited ({status}) before {:?} appeared", t.marker));
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    match result {
+        Ok(b) => Ok(b),
+        Err(why) => bail!(
+            "boot test failed: {why}; the last lines of the serial console ({}):\n{}",
+            t.log.display(),
+            tail.join("\n")
+        ),
+    }
+}
+
+/// Reads a file out of an ext4 filesystem inside an image (`debugfs` with
+/// e2fsprogs' `?offset=` io option: no loop device, no mount).
+pub fn ext4_cat(image: &Path, offset: u64, path: &str, out: &Path) -> Result<()> {
+    let dev = format!("{}?offset={offset}", image.display());
+    let bytes = crate::runner::Tool::new("debugfs")
+        .args(["-R", &format!("cat {path}")])
+        .arg(&dev)
+        .output()
+        .with_context(|| format!("reading {path} from {}", image.display()))?;
+    if bytes.is_empty() {
+        bail!(
+            "{path} is missing or empty in the ext4 filesystem at offset {offset} of {}",
+            image.display()
+        );
+    }
+    std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))
+}

@@ -1,0 +1,242 @@
+//! `arbor image` against the real partitioning, filesystem and ostree tools,
+//! and booting the images in qemu (`arbor image boot-test`).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{arbor, ok_json, run};
+
+/// The sample aarch64 tree, composed once (with scriptlets) for every test here.
+fn composed() -> &'static (tempfile::TempDir, PathBuf) {
+    static TREE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    TREE.get_or_init(|| {
+        common::sample_repo();
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("repo");
+        let out = arbor()
+            .args(["compose", "tree", "--arch", "aarch64", "--json", "--repo"])
+            .arg(&repo)
+            .arg("--cache-dir")
+            .arg(t.path().join("cache"))
+            .arg(common::root().join("treefiles/sample-minimal.yaml"))
+            .output()
+            .unwrap();
+        ok_json(&out);
+        (t, repo)
+    })
+}
+
+fn image(board: &str, dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let (_, repo) = composed();
+    let out = arbor()
+        .args([
+            "image",
+            "--json",
+            "--ref",
+            "arbor/aarch64/sample-minimal",
+            "--board",
+            board,
+            "--repo",
+        ])
+        .arg(repo)
+        .arg("-o")
+        .arg(dir.join(format!("{board}.img")))
+        .args(extra)
+        .output()
+        .unwrap();
+    ok_json(&out)
+}
+
+fn part<'a>(v: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
+    v["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == role)
+        .unwrap()
+}
+
+#[test]
+fn qemu_virt_image_is_accepted_by_sfdisk_e2fsck_and_ostree() {
+    let t = tempfile::tempdir().unwrap();
+    let v = image("qemu-virt-aarch64", t.path(), &[]);
+    let img = PathBuf::from(v["file"].as_str().unwrap());
+    let dump = run(Command::new("sfdisk").arg("-d").arg(&img));
+    assert!(dump.contains("label: dos"), "{dump}");
+    let boot = part(&v, "boot");
+    let root = part(&v, "root");
+    assert!(
+        dump.contains(&format!("start=        {}", boot["start"].as_u64().unwrap() / 512))
+            || dump.contains(&format!("start={}", boot["start"].as_u64().unwrap() / 512))
+            || dump.contains(&(boot["start"].as_u64().unwrap() / 512).to_string()),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("bootable"),
+        "the boot partition is marked for U-Boot: {dump}"
+    );
+    for p in [boot, root] {
+        run(Command::new("e2fsck")
+            .arg("-fn")
+            .arg(format!("{}?offset={}", img.display(), p["start"])));
+    }
+    // The sparse image occupies far less than its size.
+    assert!(
+        v["allocated"].as_u64().unwrap() < v["size"].as_u64().unwrap() / 2,
+        "{v}"
+    );
+    assert!(Path::new(v["bmap"].as_str().unwrap()).exists());
+
+    // The root filesystem is an ostree sysroot with the commit deployed.
+    let rootfs = t.path().join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    run(Command::new("debugfs")
+        .args(["-R", &format!("rdump / {}", rootfs.display())])
+        .arg(format!("{}?offset={}", img.display(), root["start"])));
+    let status = run(Command::new("ostree")
+        .args(["admin", "status", "--sysroot"])
+        .arg(&rootfs));
+    assert!(status.contains(v["commit"].as_str().unwrap()), "{status}");
+    // The boot partition has extlinux.conf pointing at the deployment's kernel and initramfs.
+    let bootfs = t.path().join("bootfs");
+    std::fs::create_dir(&bootfs).unwrap();
+    run(Command::new("debugfs")
+        .args(["-R", &format!("rdump / {}", bootfs.display())])
+        .arg(format!("{}?offset={}", img.display(), boot["start"])));
+    let ext = std::fs::read_to_string(bootfs.join("extlinux/extlinux.conf")).unwrap();
+    assert!(
+        ext.contains("vmlinuz-6.1.0-50-arm64") && ext.contains("initramfs-6.1.0-50-arm64.img"),
+        "{ext}"
+    );
+    assert!(ext.contains("ostree=/ostree/boot."), "{ext}");
+    let _ = Command::new("chattr").args(["-R", "-i"]).arg(&rootfs).status();
+}
+
+#[test]
+fn rpi3_image_has_a_fat_firmware_partition_with_config_and_uboot() {
+    let t = tempfile::tempdir().unwrap();
+    let v = image("rpi3", t.path(), &[]);
+    let img = PathBuf::from(v["file"].as_str().unwrap());
+    let size = v["size"].as_u64().unwrap();
+    assert!(
+        size.is_power_of_two(),
+        "qemu's SD card model needs a power-of-two size: {size}"
+    );
+    let fw = part(&v, "firmware");
+    let fat = t.path().join("fw.vfat");
+    run(Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", fat.display()))
+        .arg("bs=1M")
+        .arg(format!("skip={}", fw["start"].as_u64().unwrap() >> 20))
+        .arg(format!("count={}", fw["size"].as_u64().unwrap() >> 20))
+        .arg("status=none"));
+    run(Command::new("fsck.vfat").arg("-n").arg(&fat));
+    let listing = run(Command::new("mdir").args(["-b", "-i"]).arg(&fat).arg("::/"));
+    for want in ["CONFIG.TXT", "U-BOOT.BIN", "BCM2837-RPI-3-B.DTB"] {
+        assert!(
+            listing.to_uppercase().contains(want),
+            "{want} missing from the firmware partition:\n{listing}"
+        );
+    }
+    let config = run(Command::new("mtype").arg("-i").arg(&fat).arg("::/config.txt"));
+    assert!(
+        config.contains("arm_64bit=1") && config.contains("kernel=u-boot.bin"),
+        "{config}"
+    );
+}
+
+#[test]
+fn the_same_inputs_give_the_same_image_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let a = image("qemu-virt-aarch64", &t.path().join("a"), &[]);
+    let b = image("qemu-virt-aarch64", &t.path().join("b"), &[]);
+    let same = Command::new("cmp")
+        .arg(a["file"].as_str().unwrap())
+        .arg(b["file"].as_str().unwrap())
+        .status()
+        .unwrap();
+    assert!(same.success(), "two builds of the same commit and board differ");
+}
+
+#[test]
+fn an_image_for_another_arch_or_an_unknown_board_is_refused_before_any_work() {
+    let t = tempfile::tempdir().unwrap();
+    let (_, repo) = composed();
+    let out = arbor()
+        .args([
+            "image",
+            "--ref",
+            "arbor/aarch64/sample-minimal",
+            "--board",
+            "qemu-virt-armv7",
+            "--repo",
+        ])
+        .arg(repo)
+        .arg("-o")
+        .arg(t.path().join("x.img"))
+        .output()
+        .unwrap();
+    let e = common::err(&out);
+    assert!(e.contains("aarch64 tree") && e.contains("qemu-virt-armv7"), "{e}");
+    let out = arbor()
+        .args([
+            "image",
+            "--ref",
+            "arbor/aarch64/sample-minimal",
+            "--board",
+            "no-such-board",
+            "--repo",
+        ])
+        .arg(repo)
+        .arg("-o")
+        .arg(t.path().join("x.img"))
+        .output()
+        .unwrap();
+    let e = common::err(&out);
+    assert!(e.contains("no-such-board"), "{e}");
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "nothing written");
+}
+
+#[test]
+fn the_qemu_virt_image_boots_to_the_deployed_commit() {
+    let t = tempfile::tempdir().unwrap();
+    let v = image("qemu-virt-aarch64", t.path(), &[]);
+    let out = arbor()
+        .args(["image", "boot-test", "--json"])
+        .arg(v["file"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let b = ok_json(&out);
+    let line = b["line"].as_str().unwrap();
+    assert!(
+        line.contains(&format!("commit={}", v["commit"].as_str().unwrap())),
+        "{line}"
+    );
+    assert!(line.contains("arch=aarch64"), "{line}");
+    assert!(
+        line.contains("usr=ro"),
+        "/usr is read-only in the booted deployment: {line}"
+    );
+}
+
+#[test]
+fn the_rpi3_image_boots_in_qemu_raspi3b_through_uboot() {
+    let t = tempfile::tempdir().unwrap();
+    let v = image("rpi3", t.path(), &[]);
+    let out = arbor()
+        .args(["image", "boot-test", "--json"])
+        .arg(v["file"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let b = ok_json(&out);
+    assert!(
+        b["line"].as_str().unwrap().contains(v["commit"].as_str().unwrap()),
+        "{b}"
+    );
+}
