@@ -12,6 +12,7 @@ pub const ALL: &[&str] = &[
     "compose::assembled",
     "compose::scripts-run",
     "compose::postprocessed",
+    "compose::initramfs-built",
     "compose::rpmdb-written",
     "compose::commit-written",
     "compose::ref-written",

@@ -16,7 +16,7 @@ use super::resolve::{self, Resolved};
 use crate::failpoint;
 use crate::ostree::tree::{self as otree, Meta, Mode};
 use crate::rpm::header::{self, HeaderInfo};
-use crate::treefile::Treefile;
+use crate::treefile::{Initramfs, Treefile};
 
 /// How to compose.
 #[derive(Debug, Clone)]
@@ -72,6 +72,11 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         .as_deref()
         .map(crate::sign::keys::read_secret_key)
         .transpose()?;
+    if tf.initramfs == Initramfs::Dracut {
+        bail!(
+            "treefile key `initramfs: dracut` is not implemented yet; use `initramfs: arbor` (the default) or `initramfs: none`"
+        );
+    }
     let resolved = resolve::resolve(
         tf,
         &resolve::Options {
@@ -168,6 +173,22 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         tracing::warn!(path = %f, "dropping a regular file under /var (OSTree trees carry no /var content)");
     }
     stage("compose::postprocessed", &mut clock)?;
+
+    // After postprocess (the tree's final modules and busybox), before the rpmdb
+    // and commit; the dracut case was refused before any work.
+    if tf.initramfs == Initramfs::Arbor {
+        // The storage drivers of every board the tree is for.
+        let mut modules: Vec<String> = Vec::new();
+        for name in &tf.boards {
+            let board = crate::board::find(name).with_context(|| format!("treefile key `boards`: {name}"))?;
+            modules.extend(board.modules);
+        }
+        modules.sort();
+        modules.dedup();
+        let kernels = super::initramfs::write_all(&root, &rootfs, &modules, when)?;
+        tracing::debug!(?kernels, "initramfs images");
+        stage("compose::initramfs-built", &mut clock)?;
+    }
 
     let dbdir = rootfs.join("usr/lib/sysimage/rpm");
     std::fs::create_dir_all(&dbdir).with_context(|| format!("creating {}", dbdir.display()))?;

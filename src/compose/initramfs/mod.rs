@@ -1,0 +1,221 @@
+//! arbor's own initramfs (treefile `initramfs: arbor`): the tree's static
+//! busybox, the storage and filesystem modules with their dependencies, and a
+//! small `/init` that mounts the root, sets up the OSTree deployment as
+//! ostree-prepare-root does and switches to it.
+//!
+//! Built natively on the build host from the tree's own files (no emulation)
+//! and deterministic: a sorted newc cpio with one timestamp, gzip with a
+//! fixed header. gzip because every ARM kernel arbor targets unpacks it.
+
+pub mod cpio;
+pub mod modules;
+
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use cap_std::fs::Dir;
+
+use crate::runner::Tool;
+
+/// The `/init` script (busybox sh), shipped as is.
+pub const INIT: &str = include_str!("init.sh");
+
+/// Modules every arbor initramfs carries when the kernel has them as modules
+/// (built-in ones are skipped): ext4 (and crc32c, which ext4's metadata
+/// checksums need, a soft dependency modules.dep does not list), virtio disks
+/// for qemu's virt machine, and the Raspberry Pi SD/eMMC hosts.
+pub const DEFAULT_MODULES: &[&str] = &[
+    "virtio_blk",
+    "virtio_pci",
+    "virtio_mmio",
+    "sdhci_iproc",
+    "sdhci_pltfm",
+    "sdhci",
+    "bcm2835",
+    "mmc_block",
+    "crc32c_generic",
+    "ext4",
+];
+
+/// busybox applets linked into /bin: what /init runs, and a few more for the
+/// emergency shell.
+pub const APPLETS: &[&str] = &[
+    "cat",
+    "dmesg",
+    "echo",
+    "findfs",
+    "grep",
+    "insmod",
+    "ln",
+    "ls",
+    "mkdir",
+    "mount",
+    "od",
+    "printf",
+    "readlink",
+    "sed",
+    "sh",
+    "sleep",
+    "switch_root",
+    "touch",
+    "tr",
+    "umount",
+];
+
+/// Where the tree's static busybox may be, in the order looked at.
+const BUSYBOX_PATHS: &[&str] = &["usr/sbin/busybox", "usr/bin/busybox", "sbin/busybox", "bin/busybox"];
+
+/// The module list /init reads: absolute paths in the initramfs, load order.
+pub const MODULE_LIST: &str = "etc/arbor-initramfs/modules";
+
+/// Builds the gzip-compressed initramfs for kernel `kver` of the tree at
+/// `tree`, whose `usr/lib/modules/$kver/modules.dep` must exist (see
+/// [`ensure_modules_dep`]). `extra_modules` are loaded after the defaults
+/// (a board's own drivers); `timestamp` is every entry's mtime.
+pub fn build(tree: &Dir, kver: &str, extra_modules: &[String], timestamp: u64) -> Result<Vec<u8>> {
+    let cpio = archive(tree, kver, extra_modules)?.write(timestamp);
+    // Header mtime 0 and no file name: the same archive gives the same bytes.
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    gz.write_all(&cpio).context("compressing the initramfs")?;
+    gz.finish().context("compressing the initramfs")
+}
+
+/// The uncompressed archive [`build`] compresses.
+pub fn archive(tree: &Dir, kver: &str, extra_modules: &[String]) -> Result<cpio::Archive> {
+    let moddir = format!("usr/lib/modules/{kver}");
+    let mut a = cpio::Archive::new();
+    for d in ["dev", "proc", "sys", "run", "sysroot", "newroot"] {
+        a.dir(d, 0o755)?;
+    }
+    a.dir("tmp", 0o1777)?;
+    a.char_dev("dev/console", 0o600, 5, 1)?;
+    a.char_dev("dev/null", 0o666, 1, 3)?;
+    a.file("init", 0o755, INIT.as_bytes().to_vec())?;
+
+    let (bb_path, busybox) = read_busybox(tree)?;
+    for applet in APPLETS {
+        if !has_applet(&busybox, applet) {
+            bail!("the initramfs needs busybox's `{applet}` applet; /{bb_path} has none");
+        }
+        a.symlink(&format!("bin/{applet}"), "busybox")?;
+    }
+    a.file("bin/busybox", 0o755, busybox)?;
+
+    let dep = tree
+        .read_to_string(format!("{moddir}/modules.dep"))
+        .with_context(|| format!("reading /{moddir}/modules.dep"))?;
+    let builtin = match tree.read_to_string(format!("{moddir}/modules.builtin")) {
+        Ok(s) => modules::builtin(&s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => return Err(e).with_context(|| format!("reading /{moddir}/modules.builtin")),
+    };
+    let wanted: Vec<&str> = DEFAULT_MODULES
+        .iter()
+        .copied()
+        .chain(extra_modules.iter().map(String::as_str))
+        .filter(|m| !builtin.contains(&modules::module_name(m)))
+        .collect();
+    let order = modules::modules_closure(&dep, &wanted).with_context(|| format!("kernel {kver}"))?;
+    let mut list = String::new();
+    for rel in &order {
+        let data = tree
+            .read(format!("{moddir}/{rel}"))
+            .with_context(|| format!("reading kernel module /{moddir}/{rel}"))?;
+        a.file(&format!("lib/modules/{kver}/{rel}"), 0o644, data)?;
+        list.push_str(&format!("/lib/modules/{kver}/{rel}\n"));
+    }
+    a.file(MODULE_LIST, 0o644, list.into_bytes())?;
+    Ok(a)
+}
+
+/// Runs the host's `depmod` on the tree's kernel `kver` when the kernel
+/// package ships no `modules.dep` (Debian's does not: its postinst makes it).
+/// kmod's depmod reads foreign-arch modules fine.
+pub fn ensure_modules_dep(tree: &Dir, tree_path: &Path, kver: &str) -> Result<()> {
+    if tree.exists(format!("usr/lib/modules/{kver}/modules.dep")) {
+        return Ok(());
+    }
+    // depmod looks under BASE/lib/modules (or BASE/usr/lib/modules for a kmod
+    // built that way); through the tree's /lib symlink both find the modules.
+    let base = if tree.exists(format!("lib/modules/{kver}")) {
+        tree_path.to_path_buf()
+    } else {
+        tree_path.join("usr")
+    };
+    Tool::new("depmod").arg("-b").arg(&base).arg(kver).run()?;
+    if !tree.exists(format!("usr/lib/modules/{kver}/modules.dep")) {
+        bail!(
+            "`depmod -b {} {kver}` wrote no /usr/lib/modules/{kver}/modules.dep",
+            base.display()
+        );
+    }
+    Ok(())
+}
+
+/// The kernels of the tree: each `usr/lib/modules/$kver` holding a `vmlinuz`, sorted.
+pub fn kernels(tree: &Dir) -> Result<Vec<String>> {
+    let dir = match tree.open_dir("usr/lib/modules") {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).context("opening /usr/lib/modules"),
+    };
+    let mut out = Vec::new();
+    for entry in dir.entries().context("listing /usr/lib/modules")? {
+        let entry = entry.context("listing /usr/lib/modules")?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let vmlinuz = format!("{name}/vmlinuz");
+        if dir.symlink_metadata(&vmlinuz).is_ok_and(|m| m.is_file()) {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes `usr/lib/modules/$kver/initramfs.img` (where libostree's deploy
+/// looks for it) for every kernel of the tree at `tree_path`, running depmod
+/// first where needed. Returns the kernel versions done.
+pub fn write_all(tree: &Dir, tree_path: &Path, extra_modules: &[String], timestamp: u64) -> Result<Vec<String>> {
+    let kvers = kernels(tree)?;
+    for kver in &kvers {
+        ensure_modules_dep(tree, tree_path, kver)?;
+        let img = build(tree, kver, extra_modules, timestamp)
+            .with_context(|| format!("building the initramfs for kernel {kver}"))?;
+        let path = format!("usr/lib/modules/{kver}/initramfs.img");
+        // Through a rename: the old file may be a hardlinked package-cache object.
+        super::postprocess::replace_file(tree, &path, &img, 0o644)?;
+        tracing::info!(kver, bytes = img.len(), "initramfs written");
+    }
+    Ok(kvers)
+}
+
+fn read_busybox(tree: &Dir) -> Result<(&'static str, Vec<u8>)> {
+    let Some(path) = BUSYBOX_PATHS
+        .iter()
+        .copied()
+        .find(|p| tree.metadata(p).is_ok_and(|m| m.is_file()))
+    else {
+        bail!(
+            "the arbor initramfs needs a static busybox in the tree (one of /{}); add busybox to the treefile's packages",
+            BUSYBOX_PATHS.join(", /")
+        );
+    };
+    let data = tree.read(path).with_context(|| format!("reading /{path}"))?;
+    let elf = goblin::elf::Elf::parse(&data).with_context(|| format!("/{path} is not an ELF executable"))?;
+    if elf.interpreter.is_some() {
+        bail!("/{path} is dynamically linked; the initramfs needs a static busybox (Debian's busybox-static)");
+    }
+    Ok((path, data))
+}
+
+/// busybox keeps its applet names as one NUL-separated string table.
+fn has_applet(busybox: &[u8], applet: &str) -> bool {
+    let needle = format!("\0{applet}\0");
+    busybox.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[cfg(test)]
+mod tests;
