@@ -70,12 +70,8 @@ fn qemu_virt_image_is_accepted_by_sfdisk_e2fsck_and_ostree() {
     assert!(dump.contains("label: dos"), "{dump}");
     let boot = part(&v, "boot");
     let root = part(&v, "root");
-    assert!(
-        dump.contains(&format!("start=        {}", boot["start"].as_u64().unwrap() / 512))
-            || dump.contains(&format!("start={}", boot["start"].as_u64().unwrap() / 512))
-            || dump.contains(&(boot["start"].as_u64().unwrap() / 512).to_string()),
-        "{dump}"
-    );
+    let sector = |p: &serde_json::Value| format!("start={:>12}", p["start"].as_u64().unwrap() / 512);
+    assert!(dump.contains(&sector(boot)) && dump.contains(&sector(root)), "{dump}");
     assert!(
         dump.contains("bootable"),
         "the boot partition is marked for U-Boot: {dump}"
@@ -92,23 +88,26 @@ fn qemu_virt_image_is_accepted_by_sfdisk_e2fsck_and_ostree() {
     );
     assert!(Path::new(v["bmap"].as_str().unwrap()).exists());
 
-    // The root filesystem is an ostree sysroot with the commit deployed.
+    // The root filesystem is an ostree sysroot with the commit deployed; /boot
+    // (its own partition) is put where the device mounts it.
     let rootfs = t.path().join("rootfs");
     std::fs::create_dir(&rootfs).unwrap();
-    run(Command::new("debugfs")
-        .args(["-R", &format!("rdump / {}", rootfs.display())])
-        .arg(format!("{}?offset={}", img.display(), root["start"])));
+    for (p, dest) in [(root, rootfs.clone()), (boot, rootfs.join("boot"))] {
+        run(Command::new("debugfs")
+            .args(["-R", &format!("rdump / {}", dest.display())])
+            .arg(format!("{}?offset={}", img.display(), p["start"])));
+    }
     let status = run(Command::new("ostree")
-        .args(["admin", "status", "--sysroot"])
-        .arg(&rootfs));
+        .arg("admin")
+        .arg("status")
+        .arg(format!("--sysroot={}", rootfs.display())));
     assert!(status.contains(v["commit"].as_str().unwrap()), "{status}");
+    assert!(
+        status.contains("origin refspec: arbor/aarch64/sample-minimal"),
+        "{status}"
+    );
     // The boot partition has extlinux.conf pointing at the deployment's kernel and initramfs.
-    let bootfs = t.path().join("bootfs");
-    std::fs::create_dir(&bootfs).unwrap();
-    run(Command::new("debugfs")
-        .args(["-R", &format!("rdump / {}", bootfs.display())])
-        .arg(format!("{}?offset={}", img.display(), boot["start"])));
-    let ext = std::fs::read_to_string(bootfs.join("extlinux/extlinux.conf")).unwrap();
+    let ext = std::fs::read_to_string(rootfs.join("boot/extlinux/extlinux.conf")).unwrap();
     assert!(
         ext.contains("vmlinuz-6.1.0-50-arm64") && ext.contains("initramfs-6.1.0-50-arm64.img"),
         "{ext}"

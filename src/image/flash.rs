@@ -291,11 +291,10 @@ fn write_all(image: &Path, out: &File, target: &Target) -> Result<(Bmap, u64)> {
         }
         if let Some(dev) = target.size.filter(|&d| written + n as u64 > d) {
             bail!(
-                "refusing to write past the end of {}: the image is larger than the device ({}, {dev} bytes); \
-                 {} bytes were written",
+                "the image is larger than the device {} ({}, {dev} bytes): stopped after writing {written} bytes; \
+                 the device now holds a partial image",
                 target.path.display(),
                 human_size(dev),
-                written
             );
         }
         h.update(&buf[..n]);

@@ -159,6 +159,7 @@ pub fn write_ext4(
         .arg(image)
         .arg(format!("{}k", len / 1024))
         .env("E2FSPROGS_FAKE_TIME", timestamp.to_string())
+        .env("SOURCE_DATE_EPOCH", timestamp.to_string())
         .env("MKE2FS_DEVICE_SECTSIZE", "512")
         .run()
         .with_context(|| format!("making the ext4 partition {label} from {}", source.display()))
