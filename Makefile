@@ -27,7 +27,7 @@ test: setup lint
 	$(CARGO) test --no-fail-fast
 
 bench: setup
-	$(CARGO) bench --bench sample_repo --bench resolve --bench compose --bench delta --bench scriptlets
+	$(CARGO) bench --bench sample_repo --bench resolve --bench compose --bench delta --bench scriptlets --bench image
 
 clean:
 	$(CARGO) clean

@@ -16,6 +16,8 @@ pub const ALL: &[&str] = &[
     "compose::rpmdb-written",
     "compose::commit-written",
     "compose::ref-written",
+    "image::deployed",
+    "image::partitions-written",
 ];
 
 /// Checks the failpoint `name`.

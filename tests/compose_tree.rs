@@ -151,7 +151,7 @@ fn killed_at_any_stage_the_ref_is_unchanged_and_a_rerun_completes() {
         format!("{SMALL}add-commit-metadata:\n  run: second\n"),
     )
     .unwrap();
-    for fp in arbor::failpoint::ALL {
+    for fp in arbor::failpoint::ALL.iter().filter(|f| f.starts_with("compose::")) {
         let out = t.compose_tree("repo", &[], &[("ARBOR_FAILPOINT", fp)]);
         if *fp == "compose::ref-written" {
             continue; // after the transaction: the new commit is in place, checked below

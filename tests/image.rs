@@ -239,3 +239,38 @@ fn the_rpi3_image_boots_in_qemu_raspi3b_through_uboot() {
         "{b}"
     );
 }
+
+#[test]
+fn a_build_killed_at_any_point_leaves_nothing_at_the_output_path() {
+    let (_, repo) = composed();
+    let t = tempfile::tempdir().unwrap();
+    let out_path = t.path().join("disk.img");
+    for fp in arbor::failpoint::ALL.iter().filter(|f| f.starts_with("image::")) {
+        let out = arbor()
+            .env("ARBOR_FAILPOINT", fp)
+            .args([
+                "image",
+                "--ref",
+                "arbor/aarch64/sample-minimal",
+                "--board",
+                "qemu-virt-aarch64",
+                "--repo",
+            ])
+            .arg(repo)
+            .arg("-o")
+            .arg(&out_path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{fp}: expected a kill");
+        for p in [
+            out_path.clone(),
+            t.path().join("disk.img.bmap"),
+            t.path().join("disk.img.json"),
+        ] {
+            assert!(!p.exists(), "{fp}: {} exists after a killed build", p.display());
+        }
+    }
+    // A rerun completes.
+    let v = image("qemu-virt-aarch64", t.path(), &[]);
+    assert!(Path::new(v["file"].as_str().unwrap()).exists());
+}

@@ -221,19 +221,48 @@ impl BootTest {
 
 impl Boards {
     fn run(self) -> Result<()> {
+        let boards = match &self.board {
+            Some(name) => vec![crate::board::find(name)?],
+            None => crate::board::list()?,
+        };
+        if self.json {
+            let v: Vec<serde_json::Value> = boards
+                .iter()
+                .map(|b| {
+                    let size = b.image_size(None);
+                    let parts: Vec<serde_json::Value> = b
+                        .layout(size)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|p| {
+                            serde_json::json!({
+                                "label": p.partition.label, "role": p.partition.role.to_string(),
+                                "fs": p.partition.fs.to_string(), "start": p.start, "size": p.size,
+                                "bootable": p.partition.bootable,
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "name": b.name, "arch": b.arch.rpm_name(), "description": b.description,
+                        "bootloader": b.bootloader.to_string(), "size": size, "qemu": b.qemu.is_some(),
+                        "partitions": parts,
+                    })
+                })
+                .collect();
+            return super::print_json(&v);
+        }
         match self.board {
-            Some(name) => {
-                let b = crate::board::find(&name)?;
+            Some(_) => {
+                let b = &boards[0];
                 print!("{}", b.describe_layout(b.image_size(None))?);
-                Ok(())
             }
             None => {
-                for b in crate::board::list()? {
+                for b in &boards {
                     println!("{:<20} {:<8} {}", b.name, b.arch.to_string(), b.description);
                 }
-                Ok(())
             }
         }
+        Ok(())
     }
 }
 

@@ -160,6 +160,7 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
         .arg(root_dir.join(&deployed.deploy_dir))
         .run()?;
     let tree = root_dir.join(&deployed.deploy_dir);
+    crate::failpoint::hit("image::deployed")?;
     let kernel = kernel_version(&tree)?;
 
     install_keys(&tree, &opts.keys)?;
@@ -260,6 +261,7 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
             .with_context(|| format!("writing blob {}", b.from))?;
     }
     tmp.as_file().sync_all().context("syncing the image")?;
+    crate::failpoint::hit("image::partitions-written")?;
 
     let raw_name = opts.output.clone();
     let bmap_path = PathBuf::from(format!("{}.bmap", strip_compression(&raw_name).display()));
