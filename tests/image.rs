@@ -64,7 +64,14 @@ fn part<'a>(v: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
 #[test]
 fn qemu_virt_image_is_accepted_by_sfdisk_e2fsck_and_ostree() {
     let t = tempfile::tempdir().unwrap();
-    let v = image("qemu-virt-aarch64", t.path(), &[]);
+    let key = t.path().join("device-key");
+    run(arbor().arg("keygen").arg("-o").arg(&key));
+    let pubkey = format!("{}.pub", key.display());
+    let v = image(
+        "qemu-virt-aarch64",
+        t.path(),
+        &["--remote", "https://updates.example.com/repo", "--keys", &pubkey],
+    );
     let img = PathBuf::from(v["file"].as_str().unwrap());
     let dump = run(Command::new("sfdisk").arg("-d").arg(&img));
     assert!(dump.contains("label: dos"), "{dump}");
@@ -103,8 +110,19 @@ fn qemu_virt_image_is_accepted_by_sfdisk_e2fsck_and_ostree() {
         .arg(format!("--sysroot={}", rootfs.display())));
     assert!(status.contains(v["commit"].as_str().unwrap()), "{status}");
     assert!(
-        status.contains("origin refspec: arbor/aarch64/sample-minimal"),
+        status.contains("origin refspec: origin:arbor/aarch64/sample-minimal"),
         "{status}"
+    );
+    // The device's update remote and the key it trusts.
+    let config = std::fs::read_to_string(rootfs.join("ostree/repo/config")).unwrap();
+    assert!(
+        config.contains("[remote \"origin\"]") && config.contains("url=https://updates.example.com/repo"),
+        "{config}"
+    );
+    let deploy = rootfs.join(v["deploy_dir"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(deploy.join("etc/arbor/keys/device-key.pub")).unwrap(),
+        std::fs::read_to_string(&pubkey).unwrap()
     );
     // The boot partition has extlinux.conf pointing at the deployment's kernel and initramfs.
     let ext = std::fs::read_to_string(rootfs.join("boot/extlinux/extlinux.conf")).unwrap();
