@@ -292,3 +292,37 @@ fn a_build_killed_at_any_point_leaves_nothing_at_the_output_path() {
     let v = image("qemu-virt-aarch64", t.path(), &[]);
     assert!(Path::new(v["file"].as_str().unwrap()).exists());
 }
+
+#[test]
+fn a_gpt_board_gets_a_valid_gpt_and_boots() {
+    let t = tempfile::tempdir().unwrap();
+    let board = t.path().join("virt-gpt.toml");
+    let text = std::fs::read_to_string(common::root().join("boards/qemu-virt-aarch64.toml")).unwrap();
+    std::fs::write(
+        &board,
+        text.replace("partition_table = \"mbr\"", "partition_table = \"gpt\"")
+            .replace("name = \"qemu-virt-aarch64\"", "name = \"virt-gpt\""),
+    )
+    .unwrap();
+    let v = image(board.to_str().unwrap(), t.path(), &[]);
+    let img = v["file"].as_str().unwrap();
+    let dump = run(Command::new("sfdisk").arg("-d").arg(img));
+    assert!(
+        dump.contains("label: gpt") && dump.contains("LegacyBIOSBootable"),
+        "{dump}"
+    );
+    // sfdisk checks both headers, their CRCs and the entries.
+    run(Command::new("sfdisk").arg("--verify").arg(img));
+    let out = arbor()
+        .args(["image", "boot-test", "--json", "--board"])
+        .arg(&board)
+        .arg(img)
+        .output()
+        .unwrap();
+    assert!(
+        ok_json(&out)["line"]
+            .as_str()
+            .unwrap()
+            .contains(v["commit"].as_str().unwrap())
+    );
+}

@@ -99,12 +99,6 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
     let board = crate::board::find(&opts.board)?;
     let size = board.image_size(opts.size);
     let placed = board.layout(size)?;
-    if board.partition_table == PartitionTable::Gpt {
-        bail!(
-            "board {}: GPT images are not written yet (only MBR); use partition_table = \"mbr\"",
-            board.name
-        );
-    }
     let meta = crate::ostree::tree::commit_info(&opts.repo, &opts.rev)?;
     if let Some(arch) = meta.metadata.get("arbor.arch")
         && arch != board.arch.rpm_name()
@@ -205,27 +199,7 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
             .set_permissions(std::fs::Permissions::from_mode(0o644))
             .context("setting the image's mode")?;
     }
-    let parts: Vec<super::mbr::MbrPart> = placed
-        .iter()
-        .map(|p| {
-            Ok(super::mbr::MbrPart {
-                start: p.start,
-                size: p.size,
-                kind: match p.partition.kind {
-                    PartType::Mbr(b) => b,
-                    PartType::Gpt(_) => bail!("partition {} has a GPT type on an MBR board", p.partition.label),
-                },
-                bootable: p.partition.bootable,
-            })
-        })
-        .collect::<Result<_>>()?;
-    let mbr = super::mbr::encode(derived_u32(&seed, "disk"), &parts)?;
-    {
-        use std::os::unix::fs::FileExt;
-        tmp.as_file()
-            .write_all_at(&mbr, 0)
-            .context("writing the partition table")?;
-    }
+    write_table(tmp.as_file(), &board, &placed, size, &seed)?;
     for p in &placed {
         let label = &p.partition.label;
         let id = &ids[label];
@@ -316,6 +290,60 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
         allocated,
         secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Writes the board's partition table (MBR, or GPT with its backup at the end).
+fn write_table(
+    file: &std::fs::File,
+    board: &Board,
+    placed: &[crate::board::Placed],
+    size: u64,
+    seed: &str,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let pieces: Vec<(u64, Vec<u8>)> = match board.partition_table {
+        PartitionTable::Mbr => {
+            let parts: Vec<super::mbr::MbrPart> = placed
+                .iter()
+                .map(|p| {
+                    Ok(super::mbr::MbrPart {
+                        start: p.start,
+                        size: p.size,
+                        kind: match p.partition.kind {
+                            PartType::Mbr(b) => b,
+                            PartType::Gpt(_) => bail!("partition {} has a GPT type on an MBR board", p.partition.label),
+                        },
+                        bootable: p.partition.bootable,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            vec![(0, super::mbr::encode(derived_u32(seed, "disk"), &parts)?.to_vec())]
+        }
+        PartitionTable::Gpt => {
+            let parts: Vec<super::gpt::GptPart> = placed
+                .iter()
+                .map(|p| {
+                    Ok(super::gpt::GptPart {
+                        start: p.start,
+                        size: p.size,
+                        type_guid: match &p.partition.kind {
+                            PartType::Gpt(g) => g.clone(),
+                            PartType::Mbr(_) => bail!("partition {} has an MBR type on a GPT board", p.partition.label),
+                        },
+                        guid: derived_uuid(seed, &format!("partition {}", p.partition.label)),
+                        name: p.partition.label.clone(),
+                        bootable: p.partition.bootable,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            super::gpt::encode(&derived_uuid(seed, "disk"), size, &parts)?
+        }
+    };
+    for (offset, bytes) in pieces {
+        file.write_all_at(&bytes, offset)
+            .context("writing the partition table")?;
+    }
+    Ok(())
 }
 
 /// Reads `<image>.json` for an image file (raw or compressed).

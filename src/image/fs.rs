@@ -145,8 +145,10 @@ pub fn write_ext4(
     source: &Path,
     timestamp: u64,
 ) -> Result<()> {
-    if len % 4096 != 0 {
-        bail!("ext4 partition {label}: size {len} is not a multiple of 4096");
+    // The filesystem uses whole 4 KiB blocks; a partition's odd tail stays unused.
+    let len = len / 4096 * 4096;
+    if len == 0 {
+        bail!("ext4 partition {label} is smaller than one 4 KiB block");
     }
     crate::runner::Tool::new("mkfs.ext4")
         .args(["-F", "-q", "-b", "4096", "-L", label, "-U", uuid, "-I", "256"])

@@ -6,4 +6,5 @@ pub mod build;
 pub mod compress;
 pub mod flash;
 pub mod fs;
+pub mod gpt;
 pub mod mbr;
