@@ -76,6 +76,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("qemu-aarch64-static", "running aarch64 scriptlets"),
     ("qemu-arm-static", "running armv7hl scriptlets"),
     ("qemu-system-aarch64", "boot tests of aarch64 images"),
+    ("qemu-system-arm", "boot tests of armv7 images"),
+    ("debugfs", "reading U-Boot and DTBs out of images for boot tests"),
+    ("chattr", "removing libostree's immutable deployment directories"),
+    ("bmaptool", "checking .bmap files (tests)"),
     ("testsolv", "solver cross-checks and benchmarks"),
 ];
 

@@ -139,6 +139,7 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
     let mut kargs = vec![board.root_karg(&ids[&root_part.label]), "rw".to_string()];
     kargs.extend(board.kernel_args.iter().cloned());
 
+    tracing::info!(board = %board.name, commit = %meta.commit, "deploying into a staging sysroot");
     let deployed = crate::ostree::sysroot::deploy(&crate::ostree::sysroot::DeployRequest {
         sysroot: &root_dir,
         source_repo: &opts.repo,
@@ -201,6 +202,7 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
     }
     write_table(tmp.as_file(), &board, &placed, size, &seed)?;
     for p in &placed {
+        tracing::info!(partition = %p.partition.label, fs = %p.partition.fs, mib = p.size >> 20, "writing");
         let label = &p.partition.label;
         let id = &ids[label];
         match (p.partition.role, p.partition.fs) {
