@@ -42,24 +42,13 @@ fn run_in(root: &Path, extra: &[&str], cmd: &[&str]) -> Output {
         .unwrap()
 }
 
-fn host_binfmt() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/proc/sys/fs/binfmt_misc")
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 const BASE: &[&str] = &["filesystem", "setup", "busybox", "glibc", "bash", "ncurses-libs"];
 
 #[test]
 fn aarch64_programs_run_under_a_private_qemu_registration() {
     let t = tempfile::tempdir().unwrap();
     let root = tree(t.path(), "aarch64", BASE);
-    let before = host_binfmt();
+    let before = common::host_binfmt();
     let out = run_in(
         &root,
         &[],
@@ -82,7 +71,7 @@ fn aarch64_programs_run_under_a_private_qemu_registration() {
     ] {
         assert!(stdout.contains(want), "{want:?} missing from:\n{stdout}");
     }
-    assert_eq!(host_binfmt(), before, "the host's binfmt_misc must not change");
+    assert_eq!(common::host_binfmt(), before, "the host's binfmt_misc must not change");
 }
 
 #[test]

@@ -12,23 +12,12 @@ use common::{Scratch, ok_json, ostree, sample_url};
 const TREE: &str = "ref: test/scripts\nrepos: [sample]\n\
     packages: [filesystem, setup, bash, busybox, glibc, sampled]\nrecommends: false\n";
 
-fn host_binfmt() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/proc/sys/fs/binfmt_misc")
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[test]
 fn an_aarch64_compose_runs_shell_lua_and_trigger_scriptlets() {
-    let before = host_binfmt();
+    let before = common::host_binfmt();
     let t = Scratch::new(&sample_url(), TREE);
     let v = ok_json(&t.compose_tree("repo", &[], &[]));
-    assert_eq!(host_binfmt(), before, "the host's binfmt_misc must not change");
+    assert_eq!(common::host_binfmt(), before, "the host's binfmt_misc must not change");
     let commit = v["commit"].as_str().unwrap().to_string();
     let scripts = &v["scripts"];
     // filesystem %pretrans and glibc %post are lua.

@@ -47,24 +47,26 @@ pub struct HeaderInfo {
     pub build_time: u64,
 }
 
-/// Reads the header of the .rpm at `path`.
-pub fn read(path: &Path) -> Result<HeaderInfo> {
-    let ctx = || format!("reading the RPM header of {}", path.display());
-    let m = rpm::PackageMetadata::open(path).with_context(ctx)?;
-    let name = m.get_name().with_context(ctx)?.to_string();
-    // rpm's own spelling: the epoch only when it is set and not 0.
+/// `(name, [epoch:]version-release, name-[epoch:]version-release.arch)` as rpm
+/// spells them: the epoch only when it is set and not 0.
+pub fn name_evr_nevra(m: &rpm::PackageMetadata) -> Result<(String, String, String)> {
+    let name = m.get_name()?.to_string();
     let epoch = m
         .get_epoch()
         .ok()
         .filter(|e| *e > 0)
         .map(|e| format!("{e}:"))
         .unwrap_or_default();
-    let nevra = format!(
-        "{name}-{epoch}{}-{}.{}",
-        m.get_version().with_context(ctx)?,
-        m.get_release().with_context(ctx)?,
-        m.get_arch().with_context(ctx)?
-    );
+    let evr = format!("{epoch}{}-{}", m.get_version()?, m.get_release()?);
+    let nevra = format!("{name}-{evr}.{}", m.get_arch()?);
+    Ok((name, evr, nevra))
+}
+
+/// Reads the header of the .rpm at `path`.
+pub fn read(path: &Path) -> Result<HeaderInfo> {
+    let ctx = || format!("reading the RPM header of {}", path.display());
+    let m = rpm::PackageMetadata::open(path).with_context(ctx)?;
+    let (name, _, nevra) = name_evr_nevra(&m).with_context(ctx)?;
     let mut files = Vec::new();
     for e in m.get_file_entries().with_context(ctx)? {
         let kind = match e.mode().file_type() {

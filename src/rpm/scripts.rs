@@ -127,15 +127,7 @@ pub fn read(path: &Path) -> Result<PackageScripts> {
 
 /// [`read`] for a header already in memory.
 pub fn from_metadata(m: &rpm::PackageMetadata) -> Result<PackageScripts> {
-    let name = m.get_name()?.to_string();
-    let epoch = m
-        .get_epoch()
-        .ok()
-        .filter(|e| *e > 0)
-        .map(|e| format!("{e}:"))
-        .unwrap_or_default();
-    let evr = format!("{epoch}{}-{}", m.get_version()?, m.get_release()?);
-    let nevra = format!("{name}-{evr}.{}", m.get_arch()?);
+    let (name, evr, nevra) = super::header::name_evr_nevra(m)?;
     let h = &m.header;
     use IndexTag::*;
     let pretrans = scriptlet(

@@ -170,3 +170,15 @@ pub fn err(out: &Output) -> String {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// The host's binfmt_misc registrations (names), sorted: arbor must never change them.
+pub fn host_binfmt() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

@@ -100,12 +100,12 @@ fn check_plain_ko(path: &str) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// The lines of Debian's 6.1.0 arm64 `modules.dep` for the default set.
-    const DEP: &str = "\
+    pub(in crate::compose::initramfs) const DEP: &str = "\
 kernel/fs/mbcache.ko:
 kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
 kernel/fs/jbd2/jbd2.ko:
