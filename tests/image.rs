@@ -326,3 +326,46 @@ fn a_gpt_board_gets_a_valid_gpt_and_boots() {
             .contains(v["commit"].as_str().unwrap())
     );
 }
+
+#[test]
+fn an_armv7_tree_composes_under_qemu_arm_and_its_image_boots() {
+    common::sample_repo();
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    let out = arbor()
+        .args(["compose", "tree", "--arch", "armv7hl", "--json", "--repo"])
+        .arg(&repo)
+        .arg("--cache-dir")
+        .arg(t.path().join("cache"))
+        .arg(common::root().join("treefiles/sample-armv7.yaml"))
+        .output()
+        .unwrap();
+    let c = ok_json(&out);
+    let out = arbor()
+        .args([
+            "image",
+            "--json",
+            "--ref",
+            "arbor/armv7hl/sample-armv7",
+            "--board",
+            "qemu-virt-armv7",
+            "--repo",
+        ])
+        .arg(&repo)
+        .arg("-o")
+        .arg(t.path().join("armv7.img"))
+        .output()
+        .unwrap();
+    let v = ok_json(&out);
+    assert_eq!(v["commit"], c["commit"]);
+    let out = arbor()
+        .args(["image", "boot-test", "--json"])
+        .arg(v["file"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let line = ok_json(&out)["line"].as_str().unwrap().to_string();
+    assert!(
+        line.contains(c["commit"].as_str().unwrap()) && line.contains("arch=armv7l"),
+        "{line}"
+    );
+}

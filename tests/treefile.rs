@@ -691,6 +691,7 @@ fn shipped_treefiles_are_all_covered() {
         "sample-minimal.yaml",
         "sample-aarch64.yaml",
         "sample-common.yaml",
+        "sample-armv7.yaml",
         "fedora-iot/fedora.repo",
         "fedora-iot/fedora-iot-rpi4.yaml",
         "fedora-iot/fedora-iot-base.yaml",
@@ -802,4 +803,16 @@ fn shipped_fedora_iot_rpi4_structure_loads_offline() {
     }
     assert!(x.packages.iter().any(|p| p == "podman"));
     assert!(x.boards.is_empty());
+}
+
+#[test]
+fn shipped_sample_armv7_names_its_board() {
+    let t = treefile::load(&shipped("sample-armv7.yaml"), Arch::Armv7hl).unwrap();
+    assert_eq!(t.treeref, "arbor/armv7hl/sample-armv7");
+    assert_eq!(t.boards, ["qemu-virt-armv7"]);
+    assert!(t.packages.iter().any(|p| p == "kernel"), "{:?}", t.packages);
+    // Every board it names exists.
+    for b in &t.boards {
+        arbor::board::find(b).unwrap();
+    }
 }

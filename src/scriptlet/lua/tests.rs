@@ -5,8 +5,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use mlua::Lua;
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::ForkResult;
 
 use super::{Macros, error_message, exit_now, run};
 
@@ -14,13 +12,10 @@ fn macros() -> Macros {
     Macros::for_arch("aarch64")
 }
 
-/// Runs a script that must succeed.
+/// Runs a script that must succeed (in a child process: see [`run_in_child`]).
 fn run_ok(script: &str) {
-    assert_eq!(
-        run(script, "%test(arbor)", &[], &macros()),
-        0,
-        "script failed:\n{script}"
-    );
+    let (code, stderr) = child(script);
+    assert_eq!(code, 100, "script failed:\n{script}\n{stderr}");
 }
 
 /// A Lua string literal for `p`.
@@ -28,20 +23,43 @@ fn lit(p: &Path) -> String {
     format!("{:?}", p.to_str().expect("temp paths are UTF-8"))
 }
 
-/// Runs `script` in a forked child and returns its exit code, or 100 plus
-/// `run`'s status when `run` returned instead of exiting.
+/// The variable that makes [`child_entry`] run a script.
+const CHILD_SCRIPT: &str = "ARBOR_LUA_TEST_CHILD_SCRIPT";
+
+/// Runs `script` in a fresh process — this test binary, running only
+/// [`child_entry`] — and returns its exit code, or 100 plus `run`'s status when
+/// `run` returned instead of exiting. Scripts fork, exec and exit; forking
+/// inside the multi-threaded test harness could leave the child waiting forever
+/// on a lock (stdout) another test thread held at that moment.
 fn run_in_child(script: &str) -> i32 {
-    // SAFETY: the child only runs the interpreter and then exits with
-    // _exit; it never returns into the test harness.
-    match unsafe { nix::unistd::fork() }.expect("fork") {
-        ForkResult::Child => {
-            let status = run(script, "child", &[], &macros());
-            exit_now(100 + status)
-        }
-        ForkResult::Parent { child } => match waitpid(child, None).expect("waitpid") {
-            WaitStatus::Exited(_, code) => code,
-            other => panic!("child ended with {other:?}"),
-        },
+    child(script).0
+}
+
+fn child(script: &str) -> (i32, String) {
+    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--exact",
+            "scriptlet::lua::tests::child_entry",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(CHILD_SCRIPT, script)
+        .output()
+        .expect("running the test binary");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    match out.status.code() {
+        Some(c) => (c, stderr),
+        None => panic!("the child ended with {:?}:\n{stderr}", out.status),
+    }
+}
+
+/// Not a test of its own: the entry point of [`run_in_child`]'s processes.
+#[test]
+fn child_entry() {
+    if let Ok(script) = std::env::var(CHILD_SCRIPT) {
+        let status = run(&script, "%test(arbor)", &[], &macros());
+        exit_now(100 + status)
     }
 }
 
