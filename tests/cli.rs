@@ -22,11 +22,7 @@ fn help_lists_every_verb_group() {
 
 #[test]
 fn unimplemented_verbs_say_so_and_fail() {
-    for args in [
-        &["image", "--repo", "r", "--ref", "x", "--board", "rpi4", "-o", "i"][..],
-        &["status", "--json"],
-        &["upgrade"],
-    ] {
+    for args in [&["status", "--json"][..], &["upgrade"]] {
         let out = arbor().args(args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
@@ -36,6 +32,40 @@ fn unimplemented_verbs_say_so_and_fail() {
         );
         assert!(out.stdout.is_empty(), "{args:?} printed output it did not produce");
     }
+}
+
+#[test]
+fn image_and_flash_name_what_is_wrong_before_any_work() {
+    let t = tempfile::tempdir().unwrap();
+    let out = arbor()
+        .args(["image", "--repo", "no-repo", "--ref", "x", "--board", "rpi4", "-o"])
+        .arg(t.path().join("i.img"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("no-repo"), "{err}");
+    // A regular file is not a block device: refused, and left alone.
+    let img = t.path().join("i.img");
+    std::fs::write(&img, b"not an image").unwrap();
+    let target = t.path().join("target");
+    std::fs::write(&target, b"keep me").unwrap();
+    let out = arbor()
+        .arg("flash")
+        .arg(&img)
+        .arg("--device")
+        .arg(&target)
+        .arg("--yes")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains(&target.display().to_string()) && err.contains("block device"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 2, "nothing else written");
 }
 
 #[test]
