@@ -131,7 +131,6 @@ fn qemu_virt_image_is_accepted_by_sfdisk_e2fsck_and_ostree() {
         "{ext}"
     );
     assert!(ext.contains("ostree=/ostree/boot."), "{ext}");
-    let _ = Command::new("chattr").args(["-R", "-i"]).arg(&rootfs).status();
 }
 
 #[test]

@@ -29,8 +29,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Commit even when the input hash matches the ref's current commit.
     pub force: bool,
-    /// Run without package scriptlets (until the sandbox lands): they are listed
-    /// and recorded in the commit, never skipped silently.
+    /// Run no package scriptlets or postprocess scripts: they are listed and
+    /// recorded in the commit (`arbor.scripts-skipped`), never skipped silently.
     pub no_scripts: bool,
     /// Time limit per scriptlet.
     pub script_timeout: std::time::Duration,
