@@ -37,6 +37,11 @@ impl Progress {
         self.bar.inc(1);
     }
 
+    /// `n` more steps (bytes, for byte-counting bars) done.
+    pub fn inc_by(&self, n: u64) {
+        self.bar.inc(n);
+    }
+
     /// Removes the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();

@@ -139,6 +139,9 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
     let mut kargs = vec![board.root_karg(&ids[&root_part.label]), "rw".to_string()];
     kargs.extend(board.kernel_args.iter().cloned());
 
+    // Steps: deploy, bootloader files, each partition, bmap.
+    let bar = crate::progress::Progress::bar(placed.len() as u64 + 3, "image");
+    bar.message("deploying the commit (libostree)");
     tracing::info!(board = %board.name, commit = %meta.commit, "deploying into a staging sysroot");
     let deployed = crate::ostree::sysroot::deploy(&crate::ostree::sysroot::DeployRequest {
         sysroot: &root_dir,
@@ -159,6 +162,8 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
     let kernel = kernel_version(&tree)?;
 
     install_keys(&tree, &opts.keys)?;
+    bar.inc();
+    bar.message("bootloader files");
 
     // Bootloader files from the BLS entries libostree wrote.
     let boot_dir = root_dir.join("boot");
@@ -201,7 +206,12 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
             .context("setting the image's mode")?;
     }
     write_table(tmp.as_file(), &board, &placed, size, &seed)?;
+    bar.inc();
     for p in &placed {
+        bar.message(&format!(
+            "{} partition {} ({})",
+            p.partition.fs, p.partition.label, p.partition.role
+        ));
         tracing::info!(partition = %p.partition.label, fs = %p.partition.fs, mib = p.size >> 20, "writing");
         let label = &p.partition.label;
         let id = &ids[label];
@@ -218,6 +228,7 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
             (Role::Root, Fs::Ext4) => write_ext4(tmp.path(), p.start, p.size, label, id, &root_dir, meta.timestamp)?,
             (role, fs) => bail!("board {}: a {role} partition on {fs} is not supported", board.name),
         }
+        bar.inc();
     }
     for b in &board.blobs {
         let src = tree.join(b.from.trim_start_matches('/'));
@@ -241,7 +252,10 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
 
     let raw_name = opts.output.clone();
     let bmap_path = PathBuf::from(format!("{}.bmap", strip_compression(&raw_name).display()));
+    bar.message("block map");
     super::bmap::write(tmp.path(), &bmap_path)?;
+    bar.inc();
+    bar.finish();
     let allocated = allocated_bytes(tmp.path())?;
     let file = match opts.compress {
         super::compress::Compression::None => {
