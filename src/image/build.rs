@@ -97,6 +97,12 @@ pub struct ImageReport {
 pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
     let started = Instant::now();
     let board = crate::board::find(&opts.board)?;
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "arbor image needs root: the image's sysroot is a bare OSTree repository and deployment that keep \
+             every file's owner (run it with sudo; compose works without root)"
+        );
+    }
     let size = board.image_size(opts.size);
     let placed = board.layout(size)?;
     let meta = crate::ostree::tree::commit_info(&opts.repo, &opts.rev)?;
