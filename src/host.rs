@@ -37,6 +37,8 @@ pub struct Report {
     pub libostree_ok: bool,
     /// External tools.
     pub tools: Vec<ToolCheck>,
+    /// `mke2fs -V`'s version; images are reproducible from 1.47.1 on.
+    pub mke2fs_version: Option<String>,
 }
 
 impl Report {
@@ -55,6 +57,13 @@ impl Report {
             .collect();
         if !self.libostree_ok {
             p.push("libostree is older than 2022.7".into());
+        }
+        if let Some(v) = &self.mke2fs_version
+            && !version_at_least(v, &[1, 47, 1])
+        {
+            p.push(format!(
+                "mke2fs {v} ignores SOURCE_DATE_EPOCH: images will not be byte-for-byte reproducible (needs 1.47.1; scripts/setup installs it from bookworm-backports)"
+            ));
         }
         if !self.user_namespaces {
             p.push("user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0): scriptlets cannot be sandboxed".into());
@@ -100,6 +109,7 @@ pub fn check() -> Report {
         user_namespaces,
         libsolv_version: crate::solve::libsolv_version(),
         libostree_ok: crate::ostree::library_ok(),
+        mke2fs_version: mke2fs_version(),
         tools: TOOLS
             .iter()
             .map(|&(name, purpose)| ToolCheck {
@@ -109,6 +119,25 @@ pub fn check() -> Report {
             })
             .collect(),
     }
+}
+
+/// The version `mke2fs -V` reports (`1.47.2`), if it runs.
+fn mke2fs_version() -> Option<String> {
+    let out = std::process::Command::new("mke2fs").arg("-V").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().nth(1).map(String::from)
+}
+
+/// Whether a dotted version is at least `want`.
+fn version_at_least(v: &str, want: &[u64]) -> bool {
+    let have: Vec<u64> = v.split(['.', '-']).map_while(|p| p.parse().ok()).collect();
+    for (i, w) in want.iter().enumerate() {
+        let h = have.get(i).copied().unwrap_or(0);
+        if h != *w {
+            return h > *w;
+        }
+    }
+    true
 }
 
 /// Whether a `uname -r` string is at least `(major, minor)`.
@@ -137,6 +166,15 @@ fn is_executable(p: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dotted_versions_compare_numerically() {
+        assert!(version_at_least("1.47.2", &[1, 47, 1]));
+        assert!(version_at_least("1.47.1", &[1, 47, 1]));
+        assert!(!version_at_least("1.47.0", &[1, 47, 1]));
+        assert!(version_at_least("1.48", &[1, 47, 1]));
+        assert!(!version_at_least("1.9.9", &[1, 47, 1]));
+    }
+
     use super::*;
 
     #[test]
