@@ -94,9 +94,7 @@ const TOOLS: &[(&str, &str)] = &[
 
 /// Gathers the report.
 pub fn check() -> Report {
-    let kernel_release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let kernel_release = kernel_release();
     let user_namespaces = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
@@ -121,6 +119,13 @@ pub fn check() -> Report {
     }
 }
 
+/// `uname -r` (empty if uname fails).
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// The version `mke2fs -V` reports (`1.47.2`), if it runs.
 fn mke2fs_version() -> Option<String> {
     let out = std::process::Command::new("mke2fs").arg("-V").output().ok()?;
@@ -128,9 +133,13 @@ fn mke2fs_version() -> Option<String> {
     text.split_whitespace().nth(1).map(String::from)
 }
 
-/// Whether a dotted version is at least `want`.
+/// Whether a dotted version (`1.47.2`, `6.18.44-fc`) is at least `want`;
+/// a string with no leading number is not.
 fn version_at_least(v: &str, want: &[u64]) -> bool {
     let have: Vec<u64> = v.split(['.', '-']).map_while(|p| p.parse().ok()).collect();
+    if have.is_empty() {
+        return false;
+    }
     for (i, w) in want.iter().enumerate() {
         let h = have.get(i).copied().unwrap_or(0);
         if h != *w {
@@ -142,13 +151,7 @@ fn version_at_least(v: &str, want: &[u64]) -> bool {
 
 /// Whether a `uname -r` string is at least `(major, minor)`.
 pub fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
-    let major = parts.next().and_then(|s| s.parse::<u32>().ok());
-    let minor = parts.next().and_then(|s| s.parse::<u32>().ok());
-    match (major, minor) {
-        (Some(a), Some(b)) => (a, b) >= want,
-        _ => false,
-    }
+    version_at_least(release, &[u64::from(want.0), u64::from(want.1)])
 }
 
 /// Finds `name` on PATH.

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::compress::Compression;
 use super::fs::{FatSource, clamp_times, write_ext4, write_fat};
 use crate::board::{Board, Fs, PartType, PartitionTable, Role};
 
@@ -32,7 +33,7 @@ pub struct ImageOptions {
     /// Image size (default: the board's).
     pub size: Option<u64>,
     /// Compress the image (the raw image is then not kept).
-    pub compress: super::compress::Compression,
+    pub compress: Compression,
     /// The device's update remote URL (remote `origin`).
     pub remote: Option<String>,
     /// Public keys the device trusts for updates (installed in /etc/arbor/keys).
@@ -257,20 +258,25 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
     crate::failpoint::hit("image::partitions-written")?;
 
     let raw_name = opts.output.clone();
-    let bmap_path = PathBuf::from(format!("{}.bmap", strip_compression(&raw_name).display()));
+    let bmap_path = PathBuf::from(format!("{}.bmap", raw_path(&raw_name).display()));
     bar.message("block map");
     super::bmap::write(tmp.path(), &bmap_path)?;
     bar.inc();
     bar.finish();
     let allocated = allocated_bytes(tmp.path())?;
     let file = match opts.compress {
-        super::compress::Compression::None => {
+        Compression::None => {
             tmp.persist(&raw_name)
                 .with_context(|| format!("renaming the image to {}", raw_name.display()))?;
             raw_name
         }
         c => {
-            let out = with_compression_suffix(&raw_name, c);
+            let out = match c.extension() {
+                Some(ext) if Compression::from_path(&raw_name) != c => {
+                    PathBuf::from(format!("{}.{ext}", raw_name.display()))
+                }
+                _ => raw_name.clone(),
+            };
             super::compress::compress(tmp.path(), &out, c, true)?;
             out
         }
@@ -296,7 +302,7 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
         file: file.clone(),
         bmap: bmap_path,
     };
-    let manifest_path = PathBuf::from(format!("{}.json", strip_compression(&file).display()));
+    let manifest_path = PathBuf::from(format!("{}.json", raw_path(&file).display()));
     let text = serde_json::to_string_pretty(&manifest).context("encoding the image manifest")?;
     crate::bootloader::write_atomically(
         manifest_path.parent().unwrap_or(Path::new(".")),
@@ -370,34 +376,15 @@ fn write_table(
 
 /// Reads `<image>.json` for an image file (raw or compressed).
 pub fn read_manifest(image: &Path) -> Result<Manifest> {
-    let p = PathBuf::from(format!("{}.json", strip_compression(image).display()));
+    let p = PathBuf::from(format!("{}.json", raw_path(image).display()));
     let text = std::fs::read_to_string(&p)
         .with_context(|| format!("reading {} (written by arbor image beside the image)", p.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
 }
 
-fn strip_compression(p: &Path) -> PathBuf {
-    let s = p.to_string_lossy();
-    for ext in [".zst", ".xz"] {
-        if let Some(base) = s.strip_suffix(ext) {
-            return PathBuf::from(base);
-        }
-    }
-    p.to_path_buf()
-}
-
-fn with_compression_suffix(p: &Path, c: super::compress::Compression) -> PathBuf {
-    let ext = match c {
-        super::compress::Compression::Zstd => ".zst",
-        super::compress::Compression::Xz => ".xz",
-        super::compress::Compression::None => "",
-    };
-    let s = p.to_string_lossy();
-    if s.ends_with(ext) {
-        p.to_path_buf()
-    } else {
-        PathBuf::from(format!("{s}{ext}"))
-    }
+/// `a.img` for `a.img`, `a.img.zst` and `a.img.xz`: what the .bmap and .json are named after.
+fn raw_path(p: &Path) -> PathBuf {
+    Compression::from_path(p).strip(p)
 }
 
 fn derived(seed: &str, what: &str) -> [u8; 32] {

@@ -22,7 +22,7 @@ pub mod init;
 pub mod merge;
 pub mod proto;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
@@ -72,7 +72,9 @@ impl Sandbox {
         let cfg = &Config { rootfs, ..cfg.clone() };
         let arch = binfmt::shell_arch(&cfg.rootfs)?.unwrap_or(cfg.arch);
         let mut emulation = binfmt::plan(arch)?;
-        if matches!(emulation, Emulation::Private(_)) && !kernel_has_private_binfmt() {
+        let release = crate::host::kernel_release();
+        // Linux 6.7 mounts a binfmt_misc instance per user namespace.
+        if matches!(emulation, Emulation::Private(_)) && !crate::host::kernel_at_least(&release, (6, 7)) {
             emulation = match binfmt::host_registration(arch) {
                 Some(path) => Emulation::Host(path),
                 None => bail!(
@@ -80,7 +82,7 @@ impl Sandbox {
                      user namespace; this kernel is {}) or qemu-user registered on the host with flag F \
                      (Debian: apt-get install qemu-user-static binfmt-support)",
                     std::env::consts::ARCH,
-                    kernel_release()
+                    release
                 ),
             };
         }
@@ -247,20 +249,4 @@ fn remove_overlay_dirs(o: &Overlay) {
     for d in [&o.upper, &o.work, &o.merged] {
         let _ = std::fs::remove_dir_all(d);
     }
-}
-
-fn kernel_release() -> String {
-    let mut s = String::new();
-    let _ = std::fs::File::open("/proc/sys/kernel/osrelease").and_then(|mut f| f.read_to_string(&mut s));
-    s.trim().to_string()
-}
-
-/// Linux ≥ 6.7 mounts a binfmt_misc instance per user namespace.
-pub fn kernel_has_private_binfmt() -> bool {
-    let r = kernel_release();
-    let mut parts = r
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|p| p.parse::<u32>().ok());
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (6, 7)
 }
