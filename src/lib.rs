@@ -24,4 +24,6 @@ pub mod sandbox;
 pub mod scriptlet;
 pub mod sign;
 pub mod solve;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod treefile;

@@ -1,4 +1,4 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::*;
 use crate::board;
@@ -38,24 +38,8 @@ fn show(files: &[RenderedFile]) -> String {
         .collect()
 }
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bootloader/golden")
-}
-
-/// Compares with a golden file; `ARBOR_UPDATE_GOLDEN=1` rewrites it instead.
 fn check_golden(name: &str, got: &str) {
-    let path = golden_dir().join(name);
-    if std::env::var_os("ARBOR_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(golden_dir()).unwrap();
-        std::fs::write(&path, got).unwrap();
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(
-        got,
-        want,
-        "{} differs (ARBOR_UPDATE_GOLDEN=1 rewrites it)",
-        path.display()
-    );
+    crate::testutil::check_golden("src/bootloader/golden", name, got)
 }
 
 fn uenv_board() -> Board {
