@@ -15,41 +15,63 @@ use common::{arbor, ok_json, run};
 fn composed() -> &'static (tempfile::TempDir, PathBuf) {
     static TREE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     TREE.get_or_init(|| {
-        common::sample_repo();
         let t = tempfile::tempdir().unwrap();
-        let repo = t.path().join("repo");
-        let out = arbor()
-            .args(["compose", "tree", "--arch", "aarch64", "--json", "--repo"])
-            .arg(&repo)
-            .arg("--cache-dir")
-            .arg(t.path().join("cache"))
-            .arg(common::root().join("treefiles/sample-minimal.yaml"))
-            .output()
-            .unwrap();
-        ok_json(&out);
+        let (repo, _) = compose_shipped(t.path(), "aarch64", "sample-minimal.yaml");
         (t, repo)
     })
 }
 
-fn image(board: &str, dir: &Path, extra: &[&str]) -> serde_json::Value {
-    let (_, repo) = composed();
+/// Composes a shipped treefile (with scriptlets) into `dir/repo`: the repo and the compose's JSON.
+fn compose_shipped(dir: &Path, arch: &str, treefile: &str) -> (PathBuf, serde_json::Value) {
+    common::sample_repo();
+    let repo = dir.join("repo");
     let out = arbor()
-        .args([
-            "image",
-            "--json",
-            "--ref",
-            "arbor/aarch64/sample-minimal",
-            "--board",
-            board,
-            "--repo",
-        ])
-        .arg(repo)
-        .arg("-o")
-        .arg(dir.join(format!("{board}.img")))
-        .args(extra)
+        .args(["compose", "tree", "--arch", arch, "--json", "--repo"])
+        .arg(&repo)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg(common::root().join("treefiles").join(treefile))
         .output()
         .unwrap();
+    let v = ok_json(&out);
+    (repo, v)
+}
+
+/// `arbor image --ref REF --board BOARD --repo REPO -o OUT`.
+fn image_cmd(repo: &Path, reference: &str, board: &str, out: &Path) -> Command {
+    let mut c = arbor();
+    c.args(["image", "--ref", reference, "--board", board, "--repo"])
+        .arg(repo)
+        .arg("-o")
+        .arg(out);
+    c
+}
+
+/// An image of the shared sample tree, as `arbor image --json` reports it.
+fn image(board: &str, dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let (_, repo) = composed();
+    let out = image_cmd(
+        repo,
+        "arbor/aarch64/sample-minimal",
+        board,
+        &dir.join(format!("{board}.img")),
+    )
+    .arg("--json")
+    .args(extra)
+    .output()
+    .unwrap();
     ok_json(&out)
+}
+
+/// Boots `image` in qemu (`arbor image boot-test`) and returns the booted system's marker line.
+fn boot_line(image: &serde_json::Value, board: Option<&Path>) -> String {
+    let mut c = arbor();
+    c.args(["image", "boot-test", "--json"]);
+    if let Some(b) = board {
+        c.arg("--board").arg(b);
+    }
+    let out = c.arg(image["file"].as_str().unwrap()).output().unwrap();
+    ok_json(&out)["line"].as_str().unwrap().to_string()
 }
 
 fn part<'a>(v: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
@@ -184,36 +206,24 @@ fn the_same_inputs_give_the_same_image_bytes() {
 fn an_image_for_another_arch_or_an_unknown_board_is_refused_before_any_work() {
     let t = tempfile::tempdir().unwrap();
     let (_, repo) = composed();
-    let out = arbor()
-        .args([
-            "image",
-            "--ref",
-            "arbor/aarch64/sample-minimal",
-            "--board",
-            "qemu-virt-armv7",
-            "--repo",
-        ])
-        .arg(repo)
-        .arg("-o")
-        .arg(t.path().join("x.img"))
-        .output()
-        .unwrap();
+    let out = image_cmd(
+        repo,
+        "arbor/aarch64/sample-minimal",
+        "qemu-virt-armv7",
+        &t.path().join("x.img"),
+    )
+    .output()
+    .unwrap();
     let e = common::err(&out);
     assert!(e.contains("aarch64 tree") && e.contains("qemu-virt-armv7"), "{e}");
-    let out = arbor()
-        .args([
-            "image",
-            "--ref",
-            "arbor/aarch64/sample-minimal",
-            "--board",
-            "no-such-board",
-            "--repo",
-        ])
-        .arg(repo)
-        .arg("-o")
-        .arg(t.path().join("x.img"))
-        .output()
-        .unwrap();
+    let out = image_cmd(
+        repo,
+        "arbor/aarch64/sample-minimal",
+        "no-such-board",
+        &t.path().join("x.img"),
+    )
+    .output()
+    .unwrap();
     let e = common::err(&out);
     assert!(e.contains("no-such-board"), "{e}");
     assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "nothing written");
@@ -223,13 +233,7 @@ fn an_image_for_another_arch_or_an_unknown_board_is_refused_before_any_work() {
 fn the_qemu_virt_image_boots_to_the_deployed_commit() {
     let t = tempfile::tempdir().unwrap();
     let v = image("qemu-virt-aarch64", t.path(), &[]);
-    let out = arbor()
-        .args(["image", "boot-test", "--json"])
-        .arg(v["file"].as_str().unwrap())
-        .output()
-        .unwrap();
-    let b = ok_json(&out);
-    let line = b["line"].as_str().unwrap();
+    let line = boot_line(&v, None);
     assert!(
         line.contains(&format!("commit={}", v["commit"].as_str().unwrap())),
         "{line}"
@@ -245,16 +249,8 @@ fn the_qemu_virt_image_boots_to_the_deployed_commit() {
 fn the_rpi3_image_boots_in_qemu_raspi3b_through_uboot() {
     let t = tempfile::tempdir().unwrap();
     let v = image("rpi3", t.path(), &[]);
-    let out = arbor()
-        .args(["image", "boot-test", "--json"])
-        .arg(v["file"].as_str().unwrap())
-        .output()
-        .unwrap();
-    let b = ok_json(&out);
-    assert!(
-        b["line"].as_str().unwrap().contains(v["commit"].as_str().unwrap()),
-        "{b}"
-    );
+    let line = boot_line(&v, None);
+    assert!(line.contains(v["commit"].as_str().unwrap()), "{line}");
 }
 
 #[test]
@@ -263,19 +259,8 @@ fn a_build_killed_at_any_point_leaves_nothing_at_the_output_path() {
     let t = tempfile::tempdir().unwrap();
     let out_path = t.path().join("disk.img");
     for fp in arbor::failpoint::ALL.iter().filter(|f| f.starts_with("image::")) {
-        let out = arbor()
+        let out = image_cmd(repo, "arbor/aarch64/sample-minimal", "qemu-virt-aarch64", &out_path)
             .env("ARBOR_FAILPOINT", fp)
-            .args([
-                "image",
-                "--ref",
-                "arbor/aarch64/sample-minimal",
-                "--board",
-                "qemu-virt-aarch64",
-                "--repo",
-            ])
-            .arg(repo)
-            .arg("-o")
-            .arg(&out_path)
             .output()
             .unwrap();
         assert!(!out.status.success(), "{fp}: expected a kill");
@@ -312,57 +297,25 @@ fn a_gpt_board_gets_a_valid_gpt_and_boots() {
     );
     // sfdisk checks both headers, their CRCs and the entries.
     run(Command::new("sfdisk").arg("--verify").arg(img));
-    let out = arbor()
-        .args(["image", "boot-test", "--json", "--board"])
-        .arg(&board)
-        .arg(img)
-        .output()
-        .unwrap();
-    assert!(
-        ok_json(&out)["line"]
-            .as_str()
-            .unwrap()
-            .contains(v["commit"].as_str().unwrap())
-    );
+    assert!(boot_line(&v, Some(&board)).contains(v["commit"].as_str().unwrap()));
 }
 
 #[test]
 fn an_armv7_tree_composes_under_qemu_arm_and_its_image_boots() {
-    common::sample_repo();
     let t = tempfile::tempdir().unwrap();
-    let repo = t.path().join("repo");
-    let out = arbor()
-        .args(["compose", "tree", "--arch", "armv7hl", "--json", "--repo"])
-        .arg(&repo)
-        .arg("--cache-dir")
-        .arg(t.path().join("cache"))
-        .arg(common::root().join("treefiles/sample-armv7.yaml"))
-        .output()
-        .unwrap();
-    let c = ok_json(&out);
-    let out = arbor()
-        .args([
-            "image",
-            "--json",
-            "--ref",
-            "arbor/armv7hl/sample-armv7",
-            "--board",
-            "qemu-virt-armv7",
-            "--repo",
-        ])
-        .arg(&repo)
-        .arg("-o")
-        .arg(t.path().join("armv7.img"))
-        .output()
-        .unwrap();
+    let (repo, c) = compose_shipped(t.path(), "armv7hl", "sample-armv7.yaml");
+    let out = image_cmd(
+        &repo,
+        "arbor/armv7hl/sample-armv7",
+        "qemu-virt-armv7",
+        &t.path().join("armv7.img"),
+    )
+    .arg("--json")
+    .output()
+    .unwrap();
     let v = ok_json(&out);
     assert_eq!(v["commit"], c["commit"]);
-    let out = arbor()
-        .args(["image", "boot-test", "--json"])
-        .arg(v["file"].as_str().unwrap())
-        .output()
-        .unwrap();
-    let line = ok_json(&out)["line"].as_str().unwrap().to_string();
+    let line = boot_line(&v, None);
     assert!(
         line.contains(c["commit"].as_str().unwrap()) && line.contains("arch=armv7l"),
         "{line}"

@@ -182,7 +182,7 @@ fn a_symlinked_mount_point_in_the_tree_is_refused() {
 }
 
 #[test]
-fn a_missing_qemu_or_tree_is_a_clear_error() {
+fn a_missing_tree_is_a_clear_error() {
     let e = common::err(&run_in(Path::new("/nonexistent/tree"), &[], &["/bin/sh"]));
     assert!(e.contains("/nonexistent/tree"), "{e}");
 }
