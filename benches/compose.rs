@@ -20,6 +20,10 @@ use std::time::Instant;
 use arbor::arch::Arch;
 use arbor::compose::tree::{Composed, Options, compose};
 
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
+
 /// The tree's sample packages and what they pull in (hello-data, ncurses-libs).
 const SAMPLE: [&str; 10] = [
     "filesystem",
@@ -66,19 +70,6 @@ const SIZES: [(usize, u64); 8] = [
 /// Fixed build times so every run builds the same packages.
 const EPOCH: u32 = 1_704_067_200;
 const SEED: u64 = 0x6172_626f_7222;
-
-/// splitmix64, as in the resolve bench.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 /// Words for text-like content: compresses about as well as real data files,
 /// so archive mode has real work, yet every file's bytes are distinct.

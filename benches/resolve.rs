@@ -19,6 +19,10 @@ use arbor::repo::{Fetcher, fetch_metadata};
 use arbor::solve::{Pool, Request};
 use sha2::{Digest, Sha256};
 
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
+
 /// Packages in the synthetic repository (Fedora 40 Everything aarch64 has ~70,000).
 const PACKAGES: usize = 72_000;
 /// Packages the treefile asks for: the highest-numbered aarch64/noarch ones.
@@ -27,36 +31,6 @@ const INSTALL: usize = 300;
 const SEED: u64 = 0x6172_626f_7221;
 /// `SOURCE_DATE_EPOCH`-like fixed time for `<time>` and repomd.
 const EPOCH: u64 = 1_704_067_200;
-
-/// splitmix64: small, fast and good enough to make metadata look varied.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-    /// Uniform in lo..=hi.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    /// An element of `v`, skewed toward the front: low-numbered packages are the
-    /// "core" (glibc, openssl...) most packages depend on, which keeps a
-    /// closure to thousands of packages rather than the whole repository.
-    fn core<T: Copy>(&mut self, v: &[T]) -> T {
-        v[((v.len() as f64) * self.unit().powi(4)) as usize]
-    }
-}
 
 /// What later packages may depend on, for one earlier package.
 #[derive(Clone, Copy)]
