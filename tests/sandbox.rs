@@ -8,7 +8,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Instant;
 
 use common::{arbor, package};
 
@@ -116,7 +115,6 @@ fn scripts_have_no_network() {
 fn a_hung_script_is_killed_at_the_limit_and_named() {
     let t = tempfile::tempdir().unwrap();
     let root = tree(t.path(), "aarch64", &["filesystem", "busybox"]);
-    let started = Instant::now();
     // A daemon it leaves behind holds the output pipe open: it must not stall the sandbox.
     let out = run_in(
         &root,
@@ -131,8 +129,6 @@ fn a_hung_script_is_killed_at_the_limit_and_named() {
     let e = common::err(&out);
     assert!(e.contains("was killed after 2 s"), "{e}");
     assert!(e.contains("while :; do :; done"), "names the command: {e}");
-    // Generous: the point is that it ends, not how fast.
-    assert!(started.elapsed().as_secs() < 120);
 }
 
 #[test]
