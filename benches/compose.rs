@@ -234,6 +234,16 @@ fn checkout(repo: &Path, commit: &str, dir: &Path) {
 }
 
 fn main() {
+    // Compose runs its sandbox init from the arbor binary, not this one.
+    // SAFETY: set before any thread that reads the environment starts.
+    unsafe { std::env::set_var("ARBOR_EXE", env!("CARGO_BIN_EXE_arbor")) };
+    // `RUST_LOG=arbor=info make bench` shows each compose stage's time.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let sample = arbor::sample_repo::ensure(&arbor::sample_repo::Options::for_source_tree(root))
         .expect("building the sample repository");
@@ -289,8 +299,14 @@ fn main() {
     // which would charge one step's cleanup to the next step's time.
     let (_, warm_secs) = timed(|| compose(&tf, &opts("warm", "cache")).expect("composing (warm-up)"));
 
-    // (a) cold: fresh bare-user repository, empty package cache.
-    let (cold, cold_secs) = timed(|| compose(&tf, &opts("cold", "cache")).expect("composing (cold)"));
+    // (a) cold: fresh bare-user repository, a cache holding only the downloads
+    // (no package checkouts, no initramfs images).
+    let fresh_cache = |name: &str| {
+        std::fs::create_dir_all(t.join(name)).unwrap();
+        run("cp", &["-a", s(&t.join("cache/packages")), s(&t.join(name))]);
+    };
+    fresh_cache("cache-cold");
+    let (cold, cold_secs) = timed(|| compose(&tf, &opts("cold", "cache-cold")).expect("composing (cold)"));
     let cold_commit = commit_of(&cold);
     let (entries, files, bytes) = tree_stats(&t.join("cold"), &cold_commit);
     checkout(&t.join("cold"), &cold_commit, &t.join("co-a"));
@@ -301,21 +317,17 @@ fn main() {
     std::fs::rename(&small_rpm, t.join("old-small.rpm")).unwrap();
     build_small(&repo_dir, "1.1", EPOCH + 3600);
     createrepo();
-    let (incr, incr_secs) = timed(|| compose(&tf, &opts("cold", "cache")).expect("composing (incremental)"));
+    let (incr, incr_secs) = timed(|| compose(&tf, &opts("cold", "cache-cold")).expect("composing (incremental)"));
     let incr_commit = commit_of(&incr);
     std::fs::rename(&big_rpm, t.join("old.rpm")).unwrap();
     build_big(&repo_dir, "1.1", true, EPOCH + 86_400);
     createrepo();
     let (incr_big, incr_big_secs) =
-        timed(|| compose(&tf, &opts("cold", "cache")).expect("composing (incremental, big)"));
+        timed(|| compose(&tf, &opts("cold", "cache-cold")).expect("composing (incremental, big)"));
     let incr_commit_big = commit_of(&incr_big);
 
     // (c) archive: package cache under a fresh cache dir holding only the downloads.
-    std::fs::create_dir_all(t.join("cache-archive")).unwrap();
-    run(
-        "cp",
-        &["-a", s(&t.join("cache/packages")), s(&t.join("cache-archive/"))],
-    );
+    fresh_cache("cache-archive");
     ostree(&t.join("archive"), &["init", "--mode=archive"]);
     let (archived, archive_cold_secs) = timed(|| compose(&tf, &opts("archive", "cache-archive")));
     // The same tree into a second archive repository with the package cache warm:

@@ -48,6 +48,9 @@ fn dir_size(p: &Path) -> u64 {
 }
 
 fn main() {
+    // Compose runs its sandbox init from the arbor binary, not this one.
+    // SAFETY: set before any thread that reads the environment starts.
+    unsafe { std::env::set_var("ARBOR_EXE", env!("CARGO_BIN_EXE_arbor")) };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let sample = arbor::sample_repo::ensure(&arbor::sample_repo::Options::for_source_tree(root)).unwrap();
     let tmp = tempfile::tempdir().unwrap();

@@ -62,6 +62,7 @@ fn start(root: &Path, arch: Arch) -> Sandbox {
         arch,
         copy_on_write: true,
         exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_arbor"))),
+        layers: Vec::new(),
     })
     .expect("starting the sandbox")
 }

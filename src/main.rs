@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     {
         return ExitCode::from(arbor::sandbox::init::main().clamp(0, 255) as u8);
     }
+    arbor::sandbox::IS_ARBOR.store(true, std::sync::atomic::Ordering::Relaxed);
     // Like other Unix tools, stop quietly when the reader of stdout goes away
     // (`arbor treefile show | head`), instead of panicking on EPIPE.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.

@@ -122,6 +122,14 @@ fn a_bumped_package_is_the_only_one_imported() {
     let t = Scratch::new(&format!("file://{}/", opts.out.display()), tf);
     let first = ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
     assert_eq!(first["imported"], 6);
+    let checkouts = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(t.path("cache/checkouts"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let before = checkouts();
+    assert_eq!(before.len(), 6, "one checkout (overlay layer) per package: {before:?}");
     let p = manifests.join("hello-data.toml");
     std::fs::write(
         &p,
@@ -133,6 +141,13 @@ fn a_bumped_package_is_the_only_one_imported() {
     arbor::sample_repo::ensure(&opts).unwrap();
     let second = ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
     assert_eq!(second["imported"], 1, "only hello-data changed: {second}");
+    let after = checkouts();
+    assert_eq!(
+        after.difference(&before).count(),
+        1,
+        "only the bumped package is checked out again: {before:?} -> {after:?}"
+    );
+    assert!(before.is_subset(&after), "unused checkouts stay for two weeks");
     assert_ne!(first["commit"], second["commit"]);
     let log = ostree(&t.path("repo"), &["log", "test/bump"]);
     assert!(

@@ -38,6 +38,7 @@ impl Run {
             arch: self.arch,
             copy_on_write: self.copy_on_write,
             exe: None,
+            layers: Vec::new(),
         })?;
         let o = sb.run(&Job {
             label: self.command.join(" "),

@@ -282,8 +282,7 @@ fn toplevel_links(root: &Dir, report: &mut Report) -> Result<()> {
                     }
                     root.create_dir_all(Path::new(var_dir).parent().unwrap_or(Path::new("var")))
                         .with_context(|| format!("creating the parent of /{var_dir}"))?;
-                    root.rename(path, root, var_dir)
-                        .with_context(|| format!("moving /{path} to /{var_dir}"))?;
+                    move_tree(root, path, var_dir)?;
                 } else {
                     if has_content {
                         report.removed.push(format!("/{path}"));
@@ -382,7 +381,79 @@ fn etc_to_usr_etc(root: &Dir) -> Result<()> {
     if root.exists("usr/etc") {
         bail!("the tree has both /etc and /usr/etc; packages must not ship /usr/etc");
     }
-    root.rename("etc", root, "usr/etc").context("moving /etc to /usr/etc")?;
+    move_tree(root, "etc", "usr/etc")
+}
+
+/// Renames the directory `from` to `to`. overlayfs (without `redirect_dir`)
+/// cannot rename a directory of a lower layer (EXDEV): then it is copied —
+/// modes, owners and symlinks kept — and the original removed.
+fn move_tree(root: &Dir, from: &str, to: &str) -> Result<()> {
+    match root.rename(from, root, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            root.create_dir(to).with_context(|| format!("creating /{to}"))?;
+            let src = root.open_dir(from).with_context(|| format!("opening /{from}"))?;
+            let dst = root.open_dir(to).with_context(|| format!("opening /{to}"))?;
+            copy_dir(&src, &dst, from, to)?;
+            copy_meta(root, from, root, to, &format!("/{to}"))?;
+            root.remove_dir_all(from)
+                .with_context(|| format!("removing /{from} after copying it to /{to}"))
+        }
+        Err(e) => Err(e).with_context(|| format!("moving /{from} to /{to}")),
+    }
+}
+
+fn copy_dir(src: &Dir, dst: &Dir, from: &str, to: &str) -> Result<()> {
+    for entry in src.entries().with_context(|| format!("listing /{from}"))? {
+        let entry = entry.with_context(|| format!("listing /{from}"))?;
+        let name = entry.file_name();
+        let shown = format!("/{to}/{}", name.to_string_lossy());
+        let md = src
+            .symlink_metadata(&name)
+            .with_context(|| format!("looking at /{from}/{}", name.to_string_lossy()))?;
+        if md.is_dir() {
+            dst.create_dir(&name).with_context(|| format!("creating {shown}"))?;
+            let (s, d) = (
+                src.open_dir(&name)
+                    .with_context(|| format!("opening /{from}/{}", name.to_string_lossy()))?,
+                dst.open_dir(&name).with_context(|| format!("opening {shown}"))?,
+            );
+            copy_dir(&s, &d, &format!("{from}/{}", name.to_string_lossy()), &shown[1..])?;
+        } else if md.is_symlink() {
+            let target = src
+                .read_link_contents(&name)
+                .with_context(|| format!("reading the link /{from}/{}", name.to_string_lossy()))?;
+            dst.symlink_contents(target, &name)
+                .with_context(|| format!("creating {shown}"))?;
+        } else if md.is_file() {
+            src.copy(&name, dst, &name)
+                .with_context(|| format!("copying to {shown}"))?;
+        } else {
+            bail!("{shown}: only files, directories and symlinks can be moved here");
+        }
+        copy_meta(src, &name, dst, &name, &shown)?;
+    }
+    Ok(())
+}
+
+/// The owner (and for directories, the mode) of `src/from` onto `dst/to`.
+fn copy_meta(src: &Dir, from: impl AsRef<Path>, dst: &Dir, to: impl AsRef<Path>, shown: &str) -> Result<()> {
+    let md = src
+        .symlink_metadata(from.as_ref())
+        .with_context(|| format!("looking at the source of {shown}"))?;
+    let (uid, gid) = (cap_std::fs::MetadataExt::uid(&md), cap_std::fs::MetadataExt::gid(&md));
+    nix::unistd::fchownat(
+        dst,
+        to.as_ref(),
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .with_context(|| format!("setting the owner of {shown}"))?;
+    if md.is_dir() {
+        dst.set_permissions(to.as_ref(), md.permissions())
+            .with_context(|| format!("setting the mode of {shown}"))?;
+    }
     Ok(())
 }
 

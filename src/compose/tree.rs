@@ -148,17 +148,30 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         .prefix("compose-")
         .tempdir_in(ensure_dir(&opts.cache_dir.join("work"))?)
         .context("creating a work directory")?;
-    let rootfs = work.path().join("rootfs");
+    // The tree is the package checkouts stacked by overlayfs in a sandbox;
+    // every change (scripts, postprocessing, initramfs, rpmdb) lands in
+    // `upper`, and the commit is the union of the package commits plus it.
+    let upper = work.path().join("rootfs");
+    std::fs::create_dir(&upper).with_context(|| format!("creating {}", upper.display()))?;
     let commits: Vec<String> = imported.iter().map(|i| i.commit.clone()).collect();
-    let devino = otree::checkout_union(&build_repo, &commits, &rootfs)?;
+    let layers = crate::pkgcache::checkouts::layers(&build_repo, &opts.cache_dir, &commits, opts.jobs)?;
+    let mut sb = crate::sandbox::Sandbox::start(&crate::sandbox::Config {
+        rootfs: upper.clone(),
+        arch: tf.basearch,
+        copy_on_write: true,
+        exe: None,
+        layers: layers.clone(),
+    })
+    .context("assembling the tree (an overlay of the package checkouts in a sandbox)")?;
+    let rootfs = sb.root();
+    let root = cap_std::fs::Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority())
+        .with_context(|| format!("opening the assembled tree at {}", rootfs.display()))?;
     stage("compose::assembled", &mut clock)?;
 
-    let root = cap_std::fs::Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority())
-        .with_context(|| format!("opening {}", rootfs.display()))?;
     let scripts = if opts.no_scripts {
         None
     } else {
-        let report = run_scripts(tf, &resolved.files, &rootfs, opts)?;
+        let report = run_scripts(tf, &resolved.files, &mut sb, opts)?;
         let users = crate::scriptlet::users::apply_tree(&root)?;
         tracing::debug!(?users, "users and groups");
         stage("compose::scripts-run", &mut clock)?;
@@ -185,36 +198,55 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         }
         modules.sort();
         modules.dedup();
-        let kernels = super::initramfs::write_all(&root, &rootfs, &modules, when)?;
+        let kernels = super::initramfs::write_all(&root, &rootfs, &modules, when, &opts.cache_dir, |kver| {
+            modules_key(&layers, &upper, kver)
+        })?;
         tracing::debug!(?kernels, "initramfs images");
         stage("compose::initramfs-built", &mut clock)?;
     }
 
-    let dbdir = rootfs.join("usr/lib/sysimage/rpm");
-    std::fs::create_dir_all(&dbdir).with_context(|| format!("creating {}", dbdir.display()))?;
+    // SQLite resolves /proc/PID/root to the host's /: written beside, copied in.
+    let dbdir = work.path().join("rpmdb");
+    std::fs::create_dir(&dbdir).with_context(|| format!("creating {}", dbdir.display()))?;
     super::rpmdb::write(&dbdir, &resolved.files, when as u32)?;
+    root.create_dir_all("usr/lib/sysimage/rpm")
+        .context("creating /usr/lib/sysimage/rpm")?;
+    let db =
+        std::fs::read(dbdir.join(super::rpmdb::FILE_NAME)).with_context(|| format!("reading {}", dbdir.display()))?;
+    super::postprocess::replace_file(
+        &root,
+        &format!("usr/lib/sysimage/rpm/{}", super::rpmdb::FILE_NAME),
+        &db,
+        0o644,
+    )?;
     if !root.exists("usr/share/rpm") {
         root.create_dir_all("usr/share").context("creating /usr/share")?;
         root.symlink_contents("../lib/sysimage/rpm", "usr/share/rpm")
             .context("linking /usr/share/rpm")?;
     }
+    drop(root);
+    sb.finish().context("stopping the sandbox")?;
     stage("compose::rpmdb-written", &mut clock)?;
 
     let metadata = commit_metadata(tf, &resolved, &version, &input_hash, &skipped);
     let parent = previous.as_ref().map(|(c, _)| c.as_str());
-    let commit = otree::commit_tree(
+    let (commit, applied) = crate::ostree::layers::commit_layers(
         &build_repo,
-        Mode::BareUser,
+        &commits,
         &otree::CommitRequest {
-            dir: &rootfs,
+            dir: &upper,
             refname: &tf.treeref,
             subject: &format!("{} {version}", tf.treeref),
             metadata: &metadata,
             timestamp: when,
-            devino: Some(&devino),
             parent,
         },
     )?;
+    tracing::info!(
+        written = applied.written,
+        removed = applied.removed,
+        "committed the packages plus what scripts and postprocessing changed"
+    );
     // Signed before an archive (served) repository sees it, so its ref never points
     // at an unsigned commit; a bare-user build repository is signed right after.
     if let Some(key) = &sign_key {
@@ -225,6 +257,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         otree::copy_commit(&build_repo, &opts.repo, &commit, &tf.treeref, cores)?;
     }
     stage("compose::ref-written", &mut clock)?;
+    crate::pkgcache::checkouts::prune(&opts.cache_dir, &layers);
     Ok(Composed {
         refname: tf.treeref.clone(),
         commit: Some(commit),
@@ -238,13 +271,14 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
 }
 
 /// Package scriptlets and triggers in rpm's order, then the treefile's
-/// postprocess scripts, in one sandbox over the assembled tree. Scripts write
-/// to an overlay merged back by rename, so the hardlinked package cache is
-/// never written through, and only what they changed is hashed again.
+/// postprocess scripts, in the compose's sandbox. Scripts write to the
+/// overlay's upper directory, so the package checkouts (hardlinked to the
+/// package cache) are never written through, and only what they changed is
+/// hashed at commit time.
 fn run_scripts(
     tf: &Treefile,
     files: &[PathBuf],
-    rootfs: &Path,
+    sb: &mut crate::sandbox::Sandbox,
     opts: &Options,
 ) -> Result<crate::scriptlet::exec::Report> {
     use crate::scriptlet::{exec, plan};
@@ -258,31 +292,37 @@ fn run_scripts(
     if steps.is_empty() && !has_postprocess {
         return Ok(exec::Report::default());
     }
-    let mut sb = crate::sandbox::Sandbox::start(&crate::sandbox::Config {
-        rootfs: rootfs.to_path_buf(),
-        arch: tf.basearch,
-        copy_on_write: true,
-        exe: None,
-    })?;
     tracing::info!(scripts = steps.len(), emulation = ?sb.emulation, "running scriptlets");
     let exec_opts = exec::Options {
         timeout: opts.script_timeout,
         ignore: tf.ignore_scriptlet_failures.clone(),
     };
-    let mut report = exec::run_steps(&mut sb, &steps, &names, &exec_opts)?;
+    let mut report = exec::run_steps(sb, &steps, &names, &exec_opts)?;
     report.ran += exec::run_postprocess(
-        &mut sb,
+        sb,
         &tf.postprocess,
         tf.postprocess_script.as_deref(),
         opts.script_timeout,
     )?;
-    let changes = sb.finish()?;
-    tracing::info!(
-        written = changes.written.len(),
-        removed = changes.removed.len(),
-        "scripts changed the tree"
-    );
     Ok(report)
+}
+
+/// What depmod reads for kernel `kver`, when only packages put it there: the
+/// layers (package commits) holding `/usr/lib/modules/$kver`. `None` when a
+/// script or postprocessing changed something in it (the upper layer has it).
+fn modules_key(layers: &[PathBuf], upper: &Path, kver: &str) -> Option<String> {
+    use sha2::Digest as _;
+    let rel = format!("usr/lib/modules/{kver}");
+    if std::fs::symlink_metadata(upper.join(&rel)).is_ok() {
+        return None;
+    }
+    let mut h = sha2::Sha256::new();
+    h.update(kver.as_bytes());
+    for layer in layers.iter().filter(|l| l.join(&rel).is_dir()) {
+        h.update(b"\n");
+        h.update(layer.file_name()?.as_encoded_bytes());
+    }
+    Some(hex::encode(h.finalize()))
 }
 
 /// Reports a finished stage (stderr, `RUST_LOG`) and checks its failpoint.

@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod delta;
+pub mod layers;
 pub mod publish;
 pub mod repo;
 pub mod sign;

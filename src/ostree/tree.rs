@@ -1,6 +1,6 @@
 //! Assembling and committing trees with libostree: union hardlink checkouts of
-//! package commits, and commits of a finished rootfs that reuse the checksums
-//! of files still hardlinked to the repository (the devino cache).
+//! package commits (the layers a compose stacks, see `layers` for the commit),
+//! and copies of finished commits into archive repositories.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,29 +39,23 @@ pub fn open_or_create(path: &Path, mode: Mode) -> Result<ostree::Repo> {
     Ok(repo)
 }
 
-/// Checksums of files checked out by hardlink, so a commit of the tree need not
-/// hash them again.
-pub struct DevInoCache(ostree::RepoDevInoCache);
-
 /// Checks out `commits` in order into `dest` (created), as hardlinks into the
 /// repository; later commits add to earlier ones. Conflicting files must have
 /// been ruled out by the caller: identical files are allowed, others fail.
-pub fn checkout_union(repo_path: &Path, commits: &[String], dest: &Path) -> Result<DevInoCache> {
+pub fn checkout_union(repo_path: &Path, commits: &[String], dest: &Path) -> Result<()> {
     let repo = open_or_create(repo_path, Mode::BareUser)?;
-    let cache = ostree::RepoDevInoCache::new();
     std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
     for commit in commits {
         let opts = ostree::RepoCheckoutAtOptions {
             mode: ostree::RepoCheckoutMode::User,
             overwrite_mode: ostree::RepoCheckoutOverwriteMode::UnionIdentical,
             no_copy_fallback: true,
-            devino_to_csum_cache: Some(cache.clone()),
             ..Default::default()
         };
         repo.checkout_at(Some(&opts), libc_at_fdcwd(), dest, commit, gio::Cancellable::NONE)
             .with_context(|| format!("checking out {commit} into {}", dest.display()))?;
     }
-    Ok(DevInoCache(cache))
+    Ok(())
 }
 
 fn libc_at_fdcwd() -> i32 {
@@ -70,7 +64,7 @@ fn libc_at_fdcwd() -> i32 {
 
 /// What to commit.
 pub struct CommitRequest<'a> {
-    /// The finished rootfs.
+    /// What scripts and postprocessing changed: the overlayfs upper directory.
     pub dir: &'a Path,
     /// Ref to point at the new commit.
     pub refname: &'a str,
@@ -80,8 +74,6 @@ pub struct CommitRequest<'a> {
     pub metadata: &'a BTreeMap<String, Meta>,
     /// Commit timestamp (seconds since the epoch).
     pub timestamp: u64,
-    /// Checksums of hardlinked files from the checkout.
-    pub devino: Option<&'a DevInoCache>,
     /// The parent commit (the ref's current commit in the repository being published to).
     pub parent: Option<&'a str>,
 }
@@ -98,78 +90,46 @@ const SECRETS: [&str; 8] = [
     "/etc/gshadow-",
 ];
 
-/// What the commit records for files it reads (the devino cache's files keep
-/// their cached metadata). Without root, everything the caller owns is root's
-/// in the tree — the sandbox maps the caller to uid 0 — and the secrets stay
-/// readable on disk for the caller (mode 0600) but are committed as 0000.
-fn commit_filter() -> impl Fn(&ostree::Repo, &str, &gio::FileInfo) -> ostree::RepoCommitFilterResult + 'static {
-    let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
-    move |_repo, path, info| {
-        if uid != 0 {
-            if info.attribute_uint32("unix::uid") == uid {
-                info.set_attribute_uint32("unix::uid", 0);
-            }
-            if info.attribute_uint32("unix::gid") == gid {
-                info.set_attribute_uint32("unix::gid", 0);
-            }
-        }
-        if SECRETS.contains(&path) {
-            let mode = info.attribute_uint32("unix::mode");
-            info.set_attribute_uint32("unix::mode", mode & !0o7777);
-        }
-        ostree::RepoCommitFilterResult::Allow
-    }
+/// The owner and mode committed for a file the tree has on disk at `path`
+/// (absolute in the tree) with these: the caller's ids become root's when
+/// not running as root, and the account secrets lose every permission bit.
+pub(super) fn committed_meta(path: &str, uid: u32, gid: u32, mode: u32) -> (u32, u32, u32) {
+    let (me, my_group) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    let uid = if me != 0 && uid == me { 0 } else { uid };
+    let gid = if me != 0 && gid == my_group { 0 } else { gid };
+    let mode = if SECRETS.contains(&path) { mode & !0o7777 } else { mode };
+    (uid, gid, mode)
 }
 
-/// Commits `req.dir` into the repository and moves the ref, in one transaction:
-/// a crash before the end leaves the ref where it was. Returns the checksum.
-pub fn commit_tree(repo_path: &Path, mode: Mode, req: &CommitRequest) -> Result<String> {
-    let repo = open_or_create(repo_path, mode)?;
-    repo.prepare_transaction(gio::Cancellable::NONE)
-        .context("starting an OSTree transaction")?;
-    let result = (|| -> Result<String> {
-        let mtree = ostree::MutableTree::new();
-        let modifier = ostree::RepoCommitModifier::new(
-            ostree::RepoCommitModifierFlags::empty(),
-            Some(Box::new(commit_filter())),
-        );
-        if let Some(cache) = req.devino {
-            modifier.set_devino_cache(&cache.0);
-        }
-        let dir = gio::File::for_path(req.dir);
-        repo.write_directory_to_mtree(&dir, &mtree, Some(&modifier), gio::Cancellable::NONE)
-            .with_context(|| format!("reading {} into the repository", req.dir.display()))?;
-        let root = repo
-            .write_mtree(&mtree, gio::Cancellable::NONE)
-            .context("writing the tree")?;
-        let root = root
-            .downcast::<ostree::RepoFile>()
-            .map_err(|_| anyhow::anyhow!("write_mtree returned no RepoFile"))?;
-        let dict = glib::VariantDict::new(None);
-        for (k, v) in req.metadata {
-            dict.insert_value(k, &v.to_variant());
-        }
-        let checksum = repo
-            .write_commit_with_time(
-                req.parent,
-                Some(req.subject),
-                None,
-                Some(&dict.end()),
-                &root,
-                req.timestamp,
-                gio::Cancellable::NONE,
-            )
-            .context("writing the commit")?;
-        crate::failpoint::hit("compose::commit-written")?;
-        repo.transaction_set_ref(None, req.refname, Some(&checksum));
-        repo.commit_transaction(gio::Cancellable::NONE)
-            .context("committing the OSTree transaction")?;
-        Ok(checksum.to_string())
-    })();
-    if result.is_err() {
-        let _ = repo.abort_transaction(gio::Cancellable::NONE);
+/// Writes `mtree` and the commit with `req`'s metadata and moves the ref,
+/// ending the transaction the caller started.
+pub(super) fn finish_commit(repo: &ostree::Repo, mtree: &ostree::MutableTree, req: &CommitRequest) -> Result<String> {
+    let root = repo
+        .write_mtree(mtree, gio::Cancellable::NONE)
+        .context("writing the tree")?;
+    let root = root
+        .downcast::<ostree::RepoFile>()
+        .map_err(|_| anyhow::anyhow!("write_mtree returned no RepoFile"))?;
+    let dict = glib::VariantDict::new(None);
+    for (k, v) in req.metadata {
+        dict.insert_value(k, &v.to_variant());
     }
-    result
+    let checksum = repo
+        .write_commit_with_time(
+            req.parent,
+            Some(req.subject),
+            None,
+            Some(&dict.end()),
+            &root,
+            req.timestamp,
+            gio::Cancellable::NONE,
+        )
+        .context("writing the commit")?;
+    crate::failpoint::hit("compose::commit-written")?;
+    repo.transaction_set_ref(None, req.refname, Some(&checksum));
+    repo.commit_transaction(gio::Cancellable::NONE)
+        .context("committing the OSTree transaction")?;
+    Ok(checksum.to_string())
 }
 
 /// A commit's checksum, timestamp and string-valued metadata.

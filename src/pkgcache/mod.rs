@@ -22,6 +22,7 @@
 //!   together in that worker's `commit_transaction`.
 
 mod caps;
+pub mod checkouts;
 mod cpio;
 mod diag;
 mod import;

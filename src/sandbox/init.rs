@@ -182,11 +182,22 @@ fn mount_tree(setup: &Setup) -> Result<PathBuf> {
             bail!("{s}: overlayfs cannot use a directory whose path has ',', ':' or '\\'; choose another --cachedir");
         }
     }
+    // Layers are named by number relative to their links' directory: the
+    // mount options must fit in a page, whatever the number of packages.
+    let lower = match &o.layers {
+        Some(dir) => {
+            std::env::set_current_dir(dir).with_context(|| format!("entering {}", dir.display()))?;
+            let n = std::fs::read_dir(dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .count();
+            (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(":")
+        }
+        None => setup.rootfs.display().to_string(),
+    };
     // metacopy stays off (userxattr also rules out redirect_dir): every changed file is a whole file in
     // the upper directory, so merging it back is a rename.
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={},userxattr,metacopy=off",
-        setup.rootfs.display(),
+        "lowerdir={lower},upperdir={},workdir={},userxattr,metacopy=off",
         o.upper.display(),
         o.work.display()
     );

@@ -91,7 +91,8 @@ fn remove(p: &Path) -> Result<bool> {
     Ok(true)
 }
 
-fn is_opaque(dir: &Path) -> Result<bool> {
+/// Whether overlayfs (mounted with `userxattr`) marked the upper directory `dir` opaque.
+pub fn is_opaque(dir: &Path) -> Result<bool> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).context("a path with a NUL byte")?;
     let mut v = [0u8; 4];
     // SAFETY: valid NUL-terminated strings and a buffer of the given size.

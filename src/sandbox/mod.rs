@@ -14,6 +14,12 @@
 //! package cache never reaches the cache; [`Sandbox::finish`] renames the
 //! changed entries into the tree ([`merge`]).
 //!
+//! With `layers` (compose), the lower layers are read-only per-package
+//! checkouts stacked by overlayfs — assembling a tree costs one mount, not a
+//! link per file — and the tree directory is the upper layer itself: every
+//! change stays there for the commit to apply (nothing is merged). The host
+//! side reaches the union through [`Sandbox::root`].
+//!
 //! The sandbox stays up across jobs: one namespace setup per compose, then a
 //! fork/exec per scriptlet.
 
@@ -35,6 +41,9 @@ use proto::{Overlay, Reply, Setup};
 
 use crate::arch::Arch;
 
+/// Set by arbor's `main`: this executable is arbor and can be the sandbox init.
+pub static IS_ARBOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// How to start a sandbox.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -44,6 +53,10 @@ pub struct Config {
     pub arch: Arch,
     /// Scripts write to an overlay that [`Sandbox::finish`] merges (for hardlinked checkouts).
     pub copy_on_write: bool,
+    /// Read-only lower layers, top first. When set, `rootfs` is the (empty or
+    /// partly filled) upper directory that receives every change and keeps it;
+    /// `copy_on_write` is implied and the tree's arch is `arch`.
+    pub layers: Vec<PathBuf>,
     /// The arbor binary to run as the sandbox init (default: this executable,
     /// or `$ARBOR_EXE`).
     pub exe: Option<PathBuf>,
@@ -56,6 +69,8 @@ pub struct Sandbox {
     stdout: BufReader<ChildStdout>,
     overlay: Option<Overlay>,
     rootfs: PathBuf,
+    /// `rootfs` is the upper layer of `layers`: kept, never merged.
+    layered: bool,
     /// How foreign programs run in it.
     pub emulation: Emulation,
     /// The tree's arch as its /bin/sh says (or the configured one).
@@ -70,7 +85,13 @@ impl Sandbox {
         let rootfs =
             std::fs::canonicalize(&cfg.rootfs).with_context(|| format!("opening the tree {}", cfg.rootfs.display()))?;
         let cfg = &Config { rootfs, ..cfg.clone() };
-        let arch = binfmt::shell_arch(&cfg.rootfs)?.unwrap_or(cfg.arch);
+        let layered = !cfg.layers.is_empty();
+        // A layered tree's /bin/sh may span layers (a /bin link in one, the shell in another).
+        let arch = if layered {
+            cfg.arch
+        } else {
+            binfmt::shell_arch(&cfg.rootfs)?.unwrap_or(cfg.arch)
+        };
         let mut emulation = binfmt::plan(arch)?;
         let release = crate::host::kernel_release();
         // Linux 6.7 mounts a binfmt_misc instance per user namespace.
@@ -86,11 +107,21 @@ impl Sandbox {
                 ),
             };
         }
-        let overlay = cfg.copy_on_write.then(|| overlay_dirs(&cfg.rootfs)).transpose()?;
+        let overlay = if layered {
+            Some(layered_dirs(&cfg.rootfs, &cfg.layers)?)
+        } else {
+            cfg.copy_on_write.then(|| overlay_dirs(&cfg.rootfs)).transpose()?
+        };
         let exe = match (&cfg.exe, std::env::var_os("ARBOR_EXE")) {
             (Some(e), _) => e.clone(),
             (None, Some(e)) => PathBuf::from(e),
-            (None, None) => std::env::current_exe().context("finding the arbor executable")?,
+            (None, None) if IS_ARBOR.load(std::sync::atomic::Ordering::Relaxed) => {
+                std::env::current_exe().context("finding the arbor executable")?
+            }
+            // Another program using the library: running itself as the init would run its own main.
+            (None, None) => {
+                bail!("starting a sandbox from outside the arbor binary needs $ARBOR_EXE (the arbor executable)")
+            }
         };
         let mut child = Command::new(&exe)
             .arg(init::ARG)
@@ -108,6 +139,7 @@ impl Sandbox {
             stdout,
             overlay: overlay.clone(),
             rootfs: cfg.rootfs.clone(),
+            layered,
             emulation: emulation.clone(),
             arch,
             rootless,
@@ -141,8 +173,17 @@ impl Sandbox {
         }
     }
 
+    /// The tree as the sandbox sees it (the overlay's union), from the host:
+    /// `/proc/PID/root` of the sandbox. Valid until [`Sandbox::finish`]. Walk
+    /// it only with directory-relative calls: an absolute symlink in the tree
+    /// would resolve against the host's root from here.
+    pub fn root(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.child.id()))
+    }
+
     /// Stops the sandbox (killing anything left running) and, with
-    /// copy-on-write, merges what the jobs changed into the tree.
+    /// copy-on-write, merges what the jobs changed into the tree. A layered
+    /// sandbox's changes stay in its upper directory (no merge).
     pub fn finish(mut self) -> Result<Changes> {
         self.stdin.take();
         let status = self.child.wait().context("waiting for the sandbox to stop")?;
@@ -152,6 +193,10 @@ impl Sandbox {
         let Some(o) = self.overlay.take() else {
             return Ok(Changes::default());
         };
+        if self.layered {
+            remove_layered_dirs(&o);
+            return Ok(Changes::default());
+        }
         let changes = merge::merge(&o.upper, &self.rootfs)?;
         remove_overlay_dirs(&o);
         Ok(changes)
@@ -209,7 +254,11 @@ impl Drop for Sandbox {
             let _ = self.child.wait();
         }
         if let Some(o) = self.overlay.take() {
-            remove_overlay_dirs(&o);
+            if self.layered {
+                remove_layered_dirs(&o);
+            } else {
+                remove_overlay_dirs(&o);
+            }
         }
     }
 }
@@ -234,6 +283,7 @@ fn overlay_dirs(rootfs: &Path) -> Result<Overlay> {
         upper: parent.join(format!("{name}.upper")),
         work: parent.join(format!("{name}.work")),
         merged: parent.join(format!("{name}.merged")),
+        layers: None,
     };
     remove_overlay_dirs(&o);
     for d in [&o.upper, &o.work, &o.merged] {
@@ -247,6 +297,54 @@ fn remove_overlay_dirs(o: &Overlay) {
     // overlayfs leaves `work/work` with mode 0.
     let _ = std::fs::set_permissions(o.work.join("work"), std::fs::Permissions::from_mode(0o700));
     for d in [&o.upper, &o.work, &o.merged] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Overlay directories for a layered tree: `upper` is the tree directory
+/// itself; `work`, `merged` and `layers` (links `0`, `1`, … to the lower
+/// layers, top first, so the mount options stay short for hundreds of
+/// packages) beside it.
+fn layered_dirs(upper: &Path, layers: &[PathBuf]) -> Result<Overlay> {
+    /// overlayfs stacks at most 500 layers.
+    const MAX_LAYERS: usize = 500;
+    if layers.len() > MAX_LAYERS {
+        bail!(
+            "{} lower layers; overlayfs stacks at most {MAX_LAYERS} (group packages into fewer layers)",
+            layers.len()
+        );
+    }
+    let name = upper
+        .file_name()
+        .context("the tree path has no name")?
+        .to_string_lossy();
+    let parent = upper.parent().context("the tree path has no parent")?;
+    let o = Overlay {
+        upper: upper.to_path_buf(),
+        work: parent.join(format!("{name}.work")),
+        merged: parent.join(format!("{name}.merged")),
+        layers: Some(parent.join(format!("{name}.layers"))),
+    };
+    remove_layered_dirs(&o);
+    let links = o.layers.as_deref().context("layers")?;
+    for d in [&o.work, &o.merged, &links.to_path_buf()] {
+        std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    for (i, layer) in layers.iter().enumerate() {
+        let target = std::fs::canonicalize(layer).with_context(|| format!("opening the layer {}", layer.display()))?;
+        std::os::unix::fs::symlink(&target, links.join(i.to_string()))
+            .with_context(|| format!("linking {} in {}", target.display(), links.display()))?;
+    }
+    Ok(o)
+}
+
+fn remove_layered_dirs(o: &Overlay) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(o.work.join("work"), std::fs::Permissions::from_mode(0o700));
+    for d in [Some(&o.work), Some(&o.merged), o.layers.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -29,6 +29,9 @@ pub struct Overlay {
     pub work: PathBuf,
     /// Where the union is mounted before the pivot.
     pub merged: PathBuf,
+    /// Several lower layers: a directory of links named `0`, `1`, … (top
+    /// first); without it the lower layer is the tree.
+    pub layers: Option<PathBuf>,
 }
 
 /// One program (or lua script) to run inside the sandbox.

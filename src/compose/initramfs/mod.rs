@@ -74,13 +74,51 @@ pub const MODULE_LIST: &str = "etc/arbor-initramfs/modules";
 /// [`ensure_modules_dep`]). `extra_modules` are loaded after the defaults
 /// (a board's own drivers); `timestamp` is every entry's mtime.
 pub fn build(tree: &Dir, kver: &str, extra_modules: &[String], timestamp: u64) -> Result<Vec<u8>> {
-    let cpio = archive(tree, kver, extra_modules)?.write(timestamp);
+    compress(&archive(tree, kver, extra_modules)?.write(timestamp))
+}
+
+fn compress(cpio: &[u8]) -> Result<Vec<u8>> {
     // Header mtime 0 and no file name: the same archive gives the same bytes.
     let mut gz = flate2::GzBuilder::new()
         .mtime(0)
         .write(Vec::new(), flate2::Compression::best());
-    gz.write_all(&cpio).context("compressing the initramfs")?;
+    gz.write_all(cpio).context("compressing the initramfs")?;
     gz.finish().context("compressing the initramfs")
+}
+
+/// [`build`], with the compressed image kept in `cache` under the SHA-256 of
+/// the archive: composes that leave the kernel, modules and busybox alone do
+/// not compress them again (the slow part).
+pub fn build_cached(tree: &Dir, kver: &str, extra_modules: &[String], timestamp: u64, cache: &Path) -> Result<Vec<u8>> {
+    let cpio = archive(tree, kver, extra_modules)?.write(timestamp);
+    let key = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&cpio));
+    let path = cache.join(format!("{key}.gz"));
+    if let Ok(img) = std::fs::read(&path) {
+        if let Ok(f) = std::fs::File::open(&path) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        return Ok(img);
+    }
+    let img = compress(&cpio)?;
+    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    crate::bootloader::write_atomically(cache, &format!("{key}.gz"), &img)?;
+    prune(cache);
+    Ok(img)
+}
+
+/// Cached images unused for two weeks go.
+fn prune(cache: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else { return };
+    let now = std::time::SystemTime::now();
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default().as_secs() > 14 * 24 * 3600);
+        if old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The uncompressed archive [`build`] compresses.
@@ -135,9 +173,27 @@ pub fn archive(tree: &Dir, kver: &str, extra_modules: &[String]) -> Result<cpio:
 /// package ships no `modules.dep` (Debian's does not: its postinst makes it).
 /// kmod's depmod reads foreign-arch modules fine.
 pub fn ensure_modules_dep(tree: &Dir, tree_path: &Path, kver: &str) -> Result<()> {
-    if tree.exists(format!("usr/lib/modules/{kver}/modules.dep")) {
+    ensure_modules_dep_cached(tree, tree_path, kver, None)
+}
+
+/// [`ensure_modules_dep`], keeping depmod's output in `cache` (a directory
+/// named for everything depmod reads, see the compose's `modules_key`): when it
+/// is there, depmod does not run again.
+pub fn ensure_modules_dep_cached(tree: &Dir, tree_path: &Path, kver: &str, cache: Option<&Path>) -> Result<()> {
+    let moddir = format!("usr/lib/modules/{kver}");
+    if tree.exists(format!("{moddir}/modules.dep")) {
         return Ok(());
     }
+    if let Some(cache) = cache.filter(|c| c.is_dir()) {
+        for e in std::fs::read_dir(cache).with_context(|| format!("reading {}", cache.display()))? {
+            let e = e.with_context(|| format!("reading {}", cache.display()))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let data = std::fs::read(e.path()).with_context(|| format!("reading {}", e.path().display()))?;
+            super::postprocess::replace_file(tree, &format!("{moddir}/{name}"), &data, 0o644)?;
+        }
+        return Ok(());
+    }
+    let before = names(tree, &moddir)?;
     // depmod looks under BASE/lib/modules (or BASE/usr/lib/modules for a kmod
     // built that way); through the tree's /lib symlink both find the modules.
     let base = if tree.exists(format!("lib/modules/{kver}")) {
@@ -146,11 +202,48 @@ pub fn ensure_modules_dep(tree: &Dir, tree_path: &Path, kver: &str) -> Result<()
         tree_path.join("usr")
     };
     Tool::new("depmod").arg("-b").arg(&base).arg(kver).run()?;
-    if !tree.exists(format!("usr/lib/modules/{kver}/modules.dep")) {
-        bail!(
-            "`depmod -b {} {kver}` wrote no /usr/lib/modules/{kver}/modules.dep",
-            base.display()
-        );
+    if !tree.exists(format!("{moddir}/modules.dep")) {
+        bail!("`depmod -b {} {kver}` wrote no /{moddir}/modules.dep", base.display());
+    }
+    if let Some(cache) = cache {
+        save_depmod_output(tree, &moddir, &before, cache)?;
+    }
+    Ok(())
+}
+
+fn names(tree: &Dir, dir: &str) -> Result<std::collections::BTreeSet<String>> {
+    tree.read_dir(dir)
+        .with_context(|| format!("listing /{dir}"))?
+        .map(|e| {
+            e.map(|e| e.file_name().to_string_lossy().into_owned())
+                .with_context(|| format!("listing /{dir}"))
+        })
+        .collect()
+}
+
+/// The files depmod added to `moddir`, into `cache` (complete or not at all).
+fn save_depmod_output(
+    tree: &Dir,
+    moddir: &str,
+    before: &std::collections::BTreeSet<String>,
+    cache: &Path,
+) -> Result<()> {
+    let parent = cache.parent().context("the depmod cache has no parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".depmod-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a directory in {}", parent.display()))?;
+    for name in names(tree, moddir)?.difference(before) {
+        let data = tree
+            .read(format!("{moddir}/{name}"))
+            .with_context(|| format!("reading /{moddir}/{name}"))?;
+        std::fs::write(tmp.path().join(name), data).with_context(|| format!("writing {}", tmp.path().display()))?;
+    }
+    let tmp = tmp.keep();
+    if std::fs::rename(&tmp, cache).is_err() {
+        // Another compose saved the same output meanwhile.
+        let _ = std::fs::remove_dir_all(&tmp);
     }
     Ok(())
 }
@@ -178,11 +271,19 @@ pub fn kernels(tree: &Dir) -> Result<Vec<String>> {
 /// Writes `usr/lib/modules/$kver/initramfs.img` (where libostree's deploy
 /// looks for it) for every kernel of the tree at `tree_path`, running depmod
 /// first where needed. Returns the kernel versions done.
-pub fn write_all(tree: &Dir, tree_path: &Path, extra_modules: &[String], timestamp: u64) -> Result<Vec<String>> {
+pub fn write_all(
+    tree: &Dir,
+    tree_path: &Path,
+    extra_modules: &[String],
+    timestamp: u64,
+    cache_dir: &Path,
+    modules_key: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<String>> {
     let kvers = kernels(tree)?;
     for kver in &kvers {
-        ensure_modules_dep(tree, tree_path, kver)?;
-        let img = build(tree, kver, extra_modules, timestamp)
+        let depmod_cache = modules_key(kver).map(|k| cache_dir.join("depmod").join(k));
+        ensure_modules_dep_cached(tree, tree_path, kver, depmod_cache.as_deref())?;
+        let img = build_cached(tree, kver, extra_modules, timestamp, &cache_dir.join("initramfs"))
             .with_context(|| format!("building the initramfs for kernel {kver}"))?;
         let path = format!("usr/lib/modules/{kver}/initramfs.img");
         // Through a rename: the old file may be a hardlinked package-cache object.

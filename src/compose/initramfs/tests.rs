@@ -155,10 +155,32 @@ fn kernels_are_the_module_dirs_with_a_vmlinuz() {
 #[test]
 fn write_all_puts_initramfs_img_beside_vmlinuz() {
     let (t, d) = tree(Some(fake_busybox(APPLETS, false)));
-    assert_eq!(write_all(&d, t.path(), &[], 0).unwrap(), [KVER]);
+    let cache = tempfile::tempdir().unwrap();
+    assert_eq!(write_all(&d, t.path(), &[], 0, cache.path(), |_| None).unwrap(), [KVER]);
     let img = std::fs::read(t.path().join("usr/lib/modules").join(KVER).join("initramfs.img")).unwrap();
     assert_eq!(img, build(&d, KVER, &[], 0).unwrap());
     assert!(!t.path().join("usr/lib/modules/5.0-no-kernel/initramfs.img").exists());
+}
+
+#[test]
+fn cached_images_are_reused_only_for_the_same_archive() {
+    let (_t, d) = tree(Some(fake_busybox(APPLETS, false)));
+    let cache = tempfile::tempdir().unwrap();
+    let first = build_cached(&d, KVER, &[], 0, cache.path()).unwrap();
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    // A planted image under the archive's key is what a second build returns: the cache is used.
+    std::fs::write(&cached[0], b"from the cache").unwrap();
+    assert_eq!(build_cached(&d, KVER, &[], 0, cache.path()).unwrap(), b"from the cache");
+    // Another timestamp is another archive: built, not taken from the cache.
+    let other = build_cached(&d, KVER, &[], 1, cache.path()).unwrap();
+    assert_eq!(other, build(&d, KVER, &[], 1).unwrap());
+    assert_ne!(other, first);
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 2);
 }
 
 #[test]
