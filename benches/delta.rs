@@ -186,7 +186,7 @@ fn main() {
         delta_bytes as f64 / compressed as f64
     );
     println!(
-        "  3 deltas:        arbor {arbor_secs:.2} s on {jobs} threads, ostree static-delta generate one by one {ref_secs:.2} s"
+        "  3 deltas:        arbor {arbor_secs:.2} s, {jobs} worker processes at a time; ostree static-delta generate one by one {ref_secs:.2} s"
     );
     println!("  ratio arbor/ostree: {:.2}   (goal: <= 0.6)", arbor_secs / ref_secs);
     println!("  (one more delta plus arbor's summary regeneration: {regen_secs:.2} s, not in the ratio)");

@@ -82,6 +82,18 @@ fn a_bad_ref_or_commit_is_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("deadbeef"));
+    // A well-formed checksum of a commit the repository lacks: named before any delta work.
+    let missing = "ab".repeat(32);
+    let out = arbor()
+        .args(["delta", "--repo"])
+        .arg(t.path("repo"))
+        .args(["test/small", "--from", &missing])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&missing) && err.contains("no such commit"), "{err}");
+    assert!(!t.path("repo/deltas").exists(), "nothing generated");
 }
 
 #[test]

@@ -44,6 +44,17 @@ use crate::arch::Arch;
 /// Set by arbor's `main`: this executable is arbor and can be the sandbox init.
 pub static IS_ARBOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The arbor executable, to start helper processes with (the sandbox init,
+/// delta workers): `$ARBOR_EXE`, else this executable when it is arbor. Another
+/// program using the library must not run itself: that would run its own main.
+pub fn arbor_exe() -> Option<PathBuf> {
+    match std::env::var_os("ARBOR_EXE") {
+        Some(e) => Some(PathBuf::from(e)),
+        None if IS_ARBOR.load(std::sync::atomic::Ordering::Relaxed) => std::env::current_exe().ok(),
+        None => None,
+    }
+}
+
 /// How to start a sandbox.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -112,16 +123,10 @@ impl Sandbox {
         } else {
             cfg.copy_on_write.then(|| overlay_dirs(&cfg.rootfs)).transpose()?
         };
-        let exe = match (&cfg.exe, std::env::var_os("ARBOR_EXE")) {
-            (Some(e), _) => e.clone(),
-            (None, Some(e)) => PathBuf::from(e),
-            (None, None) if IS_ARBOR.load(std::sync::atomic::Ordering::Relaxed) => {
-                std::env::current_exe().context("finding the arbor executable")?
-            }
-            // Another program using the library: running itself as the init would run its own main.
-            (None, None) => {
-                bail!("starting a sandbox from outside the arbor binary needs $ARBOR_EXE (the arbor executable)")
-            }
+        let exe = match &cfg.exe {
+            Some(e) => e.clone(),
+            None => arbor_exe()
+                .context("starting a sandbox from outside the arbor binary needs $ARBOR_EXE (the arbor executable)")?,
         };
         let mut child = Command::new(&exe)
             .arg(init::ARG)
