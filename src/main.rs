@@ -19,6 +19,13 @@ fn main() -> ExitCode {
         let args: Vec<String> = std::env::args().skip(2).collect();
         return ExitCode::from(arbor::ostree::delta::worker_main(&args).clamp(0, 255) as u8);
     }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == arbor::ostree::tree::COPY_WORKER_ARG)
+    {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        return ExitCode::from(arbor::ostree::tree::copy_worker_main(&args).clamp(0, 255) as u8);
+    }
     arbor::sandbox::IS_ARBOR.store(true, std::sync::atomic::Ordering::Relaxed);
     // Like other Unix tools, stop quietly when the reader of stdout goes away
     // (`arbor treefile show | head`), instead of panicking on EPIPE.

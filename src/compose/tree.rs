@@ -198,7 +198,16 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         }
         modules.sort();
         modules.dedup();
-        let kernels = super::initramfs::write_all(&root, &rootfs, &modules, when, &opts.cache_dir, |kver| {
+        // Entry times: the kernel package's build time (at most the compose's), so a
+        // compose that changes other packages reuses the cached image.
+        let kernel_time = |kver: &str| {
+            let vmlinuz = format!("/usr/lib/modules/{kver}/vmlinuz");
+            headers
+                .iter()
+                .find(|h| h.files.iter().any(|f| f.path == vmlinuz))
+                .map_or(when, |h| h.build_time.min(when))
+        };
+        let kernels = super::initramfs::write_all(&root, &rootfs, &modules, kernel_time, &opts.cache_dir, |kver| {
             modules_key(&layers, &upper, kver)
         })?;
         tracing::debug!(?kernels, "initramfs images");

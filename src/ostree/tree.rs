@@ -266,10 +266,19 @@ pub fn copy_objects(src: &Path, dst: &Path, commit: &str, refname: Option<&str>,
             .map(|i| files.iter().skip(i).step_by(n).cloned().collect())
             .collect()
     };
+    // Worker processes when the arbor executable is known: threads of one
+    // process compress at ~1.5x on two cores, processes at ~1.9x (see `delta`).
+    let exe = crate::sandbox::arbor_exe();
     std::thread::scope(|s| -> Result<()> {
         let handles: Vec<_> = chunks
             .iter()
-            .map(|chunk| s.spawn(move || copy_files(src, dst, chunk)))
+            .map(|chunk| {
+                let exe = exe.clone();
+                s.spawn(move || match exe {
+                    Some(exe) if !chunk.is_empty() => copy_files_in_worker(&exe, src, dst, chunk),
+                    _ => copy_files(src, dst, chunk),
+                })
+            })
             .collect();
         for h in handles {
             h.join()
@@ -309,7 +318,57 @@ pub fn copy_objects(src: &Path, dst: &Path, commit: &str, refname: Option<&str>,
     result
 }
 
-/// One thread's share of content objects, in its own repository handles and transaction.
+/// The hidden first argument of an object-copy worker process.
+pub const COPY_WORKER_ARG: &str = "__copy-worker";
+
+fn copy_files_in_worker(exe: &Path, src: &Path, dst: &Path, checksums: &[String]) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(exe)
+        .arg(COPY_WORKER_ARG)
+        .arg(src)
+        .arg(dst)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {} {COPY_WORKER_ARG}", exe.display()))?;
+    let mut stdin = child.stdin.take().context("worker stdin")?;
+    let list = checksums.join("\n");
+    let fed = stdin.write_all(list.as_bytes());
+    drop(stdin);
+    let out = child.wait_with_output().context("waiting for an object-copy worker")?;
+    if !out.status.success() {
+        bail!(
+            "the object-copy worker failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    fed.context("feeding an object-copy worker")
+}
+
+/// Entry point of `arbor __copy-worker SRC DST` (checksums on stdin, one per
+/// line; started by [`copy_objects`]); returns the exit status.
+pub fn copy_worker_main(args: &[String]) -> i32 {
+    let run = || -> Result<()> {
+        let [src, dst] = args else {
+            bail!("usage: arbor {COPY_WORKER_ARG} SRC DST < checksums");
+        };
+        let mut list = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut list).context("reading the checksums")?;
+        let checksums: Vec<String> = list.lines().map(str::to_string).collect();
+        copy_files(Path::new(src), Path::new(dst), &checksums)
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e:#}");
+            1
+        }
+    }
+}
+
+/// One worker's share of content objects, in its own repository handles and transaction.
 fn copy_files(src: &Path, dst: &Path, checksums: &[String]) -> Result<()> {
     if checksums.is_empty() {
         return Ok(());

@@ -134,8 +134,9 @@ pub fn archive(tree: &Dir, kver: &str, extra_modules: &[String]) -> Result<cpio:
     a.file("init", 0o755, INIT.as_bytes().to_vec())?;
 
     let (bb_path, busybox) = read_busybox(tree)?;
+    let names = strings(&busybox);
     for applet in APPLETS {
-        if !has_applet(&busybox, applet) {
+        if !names.contains(applet.as_bytes()) {
             bail!("the initramfs needs busybox's `{applet}` applet; /{bb_path} has none");
         }
         a.symlink(&format!("bin/{applet}"), "busybox")?;
@@ -275,16 +276,24 @@ pub fn write_all(
     tree: &Dir,
     tree_path: &Path,
     extra_modules: &[String],
-    timestamp: u64,
+    timestamp: impl Fn(&str) -> u64,
     cache_dir: &Path,
     modules_key: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<String>> {
     let kvers = kernels(tree)?;
     for kver in &kvers {
         let depmod_cache = modules_key(kver).map(|k| cache_dir.join("depmod").join(k));
+        let started = std::time::Instant::now();
         ensure_modules_dep_cached(tree, tree_path, kver, depmod_cache.as_deref())?;
-        let img = build_cached(tree, kver, extra_modules, timestamp, &cache_dir.join("initramfs"))
+        let depmod_secs = started.elapsed().as_secs_f64();
+        let img = build_cached(tree, kver, extra_modules, timestamp(kver), &cache_dir.join("initramfs"))
             .with_context(|| format!("building the initramfs for kernel {kver}"))?;
+        tracing::debug!(
+            kver,
+            depmod_secs,
+            image_secs = started.elapsed().as_secs_f64() - depmod_secs,
+            "module index and initramfs image"
+        );
         let path = format!("usr/lib/modules/{kver}/initramfs.img");
         // Through a rename: the old file may be a hardlinked package-cache object.
         super::postprocess::replace_file(tree, &path, &img, 0o644)?;
@@ -313,9 +322,9 @@ fn read_busybox(tree: &Dir) -> Result<(&'static str, Vec<u8>)> {
 }
 
 /// busybox keeps its applet names as one NUL-separated string table.
-fn has_applet(busybox: &[u8], applet: &str) -> bool {
-    let needle = format!("\0{applet}\0");
-    busybox.windows(needle.len()).any(|w| w == needle.as_bytes())
+/// The NUL-delimited strings of a binary (busybox keeps its applet names so), in one pass.
+fn strings(binary: &[u8]) -> std::collections::HashSet<&[u8]> {
+    binary.split(|b| *b == 0).filter(|s| !s.is_empty()).collect()
 }
 
 #[cfg(test)]

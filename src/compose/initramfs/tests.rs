@@ -156,7 +156,10 @@ fn kernels_are_the_module_dirs_with_a_vmlinuz() {
 fn write_all_puts_initramfs_img_beside_vmlinuz() {
     let (t, d) = tree(Some(fake_busybox(APPLETS, false)));
     let cache = tempfile::tempdir().unwrap();
-    assert_eq!(write_all(&d, t.path(), &[], 0, cache.path(), |_| None).unwrap(), [KVER]);
+    assert_eq!(
+        write_all(&d, t.path(), &[], |_| 0, cache.path(), |_| None).unwrap(),
+        [KVER]
+    );
     let img = std::fs::read(t.path().join("usr/lib/modules").join(KVER).join("initramfs.img")).unwrap();
     assert_eq!(img, build(&d, KVER, &[], 0).unwrap());
     assert!(!t.path().join("usr/lib/modules/5.0-no-kernel/initramfs.img").exists());
