@@ -130,9 +130,26 @@ fn a_tree_with_a_kernel_gets_a_reproducible_initramfs() {
         );
     }
 
-    // Same inputs, same commit: the image is byte-for-byte reproducible.
+    // Same inputs, same commit: the image is byte-for-byte reproducible (and
+    // the second compose took the image and depmod's output from the cache).
     let again = ok_json(&t.compose_tree("repo2", &["--no-scripts"], &[]));
     assert_eq!(again["commit"], v["commit"]);
+    let count = |d: &str| std::fs::read_dir(t.path(d)).map(|r| r.count()).unwrap_or(0);
+    assert_eq!((count("cache/initramfs"), count("cache/depmod")), (1, 1));
+
+    // A later compose date (another package bumped, say) leaves the kernel's
+    // image alone: entry times come from the kernel package, so the cached image is it.
+    let later = ok_json(&t.compose_tree("repo3", &["--no-scripts"], &[("SOURCE_DATE_EPOCH", "4102444800")]));
+    assert_ne!(later["commit"], v["commit"]);
+    let object = |repo: &str, commit: &str| {
+        let ls = ostree(&t.path(repo), &["ls", "-C", commit, &img_path]);
+        ls.split_whitespace().nth(4).unwrap().to_string()
+    };
+    assert_eq!(
+        object("repo3", later["commit"].as_str().unwrap()),
+        object("repo", &commit)
+    );
+    assert_eq!(count("cache/initramfs"), 1, "no second image was built");
 }
 
 #[test]
