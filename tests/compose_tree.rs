@@ -37,6 +37,13 @@ fn composes_a_tree_ostree_and_rpm_accept() {
         "shadow mode 0000: {}",
         line("/usr/etc/shadow")
     );
+    // /etc became /usr/etc by a copy (overlayfs cannot rename a package's
+    // directory): the package's owner and mode, not the checkout's, are committed.
+    assert!(
+        line("/usr/etc/security/daemon.conf").starts_with("-00640 2 2"),
+        "owner daemon, mode 0640: {}",
+        line("/usr/etc/security/daemon.conf")
+    );
     assert!(
         line("/bin").starts_with("l00777") && line("/bin").ends_with("/bin -> usr/bin"),
         "{}",

@@ -76,10 +76,19 @@ fn expected_listing(rpm: &Path) -> BTreeMap<String, Listed> {
             FileType::SymbolicLink => ('l', 0, f.linkto().map(str::to_string)),
             _ => continue,
         };
+        // The ids of the accounts in `sample_users`.
+        let id = |name: &str| match name {
+            "root" => 0,
+            "daemon" => 2,
+            other => panic!(
+                "{}: owner {other} is not one the sample packages use",
+                f.path().display()
+            ),
+        };
         let listed = Listed {
             mode: format!("{c}{:05o}", f.permissions()),
-            uid: 0,
-            gid: 0,
+            uid: id(f.user()),
+            gid: id(f.group()),
             size,
             target,
         };
@@ -195,7 +204,7 @@ fn imports_the_sample_packages_and_ostree_agrees() {
             .args(["init", "--mode=bare-user"]),
     );
     let rpms = sample_paths();
-    let users = Users::root_only();
+    let users = sample_users();
 
     // The kernel alone first, for a throughput figure.
     let kernel = rpms.last().unwrap().clone();
@@ -294,7 +303,7 @@ fn the_same_rpms_give_the_same_commits_in_fresh_repos() {
     let tmp = tempfile::tempdir().unwrap();
     let rpms = sample_paths();
     // The first repository is created by import_all itself; the second through the CLI.
-    let one = import_all(&tmp.path().join("one"), &rpms, &Users::root_only(), 2).unwrap();
+    let one = import_all(&tmp.path().join("one"), &rpms, &sample_users(), 2).unwrap();
     let two_repo = tmp.path().join("two");
     common::run(
         Command::new("ostree")
@@ -303,7 +312,7 @@ fn the_same_rpms_give_the_same_commits_in_fresh_repos() {
     );
     let mut reversed = rpms.clone();
     reversed.reverse();
-    let mut two = import_all(&two_repo, &reversed, &Users::root_only(), 1).unwrap();
+    let mut two = import_all(&two_repo, &reversed, &sample_users(), 1).unwrap();
     two.reverse();
     assert_eq!(one, two);
     let mode = std::fs::read_to_string(tmp.path().join("one/config")).unwrap();
@@ -409,4 +418,13 @@ fn ghosts_owners_capabilities_and_hardlinks() {
         std::fs::metadata(co.join("usr/lib/feat-b")).unwrap(),
     );
     assert_eq!(a.ino(), b.ino(), "a hardlink checkout links both names to the object");
+}
+
+/// The accounts the sample packages' files are owned by (setup's passwd has them).
+fn sample_users() -> Users {
+    Users::from_passwd_group(
+        "root:x:0:0:root:/root:/bin/sh\ndaemon:x:2:2:daemon:/sbin:/sbin/nologin\n",
+        "root:x:0:\ndaemon:x:2:\n",
+    )
+    .unwrap()
 }

@@ -38,14 +38,29 @@ pub struct Report {
     pub dropped_var_files: Vec<String>,
     /// Paths removed by remove-files / remove-from-packages / documentation / install-langs.
     pub removed: Vec<String>,
+    /// Entries copied unchanged from the packages where a directory could not be renamed.
+    pub copied: Vec<crate::ostree::layers::Copied>,
+    /// The overlay's upper directory (see [`run`]).
+    upper: Option<PathBuf>,
 }
 
 /// Runs every postprocessing step on the rootfs at `root`.
 ///
 /// `owned` maps package names to the paths their headers list (for
-/// `remove-from-packages`); `version` is the commit's version string.
-pub fn run(root: &Dir, tf: &Treefile, version: &str, owned: &BTreeMap<String, Vec<String>>) -> Result<Report> {
-    let mut report = Report::default();
+/// `remove-from-packages`); `version` is the commit's version string. `upper`
+/// is the overlay's upper directory when `root` is an overlay (an entry not in
+/// it comes unchanged from a package).
+pub fn run(
+    root: &Dir,
+    tf: &Treefile,
+    version: &str,
+    owned: &BTreeMap<String, Vec<String>>,
+    upper: Option<&Path>,
+) -> Result<Report> {
+    let mut report = Report {
+        upper: upper.map(Path::to_path_buf),
+        ..Report::default()
+    };
     remove_files(root, tf, owned, &mut report)?;
     if !tf.documentation {
         for d in ["usr/share/doc", "usr/share/man", "usr/share/info"] {
@@ -67,7 +82,7 @@ pub fn run(root: &Dir, tf: &Treefile, version: &str, owned: &BTreeMap<String, Ve
     check_group_members(root, &tf.etc_group_members)?;
     toplevel_links(root, &mut report)?;
     var_to_tmpfiles(root, &mut report)?;
-    etc_to_usr_etc(root)?;
+    etc_to_usr_etc(root, &mut report)?;
     os_release(root, tf, version)?;
     systemd_units(root, tf)?;
     ostree_dirs(root, tf)?;
@@ -282,7 +297,7 @@ fn toplevel_links(root: &Dir, report: &mut Report) -> Result<()> {
                     }
                     root.create_dir_all(Path::new(var_dir).parent().unwrap_or(Path::new("var")))
                         .with_context(|| format!("creating the parent of /{var_dir}"))?;
-                    move_tree(root, path, var_dir)?;
+                    move_tree(root, path, var_dir, report)?;
                 } else {
                     if has_content {
                         report.removed.push(format!("/{path}"));
@@ -373,7 +388,7 @@ fn walk(root: &Dir, dir: &Path, out: &mut Vec<(PathBuf, Kind)>) -> Result<()> {
     Ok(())
 }
 
-fn etc_to_usr_etc(root: &Dir) -> Result<()> {
+fn etc_to_usr_etc(root: &Dir, report: &mut Report) -> Result<()> {
     if !root.is_dir("etc") {
         root.create_dir_all("usr/etc").context("creating /usr/etc")?;
         return Ok(());
@@ -381,21 +396,24 @@ fn etc_to_usr_etc(root: &Dir) -> Result<()> {
     if root.exists("usr/etc") {
         bail!("the tree has both /etc and /usr/etc; packages must not ship /usr/etc");
     }
-    move_tree(root, "etc", "usr/etc")
+    move_tree(root, "etc", "usr/etc", report)
 }
 
 /// Renames the directory `from` to `to`. overlayfs (without `redirect_dir`)
 /// cannot rename a directory of a lower layer (EXDEV): then it is copied —
-/// modes, owners and symlinks kept — and the original removed.
-fn move_tree(root: &Dir, from: &str, to: &str) -> Result<()> {
+/// modes, owners and symlinks kept — and the original removed; entries copied
+/// straight from a package are listed in `report.copied` for the commit.
+fn move_tree(root: &Dir, from: &str, to: &str, report: &mut Report) -> Result<()> {
     match root.rename(from, root, to) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             root.create_dir(to).with_context(|| format!("creating /{to}"))?;
             let src = root.open_dir(from).with_context(|| format!("opening /{from}"))?;
             let dst = root.open_dir(to).with_context(|| format!("opening /{to}"))?;
-            copy_dir(&src, &dst, from, to)?;
+            copy_dir(&src, &dst, from, to, report)?;
             copy_meta(root, from, root, to, &format!("/{to}"))?;
+            note_copy(root, from, to, report)?;
+            fix_last_source(report, from);
             root.remove_dir_all(from)
                 .with_context(|| format!("removing /{from} after copying it to /{to}"))
         }
@@ -403,26 +421,27 @@ fn move_tree(root: &Dir, from: &str, to: &str) -> Result<()> {
     }
 }
 
-fn copy_dir(src: &Dir, dst: &Dir, from: &str, to: &str) -> Result<()> {
+fn copy_dir(src: &Dir, dst: &Dir, from: &str, to: &str, report: &mut Report) -> Result<()> {
     for entry in src.entries().with_context(|| format!("listing /{from}"))? {
         let entry = entry.with_context(|| format!("listing /{from}"))?;
         let name = entry.file_name();
-        let shown = format!("/{to}/{}", name.to_string_lossy());
+        let name_s = name.to_string_lossy();
+        let (from_child, to_child) = (format!("{from}/{name_s}"), format!("{to}/{name_s}"));
+        let shown = format!("/{to_child}");
         let md = src
             .symlink_metadata(&name)
-            .with_context(|| format!("looking at /{from}/{}", name.to_string_lossy()))?;
+            .with_context(|| format!("looking at /{from_child}"))?;
         if md.is_dir() {
             dst.create_dir(&name).with_context(|| format!("creating {shown}"))?;
             let (s, d) = (
-                src.open_dir(&name)
-                    .with_context(|| format!("opening /{from}/{}", name.to_string_lossy()))?,
+                src.open_dir(&name).with_context(|| format!("opening /{from_child}"))?,
                 dst.open_dir(&name).with_context(|| format!("opening {shown}"))?,
             );
-            copy_dir(&s, &d, &format!("{from}/{}", name.to_string_lossy()), &shown[1..])?;
+            copy_dir(&s, &d, &from_child, &to_child, report)?;
         } else if md.is_symlink() {
             let target = src
                 .read_link_contents(&name)
-                .with_context(|| format!("reading the link /{from}/{}", name.to_string_lossy()))?;
+                .with_context(|| format!("reading the link /{from_child}"))?;
             dst.symlink_contents(target, &name)
                 .with_context(|| format!("creating {shown}"))?;
         } else if md.is_file() {
@@ -432,8 +451,43 @@ fn copy_dir(src: &Dir, dst: &Dir, from: &str, to: &str) -> Result<()> {
             bail!("{shown}: only files, directories and symlinks can be moved here");
         }
         copy_meta(src, &name, dst, &name, &shown)?;
+        note_copy(dst, &name, &to_child, report)?;
+        fix_last_source(report, &from_child);
     }
     Ok(())
+}
+
+/// Lists the copy at `dst/name` (tree path `to`) when its source came straight
+/// from a package (absent from the upper directory); its source is set by
+/// the caller through [`fix_last_source`].
+fn note_copy(dst: &Dir, name: impl AsRef<Path>, to: &str, report: &mut Report) -> Result<()> {
+    let md = dst
+        .symlink_metadata(name.as_ref())
+        .with_context(|| format!("looking at /{to}"))?;
+    report.copied.push(crate::ostree::layers::Copied {
+        from: String::new(),
+        to: format!("/{to}"),
+        ino: cap_std::fs::MetadataExt::ino(&md),
+        ctime: (
+            cap_std::fs::MetadataExt::ctime(&md),
+            cap_std::fs::MetadataExt::ctime_nsec(&md),
+        ),
+    });
+    Ok(())
+}
+
+/// Sets the source of the copy just listed, or drops it when the source is in
+/// the upper directory (changed or made after the packages were laid out).
+fn fix_last_source(report: &mut Report, from: &str) {
+    let in_upper = match &report.upper {
+        Some(upper) => std::fs::symlink_metadata(upper.join(from)).is_ok(),
+        None => true,
+    };
+    if in_upper {
+        report.copied.pop();
+    } else if let Some(c) = report.copied.last_mut() {
+        c.from = format!("/{from}");
+    }
 }
 
 /// The owner (and for directories, the mode) of `src/from` onto `dst/to`.

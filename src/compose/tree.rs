@@ -181,7 +181,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         .iter()
         .map(|h| (h.name.clone(), h.files.iter().map(|f| f.path.clone()).collect()))
         .collect();
-    let report = super::postprocess::run(&root, tf, &version, &owned)?;
+    let report = super::postprocess::run(&root, tf, &version, &owned, Some(&upper))?;
     for f in &report.dropped_var_files {
         tracing::warn!(path = %f, "dropping a regular file under /var (OSTree trees carry no /var content)");
     }
@@ -242,6 +242,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     let (commit, applied) = crate::ostree::layers::commit_layers(
         &build_repo,
         &commits,
+        &report.copied,
         &otree::CommitRequest {
             dir: &upper,
             refname: &tf.treeref,

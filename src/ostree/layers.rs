@@ -24,11 +24,76 @@ pub struct Applied {
     pub removed: usize,
 }
 
+/// A file, symlink or directory postprocessing copied from `from` to `to`
+/// (overlayfs cannot rename a lower directory), straight from a package (the
+/// source was not in the upper layer), with the copy's inode and ctime right
+/// after copying: while they still match, the commit takes the package's
+/// object at `from` — owner, mode and xattrs as the package has them, which the
+/// checkout on disk (owned by the caller) does not keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    /// Source path in the tree (absolute).
+    pub from: String,
+    /// Destination path in the tree (absolute).
+    pub to: String,
+    /// Inode of the copy.
+    pub ino: u64,
+    /// ctime of the copy (seconds, nanoseconds).
+    pub ctime: (i64, i64),
+}
+
+/// What the package union has at a copy's source.
+enum Source {
+    /// A file or symlink object.
+    Object(String),
+    /// A directory's dirmeta.
+    DirMeta(String),
+}
+
+/// Copy destination → the source's object, the copy's inode and ctime.
+type Sources = std::collections::HashMap<String, (Source, u64, (i64, i64))>;
+
+/// Resolves each copy's source in the union (before the upper layer changes it), by destination.
+fn sources(mtree: &ostree::MutableTree, copied: &[Copied]) -> Result<Sources> {
+    let mut out = std::collections::HashMap::new();
+    'copies: for c in copied {
+        let mut dir = mtree.clone();
+        let parts: Vec<&str> = c.from.split('/').filter(|p| !p.is_empty()).collect();
+        let Some((last, parents)) = parts.split_last() else {
+            continue;
+        };
+        for p in parents {
+            match lookup(&dir, p)? {
+                Some(Entry::Dir(d)) => dir = d,
+                _ => continue 'copies,
+            }
+        }
+        let source = match lookup(&dir, last)? {
+            Some(Entry::File(csum)) => Source::Object(csum),
+            Some(Entry::Dir(d)) => Source::DirMeta(d.metadata_checksum().to_string()),
+            None => continue,
+        };
+        out.insert(c.to.clone(), (source, c.ino, c.ctime));
+    }
+    Ok(out)
+}
+
+/// The package object a pristine copy at `path` stands for.
+fn pristine<'a>(sources: &'a Sources, path: &str, md: &std::fs::Metadata) -> Option<&'a Source> {
+    let (source, ino, ctime) = sources.get(path)?;
+    (md.ino() == *ino && (md.ctime(), md.ctime_nsec()) == *ctime).then_some(source)
+}
+
 /// Commits the union of `commits` (transaction order: a later package's
 /// directory metadata wins, as overlayfs shows the top layer's) with
 /// `req.dir`, an overlayfs upper directory, applied on top; moves the ref in
 /// the same transaction. Returns the commit checksum.
-pub fn commit_layers(repo_path: &Path, commits: &[String], req: &CommitRequest) -> Result<(String, Applied)> {
+pub fn commit_layers(
+    repo_path: &Path,
+    commits: &[String],
+    copied: &[Copied],
+    req: &CommitRequest,
+) -> Result<(String, Applied)> {
     let repo = open_or_create(repo_path, Mode::BareUser)?;
     repo.prepare_transaction(gio::Cancellable::NONE)
         .context("starting an OSTree transaction")?;
@@ -50,8 +115,9 @@ pub fn commit_layers(repo_path: &Path, commits: &[String], req: &CommitRequest) 
             union(&repo, &mtree, &contents, &meta, "")
                 .with_context(|| format!("adding package commit {commit} to the tree"))?;
         }
+        let sources = sources(&mtree, copied)?;
         let mut applied = Applied::default();
-        apply_upper(&repo, &mtree, req.dir, "", &mut applied)?;
+        apply_upper(&repo, &mtree, req.dir, "", &sources, &mut applied)?;
         let checksum = finish_commit(&repo, &mtree, req)?;
         Ok((checksum, applied))
     })();
@@ -127,6 +193,7 @@ fn apply_upper(
     mt: &ostree::MutableTree,
     dir: &Path,
     path: &str,
+    sources: &Sources,
     applied: &mut Applied,
 ) -> Result<()> {
     let mut names: Vec<_> = std::fs::read_dir(dir)
@@ -176,9 +243,12 @@ fn apply_upper(
                     None,
                 ),
             };
-            let meta = dir_meta(repo, &disk, &md, &tree_path, package_meta.as_deref())?;
+            let meta = match pristine(sources, &tree_path, &md) {
+                Some(Source::DirMeta(m)) => m.clone(),
+                _ => dir_meta(repo, &disk, &md, &tree_path, package_meta.as_deref())?,
+            };
             sub.set_metadata_checksum(&meta);
-            apply_upper(repo, &sub, &disk, &tree_path, applied)?;
+            apply_upper(repo, &sub, &disk, &tree_path, sources, applied)?;
             continue;
         }
         if !ft.is_file() && !ft.is_symlink() {
@@ -191,6 +261,12 @@ fn apply_upper(
         if let Some(Entry::Dir(_)) = existing {
             mt.remove(name, false)
                 .with_context(|| format!("replacing {tree_path}"))?;
+        }
+        if let Some(Source::Object(csum)) = pristine(sources, &tree_path, &md) {
+            mt.replace_file(name, csum)
+                .with_context(|| format!("adding {tree_path}"))?;
+            applied.written += 1;
+            continue;
         }
         let (uid, gid, mode) = committed_meta(&tree_path, md.uid(), md.gid(), md.mode());
         let xattrs = xattrs(&disk)?;
@@ -449,7 +525,7 @@ mod tests {
             timestamp: 0,
             parent: None,
         };
-        let (checksum, applied) = commit_layers(&repo, &commits, &req).unwrap();
+        let (checksum, applied) = commit_layers(&repo, &commits, &[], &req).unwrap();
         assert_eq!(applied, Applied { written: 4, removed: 2 });
         assert_eq!(ostree(&repo, &["rev-parse", "test/tree"]).trim(), checksum);
         let ls = ostree(&repo, &["ls", "-R", "test/tree"]);
@@ -477,8 +553,8 @@ mod tests {
         let empty = t.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
         let req = CommitRequest { dir: &empty, ..req };
-        let (one, _) = commit_layers(&repo, &commits, &req).unwrap();
-        let (two, _) = commit_layers(&repo, &commits, &req).unwrap();
+        let (one, _) = commit_layers(&repo, &commits, &[], &req).unwrap();
+        let (two, _) = commit_layers(&repo, &commits, &[], &req).unwrap();
         assert_eq!(one, two);
         let ls = ostree(&repo, &["ls", "-R", &one]);
         assert!(
@@ -514,7 +590,7 @@ mod tests {
             timestamp: 0,
             parent: None,
         };
-        let e = format!("{:#}", commit_layers(&repo, &commits, &req).unwrap_err());
+        let e = format!("{:#}", commit_layers(&repo, &commits, &[], &req).unwrap_err());
         assert!(e.contains("/usr/bin/x") && e.contains("different files"), "{e}");
         assert!(
             ostree(&repo, &["refs"]).lines().all(|r| r != "test/tree"),

@@ -161,6 +161,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
         let content = Arc::new(expand(&f.content, &vars)?.into_bytes());
         let mut e = synthetic(Kind::File(content), f.mode);
         (e.config, e.doc, e.ghost) = (f.config, f.doc, f.ghost);
+        (e.user, e.group) = (f.user.clone(), f.group.clone());
         insert(&mut entries, expand(&f.path, &vars)?, e)?;
     }
 

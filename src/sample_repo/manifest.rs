@@ -133,6 +133,10 @@ pub struct DirEntry {
     pub arches: Option<Vec<Arch>>,
 }
 
+fn root() -> String {
+    "root".into()
+}
+
 fn dir_mode() -> u16 {
     0o755
 }
@@ -162,6 +166,12 @@ pub struct FileEntry {
     /// Permission bits (default 0644).
     #[serde(default = "file_mode")]
     pub mode: u16,
+    /// Owner name (default root; the tree's passwd must know it).
+    #[serde(default = "root")]
+    pub user: String,
+    /// Group name (default root).
+    #[serde(default = "root")]
+    pub group: String,
     /// `%config(noreplace)`.
     #[serde(default)]
     pub config: bool,
