@@ -196,13 +196,7 @@ fn apply_upper(
     sources: &Sources,
     applied: &mut Applied,
 ) -> Result<()> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
-    names.sort();
-    for os_name in names {
+    for os_name in crate::sandbox::merge::sorted_names(dir)? {
         let disk = dir.join(&os_name);
         let Some(name) = os_name.to_str() else {
             bail!(

@@ -29,14 +29,19 @@ pub fn merge(upper: &Path, tree: &Path) -> Result<Changes> {
     Ok(changes)
 }
 
-fn merge_dir(upper: &Path, tree: &Path, rel: &str, changes: &mut Changes) -> Result<()> {
-    let mut names: Vec<_> = std::fs::read_dir(upper)
-        .with_context(|| format!("reading {}", upper.display()))?
+/// The names in `dir`, sorted (upper directories are applied in this order).
+pub fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<std::io::Result<_>>()
-        .with_context(|| format!("reading {}", upper.display()))?;
+        .with_context(|| format!("reading {}", dir.display()))?;
     names.sort();
-    for name in names {
+    Ok(names)
+}
+
+fn merge_dir(upper: &Path, tree: &Path, rel: &str, changes: &mut Changes) -> Result<()> {
+    for name in sorted_names(upper)? {
         let (u, t) = (upper.join(&name), tree.join(&name));
         let path = format!("{rel}/{}", name.to_string_lossy());
         let md = std::fs::symlink_metadata(&u).with_context(|| format!("looking at {}", u.display()))?;

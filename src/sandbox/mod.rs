@@ -298,10 +298,20 @@ fn overlay_dirs(rootfs: &Path) -> Result<Overlay> {
 }
 
 fn remove_overlay_dirs(o: &Overlay) {
+    remove_dirs(o, true);
+}
+
+/// Removes what the sandbox made for `o`: `work`, `merged`, the layer links,
+/// and `upper` too when `with_upper` (a layered tree's upper is the caller's).
+fn remove_dirs(o: &Overlay, with_upper: bool) {
     use std::os::unix::fs::PermissionsExt;
     // overlayfs leaves `work/work` with mode 0.
     let _ = std::fs::set_permissions(o.work.join("work"), std::fs::Permissions::from_mode(0o700));
-    for d in [&o.upper, &o.work, &o.merged] {
+    let upper = with_upper.then_some(&o.upper);
+    for d in [upper, Some(&o.work), Some(&o.merged), o.layers.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         let _ = std::fs::remove_dir_all(d);
     }
 }
@@ -344,12 +354,5 @@ fn layered_dirs(upper: &Path, layers: &[PathBuf]) -> Result<Overlay> {
 }
 
 fn remove_layered_dirs(o: &Overlay) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(o.work.join("work"), std::fs::Permissions::from_mode(0o700));
-    for d in [Some(&o.work), Some(&o.merged), o.layers.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir_all(d);
-    }
+    remove_dirs(o, false);
 }
