@@ -59,6 +59,9 @@ pub fn download_all(items: &[Item], cache_dir: &Path, fetcher: &Fetcher, jobs: u
 
 fn fetch_one(item: &Item, cache_dir: &Path, fetcher: &Fetcher) -> Result<PathBuf> {
     let dest = cache_path(cache_dir, item);
+    if verified_before(&dest, item) {
+        return Ok(dest);
+    }
     if dest.exists() && !item.checksum.matches(&dest)? {
         // Never trust a cache entry that no longer matches: remove it and say so.
         std::fs::remove_file(&dest).with_context(|| format!("removing {}", dest.display()))?;
@@ -72,7 +75,45 @@ fn fetch_one(item: &Item, cache_dir: &Path, fetcher: &Fetcher) -> Result<PathBuf
         fetcher.download(&item.url, &dest, &item.checksum)?;
     }
     verify_rpm(&dest, item)?;
+    if let Some(stamp) = stamp(&dest, item) {
+        // Best effort: without it the next run verifies again.
+        let _ = std::fs::write(stamp_path(&dest), stamp);
+    }
     Ok(dest)
+}
+
+/// What a verified cache entry looked like: the expected checksum and the
+/// file's size, inode and ctime (which every write changes and no one can set
+/// back). While they hold, a later compose does not hash the package again —
+/// twice per package and compose, it was most of an incremental compose's
+/// time. Packages checked against signing keys are checked every time.
+fn stamp(path: &Path, item: &Item) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if item.gpg_keys.is_some() {
+        return None;
+    }
+    let m = std::fs::symlink_metadata(path).ok().filter(|m| m.is_file())?;
+    Some(format!(
+        "{} {} {} {}.{:09}\n",
+        item.checksum,
+        m.len(),
+        m.ino(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
+}
+
+fn stamp_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".verified");
+    PathBuf::from(p)
+}
+
+fn verified_before(path: &Path, item: &Item) -> bool {
+    match (stamp(path, item), std::fs::read_to_string(stamp_path(path))) {
+        (Some(now), Ok(then)) => now == then,
+        _ => false,
+    }
 }
 
 /// Checks the rpm header and payload digests, and the signature when keys are given.
