@@ -289,7 +289,10 @@ fn downloads_are_verified_and_a_corrupt_cached_rpm_is_removed_and_named() {
     // Verified once, stamped: later runs skip hashing while the file is untouched,
     // and an edit (below) changes its ctime, so it is verified — and caught — again.
     let stamp = PathBuf::from(format!("{}.verified", bash.display()));
-    assert!(std::fs::read_to_string(&stamp).unwrap().starts_with("sha256:"), "{stamp:?}");
+    assert!(
+        std::fs::read_to_string(&stamp).unwrap().starts_with("sha256:"),
+        "{stamp:?}"
+    );
     let mut bytes = std::fs::read(bash).unwrap();
     let n = bytes.len();
     bytes[n - 100] ^= 0xff;
