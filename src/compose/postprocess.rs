@@ -412,8 +412,7 @@ fn move_tree(root: &Dir, from: &str, to: &str, report: &mut Report) -> Result<()
             let dst = root.open_dir(to).with_context(|| format!("opening /{to}"))?;
             copy_dir(&src, &dst, from, to, report)?;
             copy_meta(root, from, root, to, &format!("/{to}"))?;
-            note_copy(root, from, to, report)?;
-            fix_last_source(report, from);
+            note_copy(root, to, from, to, report)?;
             root.remove_dir_all(from)
                 .with_context(|| format!("removing /{from} after copying it to /{to}"))
         }
@@ -451,21 +450,27 @@ fn copy_dir(src: &Dir, dst: &Dir, from: &str, to: &str, report: &mut Report) -> 
             bail!("{shown}: only files, directories and symlinks can be moved here");
         }
         copy_meta(src, &name, dst, &name, &shown)?;
-        note_copy(dst, &name, &to_child, report)?;
-        fix_last_source(report, &from_child);
+        note_copy(dst, &name, &from_child, &to_child, report)?;
     }
     Ok(())
 }
 
-/// Lists the copy at `dst/name` (tree path `to`) when its source came straight
-/// from a package (absent from the upper directory); its source is set by
-/// the caller through [`fix_last_source`].
-fn note_copy(dst: &Dir, name: impl AsRef<Path>, to: &str, report: &mut Report) -> Result<()> {
+/// Lists the copy at `dst/name` (tree path `to`) of the tree path `from` when
+/// that came straight from a package: absent from the upper directory (an
+/// entry there was changed or made after the packages were laid out).
+fn note_copy(dst: &Dir, name: impl AsRef<Path>, from: &str, to: &str, report: &mut Report) -> Result<()> {
+    let from_package = report
+        .upper
+        .as_ref()
+        .is_some_and(|upper| std::fs::symlink_metadata(upper.join(from)).is_err());
+    if !from_package {
+        return Ok(());
+    }
     let md = dst
         .symlink_metadata(name.as_ref())
         .with_context(|| format!("looking at /{to}"))?;
     report.copied.push(crate::ostree::layers::Copied {
-        from: String::new(),
+        from: format!("/{from}"),
         to: format!("/{to}"),
         ino: cap_std::fs::MetadataExt::ino(&md),
         ctime: (
@@ -474,20 +479,6 @@ fn note_copy(dst: &Dir, name: impl AsRef<Path>, to: &str, report: &mut Report) -
         ),
     });
     Ok(())
-}
-
-/// Sets the source of the copy just listed, or drops it when the source is in
-/// the upper directory (changed or made after the packages were laid out).
-fn fix_last_source(report: &mut Report, from: &str) {
-    let in_upper = match &report.upper {
-        Some(upper) => std::fs::symlink_metadata(upper.join(from)).is_ok(),
-        None => true,
-    };
-    if in_upper {
-        report.copied.pop();
-    } else if let Some(c) = report.copied.last_mut() {
-        c.from = format!("/{from}");
-    }
 }
 
 /// The owner (and for directories, the mode) of `src/from` onto `dst/to`.

@@ -197,30 +197,21 @@ fn generate_in_worker(exe: &Path, repo_path: &Path, p: &Pair, opts: &Options) ->
 }
 
 /// Entry point of `arbor __delta-worker REPO FROM|- TO MAX_PART_MB BSDIFF INLINE`
-/// (started by [`generate_parallel`]); returns the exit status.
-pub fn worker_main(args: &[String]) -> i32 {
-    let run = || -> Result<()> {
-        let [repo, from, to, part, bsdiff, inline] = args else {
-            bail!("usage: arbor {WORKER_ARG} REPO FROM|- TO MAX_PART_MB BSDIFF INLINE");
-        };
-        let pair = Pair {
-            from: (from != "-").then(|| from.clone()),
-            to: to.clone(),
-        };
-        let opts = Options {
-            max_part_mb: part.parse().context("MAX_PART_MB")?,
-            bsdiff: bsdiff == "1",
-            inline_parts: inline == "1",
-        };
-        generate_one(&open(Path::new(repo))?, &pair, &opts)
+/// (started by [`generate_parallel`]).
+pub fn worker_main(args: &[String]) -> Result<()> {
+    let [repo, from, to, part, bsdiff, inline] = args else {
+        bail!("usage: arbor {WORKER_ARG} REPO FROM|- TO MAX_PART_MB BSDIFF INLINE");
     };
-    match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{e:#}");
-            1
-        }
-    }
+    let pair = Pair {
+        from: (from != "-").then(|| from.clone()),
+        to: to.clone(),
+    };
+    let opts = Options {
+        max_part_mb: part.parse().context("MAX_PART_MB")?,
+        bsdiff: bsdiff == "1",
+        inline_parts: inline == "1",
+    };
+    generate_one(&open(Path::new(repo))?, &pair, &opts)
 }
 
 /// ostree's magic for a signed superblock, `OSTSGNDT`, stored big-endian.

@@ -339,7 +339,9 @@ fn copy_files_in_worker(exe: &Path, src: &Path, dst: &Path, checksums: &[String]
     let out = child.wait_with_output().context("waiting for an object-copy worker")?;
     if !out.status.success() {
         bail!(
-            "the object-copy worker failed ({}): {}",
+            "copying objects from {} to {}: the worker failed ({}): {}",
+            src.display(),
+            dst.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
@@ -348,24 +350,15 @@ fn copy_files_in_worker(exe: &Path, src: &Path, dst: &Path, checksums: &[String]
 }
 
 /// Entry point of `arbor __copy-worker SRC DST` (checksums on stdin, one per
-/// line; started by [`copy_objects`]); returns the exit status.
-pub fn copy_worker_main(args: &[String]) -> i32 {
-    let run = || -> Result<()> {
-        let [src, dst] = args else {
-            bail!("usage: arbor {COPY_WORKER_ARG} SRC DST < checksums");
-        };
-        let mut list = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut list).context("reading the checksums")?;
-        let checksums: Vec<String> = list.lines().map(str::to_string).collect();
-        copy_files(Path::new(src), Path::new(dst), &checksums)
+/// line; started by [`copy_objects`]).
+pub fn copy_worker_main(args: &[String]) -> Result<()> {
+    let [src, dst] = args else {
+        bail!("usage: arbor {COPY_WORKER_ARG} SRC DST < checksums");
     };
-    match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{e:#}");
-            1
-        }
-    }
+    let mut list = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut list).context("reading the checksums")?;
+    let checksums: Vec<String> = list.lines().map(str::to_string).collect();
+    copy_files(Path::new(src), Path::new(dst), &checksums)
 }
 
 /// One worker's share of content objects, in its own repository handles and transaction.

@@ -279,15 +279,10 @@ fn write_proc(path: &Path, text: &str) -> Result<()> {
 /// `upper`, `work` and `merged` beside the tree (overlayfs needs upper and
 /// work on one filesystem; renames during the merge need the tree there too).
 fn overlay_dirs(rootfs: &Path) -> Result<Overlay> {
-    let name = rootfs
-        .file_name()
-        .context("the tree path has no name")?
-        .to_string_lossy();
-    let parent = rootfs.parent().context("the tree path has no parent")?;
     let o = Overlay {
-        upper: parent.join(format!("{name}.upper")),
-        work: parent.join(format!("{name}.work")),
-        merged: parent.join(format!("{name}.merged")),
+        upper: beside(rootfs, "upper")?,
+        work: beside(rootfs, "work")?,
+        merged: beside(rootfs, "merged")?,
         layers: None,
     };
     remove_overlay_dirs(&o);
@@ -295,6 +290,13 @@ fn overlay_dirs(rootfs: &Path) -> Result<Overlay> {
         std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
     }
     Ok(o)
+}
+
+/// `DIR/NAME.SUFFIX` for the tree path `DIR/NAME`.
+fn beside(tree: &Path, suffix: &str) -> Result<PathBuf> {
+    let name = tree.file_name().context("the tree path has no name")?.to_string_lossy();
+    let parent = tree.parent().context("the tree path has no parent")?;
+    Ok(parent.join(format!("{name}.{suffix}")))
 }
 
 fn remove_overlay_dirs(o: &Overlay) {
@@ -329,16 +331,11 @@ fn layered_dirs(upper: &Path, layers: &[PathBuf]) -> Result<Overlay> {
             layers.len()
         );
     }
-    let name = upper
-        .file_name()
-        .context("the tree path has no name")?
-        .to_string_lossy();
-    let parent = upper.parent().context("the tree path has no parent")?;
     let o = Overlay {
         upper: upper.to_path_buf(),
-        work: parent.join(format!("{name}.work")),
-        merged: parent.join(format!("{name}.merged")),
-        layers: Some(parent.join(format!("{name}.layers"))),
+        work: beside(upper, "work")?,
+        merged: beside(upper, "merged")?,
+        layers: Some(beside(upper, "layers")?),
     };
     remove_layered_dirs(&o);
     let links = o.layers.as_deref().context("layers")?;
