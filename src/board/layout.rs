@@ -2,9 +2,9 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
-use super::size::{MIB, align_down, align_up, show};
+use super::size::{MIB, align_down, checked_align_up, show};
 use super::{Board, PartSize, Partition, PartitionTable, Start};
 
 /// Bytes of the primary GPT (protective MBR, header, 128 entries of 128 bytes).
@@ -89,10 +89,13 @@ impl Board {
             fixed.push(r);
         }
 
-        let mut cursor = MIB.max(align_up(blobs_end, MIB));
+        // Blobs end inside the image (checked above), and an image ends at most 512 bytes
+        // below 2^64, so only partitions below can overflow a u64.
+        let mut cursor = MIB.max(checked_align_up(blobs_end, MIB).unwrap_or(u64::MAX));
         let mut placed: Vec<Placed> = Vec::new();
         for (i, p) in self.partitions.iter().enumerate() {
             let what = format!("partition {} ({} {:?})", i + 1, p.role, p.label);
+            let key = |k: &str| format!("partitions[{i}].{k}");
             let start = match p.start {
                 Start::After => cursor,
                 Start::At(s) => s,
@@ -109,10 +112,18 @@ impl Board {
                     end - start
                 }
             };
+            // A board file can write any u64: an end past 2^64 would wrap to before the start.
+            let end = start.checked_add(size).with_context(|| {
+                format!(
+                    "{what}: {} {start} + {} {size} ends past 2^64 bytes, beyond any disk",
+                    key("start"),
+                    key("size")
+                )
+            })?;
             let r = Region {
                 what: what.clone(),
                 start,
-                end: start + size,
+                end,
             };
             if r.end > usable_end {
                 bail!(
@@ -138,7 +149,9 @@ impl Board {
             if self.partition_table == PartitionTable::Mbr && (r.end / 512) > u64::from(u32::MAX) {
                 bail!("{what} ends past 2 TiB, beyond what an MBR can address; use partition_table = \"gpt\"");
             }
-            cursor = align_up(r.end, MIB);
+            // The next partition's default start; a disk ending within 1 MiB of 2^64 has
+            // no room after this one, which the next partition's own check reports.
+            cursor = checked_align_up(r.end, MIB).unwrap_or(u64::MAX);
             let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
             placed.push(Placed {
                 number,

@@ -44,9 +44,9 @@ pub fn show(bytes: u64) -> String {
         .unwrap_or_else(|| bytes.to_string())
 }
 
-/// Rounds `n` up to a multiple of `align` (a power of two).
-pub fn align_up(n: u64, align: u64) -> u64 {
-    n.div_ceil(align) * align
+/// Rounds `n` up to a multiple of `align` (a power of two); `None` past 2^64.
+pub fn checked_align_up(n: u64, align: u64) -> Option<u64> {
+    n.div_ceil(align).checked_mul(align)
 }
 
 /// Rounds `n` down to a multiple of `align`.

@@ -312,3 +312,56 @@ fn invalid_boards_name_file_key_and_allowed_values() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Starts and sizes near 2^64 are refused with the partition and key named, not
+/// wrapped (release) or panicked on (debug).
+#[test]
+fn partition_offsets_near_2_pow_64_are_refused_naming_the_key() {
+    const NEAR: u64 = u64::MAX / 512 * 512; // 2^64 - 512
+    let with_start = BASE.replace("bootable = true", &format!("bootable = true\nstart = {}", NEAR - 512));
+    let with_size = BASE.replace("\"256MiB\"", &NEAR.to_string());
+    let start_and_huge_image = with_start.replace("\"1GiB\"", &NEAR.to_string());
+    let size_and_huge_image = with_size.replace("\"1GiB\"", &NEAR.to_string());
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("start", &with_start, &["partitions[0].start", "\"boot\"", "2^64"]),
+        ("size", &with_size, &["partitions[0].size", "\"boot\"", "2^64"]),
+        (
+            "start, huge image",
+            &start_and_huge_image,
+            &["partitions[0].start", "2^64"],
+        ),
+        (
+            "size, huge image",
+            &size_and_huge_image,
+            &["partitions[0].size", "2^64"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, text, needles) in cases {
+        let e = match std::panic::catch_unwind(|| parse_text(text)) {
+            Ok(Ok(_)) => {
+                failures.push(format!("{what}: accepted"));
+                continue;
+            }
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => {
+                failures.push(format!("{what}: panicked"));
+                continue;
+            }
+        };
+        for n in needles.iter().chain(&["boards/t.toml"]) {
+            if !e.contains(n) {
+                failures.push(format!("{what}: {n:?} not in: {e}"));
+            }
+        }
+    }
+    // A disk that really ends just below 2^64 (GPT addresses it) is planned, not
+    // overflowed on while placing the next partition's default start.
+    let b = parse_text(&BASE.replace("name = \"t\"", "name = \"t\"\npartition_table = \"gpt\"")).unwrap();
+    match std::panic::catch_unwind(|| b.layout(NEAR)) {
+        Ok(Ok(placed)) => assert_eq!(placed[1].end(), NEAR - layout::GPT_TAIL),
+        Ok(Err(e)) => failures.push(format!("layout(2^64 - 512): {e:#}")),
+        Err(_) => failures.push("layout(2^64 - 512): panicked".into()),
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -105,7 +105,9 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
         );
     }
     let size = board.image_size(opts.size);
-    let placed = board.layout(size)?;
+    let placed = board
+        .layout(size)
+        .with_context(|| format!("board {}: planning a {size}-byte image", board.source.display()))?;
     let meta = crate::ostree::tree::commit_info(&opts.repo, &opts.rev)?;
     if let Some(arch) = meta.metadata.get("arbor.arch")
         && arch != board.arch.rpm_name()
