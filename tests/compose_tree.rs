@@ -57,7 +57,7 @@ fn composes_a_tree_ostree_and_rpm_accept() {
     );
     assert!(!ls.lines().any(|l| l.contains(" /var/")), "/var is empty in the commit");
     let show = ostree(&repo, &["show", &commit, "--print-metadata-key=arbor.packages"]);
-    assert!(show.contains("bash-5.2.15-2+b13.aarch64"), "{show}");
+    assert!(show.contains(&common::nvra("bash", "aarch64")), "{show}");
     let scripts = ostree(&repo, &["show", &commit, "--print-metadata-key=arbor.scripts-skipped"]);
     assert!(scripts.contains("busybox"), "{scripts}");
 

@@ -61,15 +61,17 @@ fn rpm_lists_exactly_the_written_set() {
         .map(String::from)
         .collect();
     got.sort();
+    // bash, busybox, glibc and ncurses-libs come from Debian's archive: their versions
+    // are read from the sample packages.
     let mut want = [
-        "bash-5.2.15-2+b13.aarch64",
-        "busybox-1:1.35.0-4+deb12u1+b1.aarch64",
-        "filesystem-3.18-6.aarch64",
-        "glibc-2.36-9+deb12u14.aarch64",
-        "hello-2.12-1.noarch",
-        "hello-data-2.12-1.noarch",
-        "ncurses-libs-6.4-4.aarch64",
-        "setup-2.14.5-2.noarch",
+        common::nevra("bash", "aarch64"),
+        common::nevra("busybox", "aarch64"),
+        "filesystem-3.18-6.aarch64".to_string(),
+        common::nevra("glibc", "aarch64"),
+        "hello-2.12-1.noarch".to_string(),
+        "hello-data-2.12-1.noarch".to_string(),
+        common::nevra("ncurses-libs", "aarch64"),
+        "setup-2.14.5-2.noarch".to_string(),
     ];
     want.sort();
     assert_eq!(got, want);
@@ -96,14 +98,14 @@ fn an_unprivileged_user_reads_it_from_a_read_only_directory() {
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "rpm", "--dbpath"])
         .arg(db.path());
     let got = query(cmd.args(["-q", "bash"]));
-    assert_eq!(got.trim(), "bash-5.2.15-2+b13.aarch64");
+    assert_eq!(got.trim(), common::nvra("bash", "aarch64"));
 }
 
 #[test]
 fn rpm_answers_dependency_and_trigger_queries() {
     let db = written();
     let provider = query(rpm(db.path()).args(["-q", "--whatprovides", "libc.so.6()(64bit)"]));
-    assert_eq!(provider.trim(), "glibc-2.36-9+deb12u14.aarch64");
+    assert_eq!(provider.trim(), common::nvra("glibc", "aarch64"));
 
     let requires = query(rpm(db.path()).args(["-q", "--requires", "bash"]));
     assert!(
@@ -111,7 +113,10 @@ fn rpm_answers_dependency_and_trigger_queries() {
         "bash requires:\n{requires}"
     );
     let whatrequires = query(rpm(db.path()).args(["-q", "--whatrequires", "libtinfo.so.6()(64bit)"]));
-    assert!(whatrequires.contains("bash-5.2.15-2+b13.aarch64"), "{whatrequires}");
+    assert!(
+        whatrequires.contains(&common::nvra("bash", "aarch64")),
+        "{whatrequires}"
+    );
 
     let triggers = query(rpm(db.path()).args(["-q", "--filetriggers", "glibc"]));
     assert!(
@@ -167,7 +172,7 @@ fn rpm_finds_owners_and_verifies_files_in_an_extracted_root() {
     };
 
     let owner = query(in_root().args(["-qf", "/usr/bin/bash"]));
-    assert_eq!(owner.trim(), "bash-5.2.15-2+b13.aarch64");
+    assert_eq!(owner.trim(), common::nvra("bash", "aarch64"));
     let owner = query(in_root().args(["-qf", "/usr/share/hello/greeting.txt"]));
     assert_eq!(owner.trim(), "hello-data-2.12-1.noarch");
 

@@ -82,23 +82,6 @@ fn an_aarch64_compose_runs_shell_lua_and_trigger_scriptlets() {
     );
 }
 
-/// A repository with the sample packages plus one built here.
-fn with_extra_package(t: &Scratch, pkg: rpm::Package) {
-    let extra = t.path("extra");
-    std::fs::create_dir_all(&extra).unwrap();
-    pkg.write_file(extra.join("extra.rpm")).unwrap();
-    common::run(Command::new("createrepo_c").arg("--quiet").arg(&extra));
-    let repo = std::fs::read_to_string(t.path("t.repo")).unwrap();
-    std::fs::write(
-        t.path("t.repo"),
-        format!(
-            "{repo}\n[extra]\nname=extra\nbaseurl=file://{}\ngpgcheck=0\n",
-            extra.display()
-        ),
-    )
-    .unwrap();
-}
-
 fn failing_package() -> rpm::Package {
     rpm::PackageBuilder::new("failing", "1.0", "MIT", "noarch", "fails in %post")
         .requires(rpm::Dependency::any("/bin/sh"))
@@ -113,7 +96,7 @@ fn a_failing_scriptlet_fails_the_compose_with_package_kind_and_output() {
         &sample_url(),
         "ref: test/fail\nrepos: [sample, extra]\npackages: [filesystem, setup, busybox, busybox-sh, failing]\nrecommends: false\n",
     );
-    with_extra_package(&t, failing_package());
+    common::with_extra_package(&t, failing_package());
     let e = common::err(&t.compose_tree("repo", &[], &[]));
     for want in [
         "failing-1.0",
@@ -133,7 +116,7 @@ fn a_listed_failure_is_ignored_with_its_reason() {
         &sample_url(),
         "ref: test/fail\nrepos: [sample, extra]\npackages: [filesystem, setup, busybox, busybox-sh, failing]\nrecommends: false\nignore-scriptlet-failures:\n  failing %post: known to fail in containers\n",
     );
-    with_extra_package(&t, failing_package());
+    common::with_extra_package(&t, failing_package());
     let v = ok_json(&t.compose_tree("repo", &[], &[]));
     assert_eq!(
         v["scripts"]["ignored"][0], "failing %post: known to fail in containers",
@@ -250,7 +233,7 @@ fn package_and_file_triggers_fire_with_rpms_arguments() {
         &sample_url(),
         "ref: test/trig\nrepos: [sample, extra]\npackages: [filesystem, setup, busybox, busybox-sh, hello, trig]\nrecommends: false\n",
     );
-    with_extra_package(&t, pkg);
+    common::with_extra_package(&t, pkg);
     let v = ok_json(&t.compose_tree("repo", &[], &[]));
     let out = Command::new("ostree")
         .arg(format!("--repo={}", t.path("repo").display()))

@@ -138,11 +138,17 @@ fn excludes_and_unsatisfiable_sets_explain_themselves() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("bash-5.2.15-2+b13.aarch64 requires libtinfo.so.6()(64bit), but none of the providers"),
+        e.contains(&format!(
+            "{} requires libtinfo.so.6()(64bit), but none of the providers",
+            common::nvra("bash", "aarch64")
+        )),
         "{e}"
     );
     assert!(
-        e.contains("ncurses-libs-6.4-4.aarch64 is excluded (exclude-packages or repo-packages)"),
+        e.contains(&format!(
+            "{} is excluded (exclude-packages or repo-packages)",
+            common::nvra("ncurses-libs", "aarch64")
+        )),
         "{e}"
     );
     let e = solve(Arch::Armv7hl, &["bash"], |_| {}).unwrap_err().to_string();
@@ -177,13 +183,16 @@ fn pinned_packages_come_from_their_repo() {
 fn packages_carry_location_checksum_and_sizes() {
     let pkgs = solve(Arch::Aarch64, &["busybox"], |_| {}).unwrap();
     let bb = pkgs.iter().find(|p| p.name == "busybox").unwrap();
-    assert_eq!(bb.location, "Packages/busybox-1.35.0-4+deb12u1+b1.aarch64.rpm");
+    assert_eq!(
+        bb.location,
+        format!("Packages/{}", common::package_file("busybox", "aarch64"))
+    );
     assert_eq!(bb.checksum_type, "sha256");
     let file = common::sample_repo().out.join(&bb.location);
     assert_eq!(bb.checksum, arbor::sample_repo::debs::sha256_file(&file).unwrap());
     assert_eq!(bb.download_size, std::fs::metadata(&file).unwrap().len());
     assert!(bb.install_size > 1_000_000);
-    assert_eq!(bb.evr, "1:1.35.0-4+deb12u1+b1");
+    assert_eq!(bb.evr, common::evr("busybox", "aarch64"));
 }
 
 #[test]

@@ -154,7 +154,13 @@ pub fn fetch(rec: &AptRecord, cache_dir: &Path) -> Result<PathBuf> {
         .args(["download", "-q", &format!("{}={}", rec.spec, rec.version)])
         .current_dir(tmp.path())
         .run()
-        .with_context(|| format!("downloading Debian package {} {}", rec.spec, rec.version))?;
+        .with_context(|| {
+            format!(
+                "downloading Debian package {} {} (if the archive no longer serves this version, \
+                 apt's package lists are out of date: run apt-get update)",
+                rec.spec, rec.version
+            )
+        })?;
     // apt names the file itself (an epoch becomes `%3a`): take the one .deb it wrote.
     let got = std::fs::read_dir(tmp.path())
         .with_context(|| format!("listing {}", tmp.path().display()))?

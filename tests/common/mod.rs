@@ -145,6 +145,31 @@ impl Scratch {
     }
 }
 
+/// Adds a repository `[extra]` holding `pkgs` (built by the test) to the scratch
+/// directory's `t.repo`; the treefile lists `extra` in `repos` to use it.
+pub fn with_extra_packages(t: &Scratch, pkgs: &[rpm::Package]) {
+    let extra = t.path("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    for (i, pkg) in pkgs.iter().enumerate() {
+        pkg.write_file(extra.join(format!("extra-{i}.rpm"))).unwrap();
+    }
+    run(Command::new("createrepo_c").arg("--quiet").arg(&extra));
+    let repo = std::fs::read_to_string(t.path("t.repo")).unwrap();
+    std::fs::write(
+        t.path("t.repo"),
+        format!(
+            "{repo}\n[extra]\nname=extra\nbaseurl=file://{}\ngpgcheck=0\n",
+            extra.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// [`with_extra_packages`] with one package.
+pub fn with_extra_package(t: &Scratch, pkg: rpm::Package) {
+    with_extra_packages(t, &[pkg]);
+}
+
 /// stdout as JSON, asserting success.
 pub fn ok_json(out: &Output) -> serde_json::Value {
     assert!(
@@ -181,4 +206,46 @@ pub fn host_binfmt() -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// `rpm -qp --qf FORMAT` of the sample package with this name and arch. Versions of
+/// packages made from Debian's archive move with the archive: tests read them here,
+/// from the RPMs they run against, never from a literal.
+pub fn query_package(name: &str, arch: &str, format: &str) -> String {
+    let db = tempfile::tempdir().unwrap();
+    run(rpm(db.path())
+        .args(["-qp", "--nosignature", "--nodigest", "--qf", format])
+        .arg(package(name, arch)))
+}
+
+/// `NAME-VERSION-RELEASE.ARCH` of a sample package, as `rpm -q` prints it (no epoch).
+pub fn nvra(name: &str, arch: &str) -> String {
+    query_package(name, arch, "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}")
+}
+
+/// `[EPOCH:]VERSION-RELEASE` of a sample package.
+pub fn evr(name: &str, arch: &str) -> String {
+    query_package(name, arch, "%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}")
+}
+
+/// `NAME-[EPOCH:]VERSION-RELEASE.ARCH` of a sample package.
+pub fn nevra(name: &str, arch: &str) -> String {
+    format!("{name}-{}.{}", evr(name, arch), query_package(name, arch, "%{ARCH}"))
+}
+
+/// The file name of a sample package under `Packages/`.
+pub fn package_file(name: &str, arch: &str) -> String {
+    package(name, arch).file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// The kernel release (`uname -r`) of the sample kernel package for `arch`, from its
+/// `kernel-uname-r` provide.
+pub fn kernel_release(arch: &str) -> String {
+    let provides = query_package("kernel", arch, "[%{PROVIDES} %{PROVIDEVERSION}\n]");
+    provides
+        .lines()
+        .find_map(|l| l.strip_prefix("kernel-uname-r "))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| panic!("the sample kernel.{arch} provides no kernel-uname-r:\n{provides}"))
 }
