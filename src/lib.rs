@@ -13,6 +13,7 @@ pub mod compose;
 pub mod failpoint;
 pub mod host;
 pub mod image;
+pub mod input;
 pub mod ostree;
 pub mod pkgcache;
 pub mod progress;

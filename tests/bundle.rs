@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 mod common;
+mod peak;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -426,6 +427,122 @@ fn damaged_and_forged_bundles_are_refused() {
         assert!(
             matches(report["reasons"][0].as_str().unwrap(), want),
             "{what}: {report}"
+        );
+    }
+}
+
+/// The good bundle's tar stream with one extension member of `kind` claiming
+/// `size` bytes put first, streamed through zstd (the tar bytes of the
+/// extension are never held in memory: a gigabyte compresses to kilobytes).
+fn with_extension_header(good: &Path, kind: tar::EntryType, size: u64, dest: &Path) {
+    use std::io::Write as _;
+    let mut tar_bytes = Vec::new();
+    zstd::Decoder::new(std::fs::File::open(good).unwrap())
+        .unwrap()
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
+    let mut enc = zstd::Encoder::new(std::fs::File::create(dest).unwrap(), 1).unwrap();
+    let mut h = tar::Header::new_gnu();
+    let name: &[u8] = if kind == tar::EntryType::XHeader {
+        b"PaxHeaders/manifest.json"
+    } else {
+        b"././@LongLink"
+    };
+    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_entry_type(kind);
+    h.set_cksum();
+    enc.write_all(h.as_bytes()).unwrap();
+    // A pax header is one well-formed record (a comment, which tar ignores);
+    // a long name is just a very long name.
+    let mut left = size;
+    if kind == tar::EntryType::XHeader {
+        let head = format!("{size} comment=");
+        enc.write_all(head.as_bytes()).unwrap();
+        left -= head.len() as u64;
+    }
+    let chunk = vec![b'a'; 1 << 20];
+    while left > 1 {
+        let n = (left - 1).min(chunk.len() as u64) as usize;
+        enc.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    enc.write_all(if kind == tar::EntryType::XHeader { b"\n" } else { b"a" })
+        .unwrap();
+    enc.write_all(&vec![0u8; (512 - size % 512) as usize % 512]).unwrap();
+    enc.write_all(&tar_bytes).unwrap();
+    enc.finish().unwrap();
+}
+
+/// `arbor bundle verify` watched: its peak memory, output and a kill-timeout.
+/// (A good verify takes well under a second: two minutes is a hang.)
+fn verify_watched(bundle: &Path, keys: &Path) -> peak::Watched {
+    let mut c = arbor();
+    c.args(["bundle", "verify"]).arg(bundle).arg("--keys").arg(keys);
+    peak::watch(&mut c, std::time::Duration::from_secs(120))
+}
+
+#[test]
+fn tar_extension_headers_are_refused_before_they_are_read() {
+    let f = Fixture::new();
+    let good = f.create("good.arbor", false, "k");
+    let cases = [
+        // 1.5 GiB of GNU long name: read whole, then echoed in the refusal.
+        (
+            tar::EntryType::GNULongName,
+            3 << 29,
+            "a GNU long-name extension header claiming 1610612736 bytes",
+        ),
+        // A 600 MiB pax header: read whole, then the bundle was reported good.
+        (
+            tar::EntryType::XHeader,
+            600 << 20,
+            "a pax extension header claiming 629145600 bytes",
+        ),
+    ];
+    for (kind, size, want) in cases {
+        let bad = f.path("extension.arbor");
+        with_extension_header(&good, kind, size, &bad);
+        eprintln!(
+            "{kind:?} header claiming {size} bytes: bundle of {} bytes",
+            std::fs::metadata(&bad).unwrap().len()
+        );
+        let w = verify_watched(&bad, &f.path("k.pub"));
+        w.check_peak(&format!("bundle verify, {kind:?} header of {size} bytes"));
+        assert_eq!(w.code, Some(1), "{kind:?}: must be refused:\n{}{}", w.stdout, w.stderr);
+        assert!(w.stderr.contains(want), "{kind:?}: want {want:?} in:\n{}", w.stderr);
+    }
+}
+
+#[test]
+fn keys_that_are_not_regular_files_are_refused_before_reading() {
+    let f = Fixture::new();
+    let good = f.create("good.arbor", false, "k");
+    let fifo = f.path("keys.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let big = f.path("big.pub");
+    std::fs::File::create(&big).unwrap().set_len(8 << 30).unwrap();
+    let cases = [
+        (Path::new("/dev/zero"), "/dev/zero is not a regular file"),
+        (fifo.as_path(), "keys.fifo is not a regular file"),
+        (big.as_path(), "big.pub is 8589934592 bytes; refusing more than"),
+    ];
+    for (keys, want) in cases {
+        let w = verify_watched(&good, keys);
+        w.check_peak(&format!("bundle verify --keys {}", keys.display()));
+        assert_eq!(
+            w.code,
+            Some(1),
+            "--keys {}: must be refused:\n{}",
+            keys.display(),
+            w.stderr
+        );
+        assert!(
+            w.stderr.contains(want),
+            "--keys {}: want {want:?} in:\n{}",
+            keys.display(),
+            w.stderr
         );
     }
 }

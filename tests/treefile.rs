@@ -10,6 +10,8 @@ use arbor::arch::Arch;
 use arbor::treefile::{self, Initramfs, Treefile};
 use tempfile::TempDir;
 
+mod peak;
+
 /// A directory of treefiles written by the test.
 fn fixture(files: &[(&str, &str)]) -> TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -814,5 +816,91 @@ fn shipped_sample_armv7_names_its_board() {
     // Every board it names exists.
     for b in &t.boards {
         arbor::board::find(b).unwrap();
+    }
+}
+
+/// `arbor treefile show PATH` watched: peak memory, capped output, and a
+/// kill-timeout (loading a treefile takes milliseconds: two minutes is a hang).
+fn show_watched(path: &Path) -> peak::Watched {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_arbor"));
+    c.env("ARBOR_NO_PROGRESS", "1").args(["treefile", "show"]).arg(path);
+    peak::watch(&mut c, std::time::Duration::from_secs(120))
+}
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+#[test]
+fn treefile_inputs_are_checked_before_they_are_read() {
+    let dir = fixture(&[
+        ("dev-zero.yaml", "ref: t/r\ninclude: /dev/zero\n"),
+        ("zero-link.yaml", "ref: t/r\ninclude: zero.yaml\n"),
+        ("shadow.yaml", "ref: t/r\ninclude: /etc/shadow\n"),
+        ("fifo-conf.yaml", "ref: t/r\ninclude: x.conf\n"),
+        ("fifo-include.yaml", "ref: t/r\ninclude: x.yaml\n"),
+        ("big-include.yaml", "ref: t/r\ninclude: big.yaml\n"),
+        ("repos/t.yaml", "ref: t/r\nrepos: [r]\n"),
+        ("repos/a.repo", "[r]\nbaseurl=file:///nowhere\n"),
+    ]);
+    let p = |n: &str| dir.path().join(n);
+    std::os::unix::fs::symlink("/dev/zero", p("zero.yaml")).unwrap();
+    mkfifo(&p("x.yaml"));
+    mkfifo(&p("x.conf"));
+    mkfifo(&p("repos/b.repo"));
+    // Sparse: 8 GiB that cost nothing to make.
+    std::fs::File::create(p("big.yaml")).unwrap().set_len(8 << 30).unwrap();
+    let cases: [(&str, &[&str]); 8] = [
+        (
+            "dev-zero.yaml",
+            &["include `/dev/zero`", "must end in .yaml, .yml or .json"],
+        ),
+        ("zero-link.yaml", &["zero.yaml is not a regular file"]),
+        (
+            "shadow.yaml",
+            &["include `/etc/shadow`", "must end in .yaml, .yml or .json"],
+        ),
+        (
+            "fifo-conf.yaml",
+            &["include `x.conf`", "must end in .yaml, .yml or .json"],
+        ),
+        ("x.yaml", &["x.yaml is not a regular file"]),
+        ("fifo-include.yaml", &["x.yaml is not a regular file"]),
+        (
+            "big-include.yaml",
+            &["big.yaml is 8589934592 bytes; refusing more than"],
+        ),
+        ("repos/t.yaml", &["b.repo is not a regular file"]),
+    ];
+    for (name, wants) in cases {
+        let w = show_watched(&p(name));
+        w.check_peak(&format!("treefile show {name}"));
+        assert_eq!(w.code, Some(1), "{name}: must be refused:\n{}", w.stderr);
+        for want in wants {
+            assert!(w.stderr.contains(want), "{name}: want {want:?} in:\n{}", w.stderr);
+        }
+    }
+}
+
+#[test]
+fn deeply_nested_treefiles_are_refused_before_parsing() {
+    let deep = "[".repeat(100_000);
+    let dir = fixture(&[
+        ("deep.yaml", &format!("ref: t/r\npackages: {deep}\n")),
+        ("deep.json", &format!("{{\"ref\": \"t/r\", \"packages\": {deep}}}\n")),
+        ("deep-map.yaml", &format!("ref: t/r\nx: {}\n", "{a: ".repeat(100_000))),
+    ]);
+    for (name, want) in [
+        ("deep.yaml", "deep.yaml: brackets nest deeper than 64 levels at line 2"),
+        ("deep.json", "deep.json: brackets nest deeper than 64 levels at line 1"),
+        (
+            "deep-map.yaml",
+            "deep-map.yaml: brackets nest deeper than 64 levels at line 2",
+        ),
+    ] {
+        let w = show_watched(&dir.path().join(name));
+        w.check_peak(&format!("treefile show {name}"));
+        assert_eq!(w.code, Some(1), "{name}: must be refused:\n{}", w.stderr);
+        assert!(w.stderr.contains(want), "{name}: want {want:?} in:\n{}", w.stderr);
     }
 }

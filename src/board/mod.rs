@@ -332,7 +332,7 @@ impl Qemu {
 
 /// Reads and validates the board file at `path`.
 pub fn load(path: &Path) -> Result<Board> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading board file {}", path.display()))?;
+    let text = crate::input::read_text(path, "board file", crate::input::CONFIG_CAP)?;
     parse(path, &text)
 }
 

@@ -17,6 +17,13 @@ use crate::sign::Trust;
 /// The first bytes of a zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// Largest zstd window accepted (2^24 = 16 MiB): the decoder allocates the
+/// window the frame asks for, and arbor's writer uses 8 MiB at most.
+const MAX_WINDOW_LOG: u32 = 24;
+
+/// Characters of an untrusted name shown in a message.
+const SHOWN_NAME: usize = 64;
+
 /// A bundle that passed [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -42,13 +49,20 @@ pub fn verify<R: Read>(mut input: R, trust: &Trust, decoder: &dyn Decoder, delta
         bail!("the bundle is not a zstd stream (no zstd magic number): not an arbor bundle");
     }
     let input = io::Cursor::new(magic).chain(input);
-    let dec = zstd::Decoder::new(input).map_err(|e| anyhow!("the bundle is not a zstd stream: {e}"))?;
+    let mut dec = zstd::Decoder::new(input).map_err(|e| anyhow!("the bundle is not a zstd stream: {e}"))?;
+    // A frame may ask for a window of up to 2 GiB; arbor writes 8 MiB ones.
+    dec.window_log_max(MAX_WINDOW_LOG)
+        .map_err(|e| anyhow!("setting up the zstd decoder: {e}"))?;
     let mut archive = tar::Archive::new(dec);
     let mut st = State::default();
     {
+        // Raw: the tar crate would otherwise read GNU long-name and pax
+        // extension members whole, whatever size they claim, before any
+        // check; arbor never writes them, so each is refused by its header.
         let entries = archive
             .entries()
-            .map_err(|e| anyhow!("the bundle is not a tar archive: {e}"))?;
+            .map_err(|e| anyhow!("the bundle is not a tar archive: {e}"))?
+            .raw(true);
         for entry in entries {
             let entry = entry.map_err(|e| damaged(&st.after(), &e))?;
             st.member(entry, trust, delta)?;
@@ -121,7 +135,10 @@ impl State {
                 self.manifest_bytes = Some(read_small(&mut entry, &name, size)?);
                 return Ok(());
             }
-            (0, _) => bail!("the first member is {name}, not {MANIFEST} (not an arbor bundle)"),
+            (0, _) => bail!(
+                "the first member is {}, not {MANIFEST} (not an arbor bundle)",
+                shown(&name)
+            ),
             (1, MANIFEST_SIG) => {
                 if size != 64 {
                     bail!("member {MANIFEST_SIG} is {size} bytes, not an ed25519 signature (64 bytes)");
@@ -133,17 +150,17 @@ impl State {
                 self.manifest = Some((manifest, key));
                 return Ok(());
             }
-            (1, _) => bail!("the second member is {name}, not {MANIFEST_SIG}"),
+            (1, _) => bail!("the second member is {}, not {MANIFEST_SIG}", shown(&name)),
             _ => {}
         }
         let Some((manifest, _)) = &self.manifest else {
-            bail!("member {name} comes before a verified manifest");
+            bail!("member {} comes before a verified manifest", shown(&name));
         };
         if name == MANIFEST || name == MANIFEST_SIG || self.seen.contains_key(&name) {
-            bail!("member {name} appears twice in the bundle");
+            bail!("member {} appears twice in the bundle", shown(&name));
         }
         let Some(want) = manifest.get(&name).cloned() else {
-            bail!("unknown member {name}: the signed manifest does not list it");
+            bail!("unknown member {}: the signed manifest does not list it", shown(&name));
         };
         if size != want.size {
             bail!(
@@ -183,7 +200,28 @@ impl State {
     }
 }
 
+/// `name` quoted for a message, cut after [`SHOWN_NAME`] characters.
+fn quoted(name: &str) -> String {
+    let mut chars = name.chars();
+    let head: String = chars.by_ref().take(SHOWN_NAME).collect();
+    if chars.next().is_some() {
+        format!("{head:?}… ({} bytes)", name.len())
+    } else {
+        format!("{head:?}")
+    }
+}
+
+/// `name` for a message: as it is when short and printable, else [`quoted`].
+fn shown(name: &str) -> String {
+    if name.chars().count() <= SHOWN_NAME && !name.chars().any(char::is_control) {
+        name.to_string()
+    } else {
+        quoted(name)
+    }
+}
+
 /// The entry's name, refusing anything but a regular file with a plain name.
+/// Entries come raw, so the name is the header's own (at most 100 bytes).
 fn checked_name<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String> {
     let raw = entry.path_bytes();
     let name = String::from_utf8_lossy(&raw).into_owned();
@@ -193,9 +231,17 @@ fn checked_name<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String> {
             tar::EntryType::Symlink => "a symbolic link".to_string(),
             tar::EntryType::Link => "a hard link".to_string(),
             tar::EntryType::Directory => "a directory".to_string(),
+            tar::EntryType::GNULongName | tar::EntryType::GNULongLink => format!(
+                "a GNU long-name extension header claiming {} bytes",
+                entry.header().entry_size().unwrap_or(0)
+            ),
+            tar::EntryType::XHeader | tar::EntryType::XGlobalHeader => format!(
+                "a pax extension header claiming {} bytes",
+                entry.header().entry_size().unwrap_or(0)
+            ),
             other => format!("of tar type {:?}", other.as_byte() as char),
         };
-        bail!("member {name:?} is {what}; a bundle holds only regular files");
+        bail!("member {} is {what}; a bundle holds only regular files", quoted(&name));
     }
     let plain = !name.is_empty()
         && name != "."
@@ -205,7 +251,10 @@ fn checked_name<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String> {
         && !raw.contains(&0)
         && std::str::from_utf8(&raw).is_ok();
     if !plain {
-        bail!("member {name:?} is not a plain file name (absolute, `..` or a directory part): refusing a path trick");
+        bail!(
+            "member {} is not a plain file name (absolute, `..` or a directory part): refusing a path trick",
+            quoted(&name)
+        );
     }
     Ok(name)
 }

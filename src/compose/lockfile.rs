@@ -52,7 +52,8 @@ impl Lockfile {
 
     /// Reads a lockfile.
     pub fn load(path: &Path) -> Result<Lockfile> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading lockfile {}", path.display()))?;
+        // A lockfile lists every package of a tree: a few hundred kilobytes.
+        let text = crate::input::read_text(path, "lockfile", 64 << 20)?;
         serde_json::from_str(&text).with_context(|| format!("lockfile {} is not valid", path.display()))
     }
 

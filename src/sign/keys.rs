@@ -65,7 +65,7 @@ pub fn read_secret_key(path: &Path) -> Result<SigningKey> {
             path.display()
         );
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading secret key {}", path.display()))?;
+    let text = crate::input::read_text(path, "secret key", 64 << 10)?;
     parse_secret_key(&text)
         .with_context(|| format!("secret key {} is not an ed25519 key in ostree's format", path.display()))
 }
@@ -117,7 +117,7 @@ pub fn read_public_keys(path: &Path) -> Result<Vec<VerifyingKey>> {
     };
     let mut keys = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).with_context(|| format!("reading public keys {}", f.display()))?;
+        let text = crate::input::read_text(&f, "public keys", crate::input::CONFIG_CAP)?;
         keys.extend(parse_public_keys(&text).with_context(|| format!("public key file {}", f.display()))?);
     }
     Ok(keys)

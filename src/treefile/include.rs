@@ -75,7 +75,8 @@ impl Loader {
 
     fn load(&mut self, path: &Path, canonical: PathBuf, inherited: &Vars) -> Result<Layer> {
         let shown = shown(path);
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading treefile {shown}"))?;
+        parse::check_extension(&shown, path)?;
+        let text = crate::input::read_text(path, "treefile", crate::input::CONFIG_CAP)?;
         let parsed = parse::parse_file(&shown, path, &text, self.arch)?;
         let (mut layer, includes) = Layer::from_parsed(path, &shown, &text, parsed)?;
 
@@ -169,6 +170,7 @@ impl Loader {
             SubstError::Unterminated => anyhow::anyhow!("{place}: {key} `{name}`: `${{` without a closing `}}`"),
         })?;
         let target = path.parent().unwrap_or(Path::new("")).join(&resolved);
+        parse::check_extension(&self::shown(&target), &target).with_context(|| format!("{place}: {key} `{name}`"))?;
         if self.chain.len() > MAX_DEPTH {
             bail!(
                 "{place}: including {} goes deeper than {MAX_DEPTH} levels of includes (top-level: {})",

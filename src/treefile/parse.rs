@@ -275,8 +275,45 @@ pub(super) fn suggest(key: &str) -> Option<String> {
     (dist <= (key.chars().count() / 3).max(1)).then_some(best)
 }
 
+/// Deepest nesting of `[` and `{` a treefile may have (real ones nest a few levels).
+pub(super) const MAX_NESTING: usize = 64;
+
+/// Refuses a path that is not named like a treefile, before it is opened.
+pub(super) fn check_extension(shown: &str, path: &Path) -> Result<()> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml" | "json") => Ok(()),
+        _ => bail!("{shown}: a treefile must end in .yaml, .yml or .json"),
+    }
+}
+
+/// Refuses text whose brackets nest deeper than [`MAX_NESTING`], before a
+/// parser spends time and stack on it. Counts every `[`/`{` against every
+/// `]`/`}`, strings and comments included: an overestimate that only matters
+/// for text no treefile holds.
+fn check_nesting(shown: &str, text: &str) -> Result<()> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    bail!(
+                        "{shown}: brackets nest deeper than {MAX_NESTING} levels at line {line}; refusing to parse it"
+                    );
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'\n' => line += 1,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Reads the text of a treefile into a map of its top-level keys.
 fn to_map(shown: &str, path: &Path, text: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    check_extension(shown, path)?;
+    check_nesting(shown, text)?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let value: serde_json::Value = match ext {
         "yaml" | "yml" => {

@@ -236,7 +236,7 @@ impl RepoDir {
         files.sort();
         let mut repos: BTreeMap<String, RawRepo> = BTreeMap::new();
         for file in files {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", shown(&file)))?;
+            let text = crate::input::read_text(&file, ".repo file", crate::input::CONFIG_CAP)?;
             for repo in parse_repo_text(&file, &text)? {
                 if let Some(other) = repos.get(&repo.id) {
                     bail!(
