@@ -322,3 +322,183 @@ fn an_armv7_tree_composes_under_qemu_arm_and_its_image_boots() {
         "{line}"
     );
 }
+
+/// A tree whose firmware, blob, kernel directory and `/etc/arbor` are symlinks
+/// aimed at the build host (absolute, a run of `../`, `/proc/self/environ`):
+/// `arbor image` resolves them inside the deployment, as the device would, and
+/// neither reads nor writes the host through them.
+#[test]
+fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() {
+    let (_, base) = composed();
+    let t = tempfile::tempdir().unwrap();
+    // The host canary sits at the top of the host's /, so that the same path can
+    // also exist inside the tree (where the device would find it).
+    let canary = tempfile::Builder::new()
+        .prefix("arbor-canary-")
+        .tempdir_in("/")
+        .unwrap();
+    let cname = canary.path().file_name().unwrap().to_str().unwrap().to_string();
+    let host_secret = format!("HOST-SECRET-{cname}");
+    let env_secret = format!("ENV-SECRET-{cname}");
+    let device_bytes = format!("DEVICE-FIRMWARE-{cname}");
+    std::fs::write(canary.path().join("secret"), &host_secret).unwrap();
+    std::fs::create_dir(canary.path().join("etc-arbor")).unwrap();
+    std::fs::create_dir(canary.path().join("modules")).unwrap();
+    std::fs::write(canary.path().join("modules/vmlinuz"), "a host kernel").unwrap();
+    let host_listing = || {
+        let mut v: Vec<String> = walk(canary.path());
+        v.sort();
+        v
+    };
+    let before = host_listing();
+
+    // The hostile commit: the sample tree plus links out of it, and, at the
+    // links' targets inside the tree, what the device would read there.
+    let overlay = t.path().join("overlay");
+    let inside = overlay.join(&cname);
+    std::fs::create_dir_all(inside.join("etc-arbor")).unwrap();
+    std::fs::write(inside.join("secret"), &device_bytes).unwrap();
+    let fw = overlay.join("usr/lib/raspi-firmware");
+    std::fs::create_dir_all(&fw).unwrap();
+    let abs = canary.path().join("secret");
+    std::os::unix::fs::symlink(&abs, fw.join("start.elf")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../../../../../../../..{}", abs.display()),
+        fw.join("fixup.dat"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/proc/self/environ", fw.join("bootcode.bin")).unwrap();
+    std::fs::create_dir_all(overlay.join("usr/lib/hostile")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../../..{}", abs.display()),
+        overlay.join("usr/lib/hostile/spl.bin"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(overlay.join("usr/lib/modules")).unwrap();
+    std::os::unix::fs::symlink(canary.path().join("modules"), overlay.join("usr/lib/modules/zzzz-host")).unwrap();
+    std::fs::create_dir_all(overlay.join("usr/etc")).unwrap();
+    std::os::unix::fs::symlink(canary.path().join("etc-arbor"), overlay.join("usr/etc/arbor")).unwrap();
+
+    let repo = t.path().join("repo");
+    let mode = common::ostree(base, &["config", "get", "core.mode"]);
+    common::ostree(&repo, &["init", &format!("--mode={}", mode.trim())]);
+    common::ostree(
+        &repo,
+        &["pull-local", base.to_str().unwrap(), "arbor/aarch64/sample-minimal"],
+    );
+    common::ostree(
+        &repo,
+        &[
+            "commit",
+            "--branch=hostile",
+            "--tree=ref=arbor/aarch64/sample-minimal",
+            &format!("--tree=dir={}", overlay.display()),
+            "--owner-uid=0",
+            "--owner-gid=0",
+            "--add-metadata-string=arbor.arch=aarch64",
+            "--add-metadata-string=version=hostile",
+        ],
+    );
+
+    // rpi3 with a bootloader blob read from the tree.
+    let board = t.path().join("hostile-rpi3.toml");
+    let text = std::fs::read_to_string(common::root().join("boards/rpi3.toml")).unwrap();
+    std::fs::write(
+        &board,
+        text.replace("name = \"rpi3\"", "name = \"hostile-rpi3\"")
+            + "\n[[blobs]]\nfrom = \"/usr/lib/hostile/spl.bin\"\noffset = \"8KiB\"\nsize = \"32KiB\"\n",
+    )
+    .unwrap();
+    let key = t.path().join("device-key");
+    run(arbor().arg("keygen").arg("-o").arg(&key));
+    let pubkey = PathBuf::from(format!("{}.pub", key.display()));
+    let out = image_cmd(&repo, "hostile", board.to_str().unwrap(), &t.path().join("h.img"))
+        .arg("--json")
+        .arg("--keys")
+        .arg(&pubkey)
+        .env("ARBOR_TEST_CANARY", &env_secret)
+        .output()
+        .unwrap();
+    let after = host_listing();
+    assert_eq!(before, after, "arbor image changed the host canary directory");
+    let v = ok_json(&out);
+
+    let mut failures = Vec::new();
+    let img = PathBuf::from(v["file"].as_str().unwrap());
+    let fwp = part(&v, "firmware");
+    let (start, len) = (fwp["start"].as_u64().unwrap(), fwp["size"].as_u64().unwrap());
+    let head = {
+        use std::io::Read;
+        let mut b = Vec::new();
+        std::fs::File::open(&img)
+            .unwrap()
+            .take(start + len)
+            .read_to_end(&mut b)
+            .unwrap();
+        b
+    };
+    for secret in [&host_secret, &env_secret] {
+        if head.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+            failures.push(format!("{secret} is in the image's blob area or firmware partition"));
+        }
+    }
+    if &head[8192..8192 + device_bytes.len()] != device_bytes.as_bytes() {
+        failures.push("the blob is not the tree's file its link names".to_string());
+    }
+    let fat = t.path().join("fw.vfat");
+    std::fs::write(&fat, &head[start as usize..]).unwrap();
+    for name in ["start.elf", "fixup.dat"] {
+        let got = Command::new("mtype")
+            .arg("-i")
+            .arg(&fat)
+            .arg(format!("::/{name}"))
+            .output()
+            .unwrap();
+        if got.stdout != device_bytes.as_bytes() {
+            failures.push(format!(
+                "{name} on the FAT partition: {:?}",
+                String::from_utf8_lossy(&got.stdout)
+            ));
+        }
+    }
+    let listing = run(Command::new("mdir").args(["-b", "-i"]).arg(&fat).arg("::/"));
+    if listing.to_lowercase().contains("bootcode.bin") {
+        failures.push(format!("bootcode.bin (-> /proc/self/environ) was copied:\n{listing}"));
+    }
+    if v["kernel"] == "zzzz-host" {
+        failures.push("the kernel was looked up on the host through /usr/lib/modules/zzzz-host".to_string());
+    }
+    // The key went where the device finds /etc/arbor: the link's target inside the tree.
+    let root = part(&v, "root");
+    let installed = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!(
+            "cat /{}/{cname}/etc-arbor/keys/device-key.pub",
+            v["deploy_dir"].as_str().unwrap().trim_start_matches('/')
+        ))
+        .arg(format!("{}?offset={}", img.display(), root["start"]))
+        .output()
+        .unwrap();
+    if installed.stdout != std::fs::read(&pubkey).unwrap() {
+        failures.push(format!(
+            "the key is not at the link's target inside the deployment: {}",
+            String::from_utf8_lossy(&installed.stderr)
+        ));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every file under `dir` with its contents, for before/after comparisons.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.push(format!("{}/", p.display()));
+            out.extend(walk(&p));
+        } else {
+            out.push(format!("{} {:?}", p.display(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out
+}

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::compress::Compression;
 use super::fs::{FatSource, clamp_times, write_ext4, write_fat};
+use super::tree::Tree;
 use crate::board::{Board, Fs, PartType, PartitionTable, Role};
 
 /// What to build.
@@ -166,7 +167,9 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
         .arg("-i")
         .arg(root_dir.join(&deployed.deploy_dir))
         .run()?;
-    let tree = root_dir.join(&deployed.deploy_dir);
+    // Everything read from or written to the deployment goes through this handle:
+    // the tree's symlinks resolve inside it, as on the device, never to the build host.
+    let tree = super::tree::Tree::open(&root_dir.join(&deployed.deploy_dir))?;
     crate::failpoint::hit("image::deployed")?;
     let kernel = kernel_version(&tree)?;
 
@@ -240,17 +243,10 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
         bar.inc();
     }
     for b in &board.blobs {
-        let src = tree.join(b.from.trim_start_matches('/'));
-        let data = std::fs::read(&src).with_context(|| format!("board {}: reading blob {}", board.name, b.from))?;
-        if data.len() as u64 > b.size {
-            bail!(
-                "board {}: blob {} is {} bytes, more than the {} reserved",
-                board.name,
-                b.from,
-                data.len(),
-                b.size
-            );
-        }
+        let data = tree
+            .read(&b.from, b.size)
+            .with_context(|| format!("board {}: reading blob {}", board.name, b.from))?
+            .with_context(|| format!("board {}: blob {} is not in the tree", board.name, b.from))?;
         use std::os::unix::fs::FileExt;
         tmp.as_file()
             .write_all_at(&data, b.offset)
@@ -410,13 +406,20 @@ fn derived_uuid(seed: &str, what: &str) -> String {
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-fn kernel_version(tree: &Path) -> Result<String> {
-    let dir = tree.join("usr/lib/modules");
+fn kernel_version(tree: &Tree) -> Result<String> {
+    const MODULES: &str = "/usr/lib/modules";
     let mut found = Vec::new();
-    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let e = e.with_context(|| format!("reading {}", dir.display()))?;
-        if e.path().join("vmlinuz").exists() {
-            found.push(e.file_name().to_string_lossy().into_owned());
+    if let Some(dir) = tree.open_dir(MODULES)? {
+        for e in dir
+            .entries()
+            .with_context(|| format!("listing {MODULES} in the deployed tree"))?
+        {
+            let e = e.with_context(|| format!("listing {MODULES} in the deployed tree"))?;
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if tree.is_file(&format!("{MODULES}/{name}/vmlinuz"))? {
+                found.push(name.to_string());
+            }
         }
     }
     found.sort();
@@ -426,36 +429,68 @@ fn kernel_version(tree: &Path) -> Result<String> {
     }
 }
 
-fn install_keys(tree: &Path, keys: &[PathBuf]) -> Result<()> {
+/// Where the device reads the public keys it trusts for updates.
+const KEYS_DIR: &str = "/etc/arbor/keys";
+/// A public key file is a few lines; anything larger is not one.
+const MAX_KEY_FILE: u64 = 1 << 20;
+
+fn install_keys(tree: &Tree, keys: &[PathBuf]) -> Result<()> {
     if keys.is_empty() {
         return Ok(());
     }
-    let dir = tree.join("etc/arbor/keys");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    tree.create_dir_all(KEYS_DIR)?;
     for k in keys {
-        let name = k.file_name().context("a key path without a name")?;
-        std::fs::copy(k, dir.join(name)).with_context(|| format!("installing {}", k.display()))?;
+        let name = k
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("key file {}: expected a UTF-8 file name", k.display()))?;
+        let data = read_host_file(k, MAX_KEY_FILE)?;
+        tree.write_file(&format!("{KEYS_DIR}/{name}"), &data, 0o644)
+            .with_context(|| format!("installing {}", k.display()))?;
     }
     Ok(())
 }
 
+/// Reads a regular host file given on the command line, at most `max` bytes.
+fn read_host_file(p: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+        .with_context(|| format!("opening {}", p.display()))?;
+    let meta = f.metadata().with_context(|| format!("looking at {}", p.display()))?;
+    if !meta.is_file() || meta.len() > max {
+        bail!("{} is not a regular file of at most {max} bytes", p.display());
+    }
+    let mut data = Vec::new();
+    f.take(max)
+        .read_to_end(&mut data)
+        .with_context(|| format!("reading {}", p.display()))?;
+    Ok(data)
+}
+
 /// The board's firmware files, resolved inside the deployed tree.
-fn firmware_files(board: &Board, tree: &Path) -> Result<Vec<(String, FatSource)>> {
+fn firmware_files(board: &Board, tree: &Tree) -> Result<Vec<(String, FatSource)>> {
     let mut out = Vec::new();
     for f in &board.firmware {
-        let pattern = tree.join(f.from.trim_start_matches('/'));
-        let mut matches: Vec<PathBuf> = if f.is_glob() {
-            glob::glob(&pattern.to_string_lossy())
-                .with_context(|| format!("board {}: bad firmware glob {}", board.name, f.from))?
-                .filter_map(|p| p.ok())
-                .collect()
-        } else if pattern.exists() {
-            vec![pattern]
+        let matches = if f.is_glob() {
+            tree.glob(&f.from)
+                .with_context(|| format!("board {}: firmware {}", board.name, f.from))?
         } else {
-            Vec::new()
+            vec![f.from.clone()]
         };
-        matches.sort();
-        if matches.is_empty() {
+        let mut opened = Vec::new();
+        for m in matches {
+            if let Some((file, _)) = tree
+                .open_file(&m)
+                .with_context(|| format!("board {}: firmware {}", board.name, f.from))?
+            {
+                opened.push((m, file));
+            }
+        }
+        if opened.is_empty() {
             if f.optional {
                 tracing::info!(board = %board.name, file = %f.from, "optional firmware file not in the tree");
                 continue;
@@ -466,12 +501,9 @@ fn firmware_files(board: &Board, tree: &Path) -> Result<Vec<(String, FatSource)>
                 f.from
             );
         }
-        for m in matches {
-            let name = m
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            out.push((f.dest(&name), FatSource::Host(m)));
+        for (m, file) in opened {
+            let name = m.rsplit('/').next().unwrap_or_default();
+            out.push((f.dest(name), FatSource::File(std::sync::Arc::new(file))));
         }
     }
     Ok(out)

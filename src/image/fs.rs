@@ -70,8 +70,8 @@ impl Seek for Slice<'_> {
 /// A file for a FAT partition: where it goes, and its bytes' source.
 #[derive(Debug, Clone)]
 pub enum FatSource {
-    /// Copied from this host path.
-    Host(std::path::PathBuf),
+    /// Copied from this open file (opened beneath the deployed tree, see [`super::tree`]).
+    File(std::sync::Arc<File>),
     /// These bytes (rendered configs).
     Bytes(Vec<u8>),
 }
@@ -120,10 +120,7 @@ pub fn write_fat(
         f.truncate().with_context(|| format!("truncating /{dest} on {label}"))?;
         match src {
             FatSource::Bytes(b) => f.write_all(b),
-            FatSource::Host(p) => {
-                let mut input = File::open(p).with_context(|| format!("opening {}", p.display()))?;
-                std::io::copy(&mut input, &mut f).map(|_| ())
-            }
+            FatSource::File(input) => std::io::copy(&mut input.as_ref(), &mut f).map(|_| ()),
         }
         .with_context(|| format!("writing /{dest} on {label} (is the partition big enough?)"))?;
         f.flush().with_context(|| format!("writing /{dest} on {label}"))?;

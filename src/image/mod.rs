@@ -8,3 +8,4 @@ pub mod flash;
 pub mod fs;
 pub mod gpt;
 pub mod mbr;
+pub mod tree;
