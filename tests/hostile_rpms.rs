@@ -15,6 +15,8 @@ use arbor::pkgcache::{Users, import_all};
 use rpm::{FileMode, FileOptions, IndexData, IndexTag, PackageBuilder};
 use sha2::{Digest, Sha256, Sha512};
 
+mod peak;
+
 const NEVRA: &str = "hostile-1.0-1.noarch";
 
 /// One cpio newc record.
@@ -29,6 +31,13 @@ struct Cpio {
 
 fn cpio_archive(entries: &[Cpio]) -> Vec<u8> {
     let mut out = Vec::new();
+    write_cpio(&mut out, entries, None).unwrap();
+    out
+}
+
+/// Writes the records and the trailer to `out`; the record named `zeros.0`
+/// gets `zeros.1` zero bytes as its content instead of its data, streamed.
+fn write_cpio(out: &mut dyn Write, entries: &[Cpio], zeros: Option<(&[u8], u64)>) -> std::io::Result<()> {
     let trailer = Cpio {
         name: b"TRAILER!!!".to_vec(),
         mode: 0,
@@ -36,7 +45,12 @@ fn cpio_archive(entries: &[Cpio]) -> Vec<u8> {
         nlink: 1,
         data: Vec::new(),
     };
+    let pad = |n: u64| vec![0u8; ((4 - n % 4) % 4) as usize];
     for e in entries.iter().chain([&trailer]) {
+        let size = match zeros {
+            Some((name, n)) if name == e.name.as_slice() => n,
+            _ => e.data.len() as u64,
+        };
         let fields = [
             e.ino,
             e.mode,
@@ -44,7 +58,7 @@ fn cpio_archive(entries: &[Cpio]) -> Vec<u8> {
             0,
             e.nlink,
             0,
-            e.data.len() as u32,
+            u32::try_from(size).unwrap(),
             0,
             0,
             0,
@@ -52,17 +66,29 @@ fn cpio_archive(entries: &[Cpio]) -> Vec<u8> {
             e.name.len() as u32 + 1,
             0,
         ];
-        out.extend_from_slice(b"070701");
+        let mut head = b"070701".to_vec();
         for f in fields {
-            out.extend_from_slice(format!("{f:08X}").as_bytes());
+            head.extend_from_slice(format!("{f:08X}").as_bytes());
         }
-        out.extend_from_slice(&e.name);
-        out.push(0);
-        out.resize(out.len().next_multiple_of(4), 0);
-        out.extend_from_slice(&e.data);
-        out.resize(out.len().next_multiple_of(4), 0);
+        head.extend_from_slice(&e.name);
+        head.push(0);
+        let len = head.len() as u64;
+        head.extend(pad(len));
+        out.write_all(&head)?;
+        if size == e.data.len() as u64 {
+            out.write_all(&e.data)?;
+        } else {
+            let chunk = vec![0u8; 1 << 20];
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                out.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+        }
+        out.write_all(&pad(size))?;
     }
-    out
+    Ok(())
 }
 
 /// A change to the header's (tag, value) entries.
@@ -134,11 +160,39 @@ impl Hostile {
     /// The finished package: payload from the cpio records, compressed with
     /// zstd like the base, payload digests, header and signature recomputed.
     fn finish(self) -> rpm::Package {
-        let mut pkg = self.pkg;
         let archive = cpio_archive(&self.cpio);
-        pkg.payload = zstd::encode_all(&archive[..], 3).unwrap();
+        let payload = zstd::encode_all(&archive[..], 3).unwrap();
+        self.finish_with(payload, hex::encode(Sha256::digest(&archive)))
+    }
+
+    /// The payload streamed through zstd, with the record of `path` holding
+    /// `zeros` zero bytes (its header entry unchanged), and `after` appended
+    /// to the compressed payload; digests recomputed over all of it.
+    fn finish_streamed(self, path: &str, zeros: u64, after: &[u8]) -> rpm::Package {
+        struct Hashing<W>(W, Sha256);
+        impl<W: Write> Write for Hashing<W> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let n = self.0.write(buf)?;
+                Digest::update(&mut self.1, &buf[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.0.flush()
+            }
+        }
+        let name = format!(".{path}").into_bytes();
+        let mut w = Hashing(zstd::Encoder::new(Vec::new(), 3).unwrap(), Sha256::new());
+        write_cpio(&mut w, &self.cpio, Some((&name, zeros))).unwrap();
+        let mut payload = w.0.finish().unwrap();
+        payload.extend_from_slice(after);
+        self.finish_with(payload, hex::encode(w.1.finalize()))
+    }
+
+    /// The package with `payload` (whose archive hashes to `sha256_alt`).
+    fn finish_with(self, payload: Vec<u8>, sha256_alt: String) -> rpm::Package {
+        let mut pkg = self.pkg;
+        pkg.payload = payload;
         let sha256 = hex::encode(Sha256::digest(&pkg.payload));
-        let sha256_alt = hex::encode(Sha256::digest(&archive));
         let sha512 = hex::encode(Sha512::digest(&pkg.payload));
         let mut entries = pkg.metadata.header.get_all_entries().unwrap();
         for edit in self.edits {
@@ -651,5 +705,141 @@ fn unknown_owners_are_refused() {
         &rpm,
         Found::BeforeStreaming,
         &["/usr/bin/arbor-hostile-owned", "\"nosuchuser\""],
+    );
+}
+
+/// Runs this test binary's `child` test in a child process with `env` set,
+/// watched (peak memory, output, a kill-timeout).
+fn in_child(child: &str, env: &[(&str, &Path)]) -> peak::Watched {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([child, "--exact", "--nocapture", "--test-threads=1"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    peak::watch(&mut c, std::time::Duration::from_secs(300))
+}
+
+/// In a child process only: reads the users of the package in
+/// `ARBOR_HOSTILE_ACCOUNTS` and exits 0 (printing them) or 1 (printing why).
+#[test]
+fn child_read_accounts() {
+    let Some(rpm) = std::env::var_os("ARBOR_HOSTILE_ACCOUNTS") else {
+        return;
+    };
+    match arbor::pkgcache::users_from_packages(&[PathBuf::from(rpm)]) {
+        Ok(u) => {
+            println!("users: {u:?}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("refused: {e:#}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// In a child process only: imports the package in `ARBOR_HOSTILE_IMPORT`
+/// into the repository in `ARBOR_HOSTILE_REPO`; exits 0, or 1 printing why.
+#[test]
+fn child_import() {
+    let (Some(rpm), Some(repo)) = (
+        std::env::var_os("ARBOR_HOSTILE_IMPORT"),
+        std::env::var_os("ARBOR_HOSTILE_REPO"),
+    ) else {
+        return;
+    };
+    match import_all(Path::new(&repo), &[PathBuf::from(rpm)], &Users::root_only(), 1) {
+        Ok(i) => {
+            println!("imported: {i:?}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("refused: {e:#}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// A package shipping `/etc/passwd` and `/etc/group` (and `extra`).
+fn with_accounts(b: &mut PackageBuilder) {
+    b.with_file_contents(
+        "root:x:0:0:root:/root:/bin/sh\ndaemon:x:2:2::/:/sbin/nologin\n",
+        FileOptions::new("/etc/passwd"),
+    )
+    .unwrap()
+    .with_file_contents("root:x:0:\ndaemon:x:2:\n", FileOptions::new("/etc/group"))
+    .unwrap();
+}
+
+#[test]
+fn account_files_are_read_in_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A good one first: the reader still finds both files.
+    let good = Hostile::new(with_accounts).write(tmp.path());
+    let w = in_child("child_read_accounts", &[("ARBOR_HOSTILE_ACCOUNTS", &good)]);
+    w.check_peak("reading the accounts of a good package");
+    assert_eq!(w.code, Some(0), "{}", w.stderr);
+    assert!(w.stdout.contains("\"daemon\": 2"), "{}", w.stdout);
+
+    // The payload's /etc/passwd is 600 MiB of zeros (the header says 59 bytes):
+    // a package of kilobytes.
+    let h = Hostile::new(with_accounts);
+    let pkg = h.finish_streamed("/etc/passwd", 600 << 20, &[]);
+    let rpm = tmp.path().join(format!("big-passwd-{NEVRA}.rpm"));
+    pkg.write_file(&rpm).unwrap();
+    eprintln!("package of {} bytes", std::fs::metadata(&rpm).unwrap().len());
+    let w = in_child("child_read_accounts", &[("ARBOR_HOSTILE_ACCOUNTS", &rpm)]);
+    w.check_peak("reading the accounts of a package with a 600 MiB /etc/passwd");
+    assert_eq!(w.code, Some(1), "must be refused:\n{}{}", w.stdout, w.stderr);
+    for want in [NEVRA, "/etc/passwd", "629145600 bytes"] {
+        assert!(w.stderr.contains(want), "want {want:?} in:\n{}", w.stderr);
+    }
+}
+
+/// One zstd frame that decompresses to `gib` GiB of zeros (RLE blocks of
+/// 128 KiB, four bytes each) and then ends in a block of the reserved type,
+/// which no decoder accepts: whoever decompresses it fails.
+fn zeros_then_corrupt_frame(gib: u64) -> Vec<u8> {
+    let block = 128u32 << 10;
+    let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3];
+    let rle = (block << 3) | (1 << 1);
+    for _ in 0..(gib << 30) / u64::from(block) {
+        f.extend_from_slice(&rle.to_le_bytes()[..3]);
+        f.push(0);
+    }
+    let reserved_last: u32 = (3 << 1) | 1;
+    f.extend_from_slice(&reserved_last.to_le_bytes()[..3]);
+    f
+}
+
+#[test]
+fn payload_after_the_cpio_trailer_is_not_decompressed() {
+    let env = Env::new();
+    // 64 GiB of zeros after the archive's trailer, covered by the payload
+    // digest: rpm stops reading at the trailer, and so must the import.
+    let pkg = Hostile::new(other_header).finish_streamed("/none", 0, &zeros_then_corrupt_frame(64));
+    let rpm = env.dir().join(format!("{NEVRA}.rpm"));
+    pkg.write_file(&rpm).unwrap();
+    eprintln!("package of {} bytes", std::fs::metadata(&rpm).unwrap().len());
+    let w = in_child(
+        "child_import",
+        &[("ARBOR_HOSTILE_IMPORT", &rpm), ("ARBOR_HOSTILE_REPO", &env.repo)],
+    );
+    w.check_peak("importing a package with 64 GiB of zstd after the cpio trailer");
+    assert_eq!(w.code, Some(0), "must import:\n{}", w.stderr);
+    env.ostree(&["fsck"]);
+    assert!(env.ostree(&["refs"]).lines().count() == 2, "{}", env.ostree(&["refs"]));
+
+    // The bytes after the trailer are still covered by the payload digest.
+    let mut bad = std::fs::read(&rpm).unwrap();
+    let last = bad.len() - 10;
+    bad[last] ^= 1;
+    let rpm2 = env.dir().join(format!("flipped-{NEVRA}.rpm"));
+    std::fs::write(&rpm2, &bad).unwrap();
+    // (Into a repository of its own: the good copy's header is cached in env's.)
+    let err = import_all(&env.dir().join("repo2"), &[rpm2], &Users::root_only(), 1).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("payload SHA-256 digest mismatch"),
+        "{err:#}"
     );
 }

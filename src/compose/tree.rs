@@ -371,35 +371,18 @@ fn skipped_scripts(tf: &Treefile, headers: &[HeaderInfo]) -> Vec<String> {
 /// Owners in package payloads are names; map them through the tree's own
 /// /etc/passwd and /etc/group (from whichever package ships them).
 fn users_from_packages(files: &[PathBuf], headers: &[HeaderInfo]) -> Result<crate::pkgcache::Users> {
-    let (mut passwd, mut group) = (None, None);
-    for (f, h) in files.iter().zip(headers) {
-        // Only the packages whose header lists the files are opened in full.
-        if !h
-            .files
-            .iter()
-            .any(|e| e.path == "/etc/passwd" || e.path == "/etc/group")
-        {
-            continue;
-        }
-        let pkg = rpm::Package::open(f).with_context(|| format!("reading {}", f.display()))?;
-        for entry in pkg
-            .files()
-            .with_context(|| format!("reading the payload of {}", f.display()))?
-        {
-            let entry = entry.with_context(|| format!("reading the payload of {}", f.display()))?;
-            let path = entry.metadata.path();
-            let text = || String::from_utf8_lossy(entry.content().unwrap_or_default()).into_owned();
-            if path == Path::new("/etc/passwd") {
-                passwd = Some(text());
-            } else if path == Path::new("/etc/group") {
-                group = Some(text());
-            }
-        }
-    }
-    match (passwd, group) {
-        (Some(p), Some(g)) => crate::pkgcache::Users::from_passwd_group(&p, &g),
-        _ => Ok(crate::pkgcache::Users::root_only()),
-    }
+    // Only the packages whose header lists the files are read.
+    let shipping: Vec<PathBuf> = files
+        .iter()
+        .zip(headers)
+        .filter(|(_, h)| {
+            h.files
+                .iter()
+                .any(|e| e.path == "/etc/passwd" || e.path == "/etc/group")
+        })
+        .map(|(f, _)| f.clone())
+        .collect();
+    crate::pkgcache::users_from_packages(&shipping)
 }
 
 /// The commit timestamp: `SOURCE_DATE_EPOCH`, else the newest package build

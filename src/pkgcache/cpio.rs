@@ -97,12 +97,6 @@ impl<'a> Archive<'a> {
         (self.remaining, self.pad) = (0, 0);
         Ok(())
     }
-
-    /// Reads whatever follows the trailer (so the payload digest covers every byte).
-    pub fn drain(&mut self) -> Result<()> {
-        io::copy(&mut self.r, &mut io::sink()).context("reading the end of the payload")?;
-        Ok(())
-    }
 }
 
 /// Reader over the current entry's content.

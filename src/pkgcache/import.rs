@@ -24,15 +24,15 @@ use crate::ostree::repo::{Dir, FileMeta, MetaValue, Repo, Transaction};
 const READ_BUFFER: usize = 256 * 1024;
 
 /// A package file with its header read and identified.
-struct Opened {
-    file: File,
-    metadata: rpm::PackageMetadata,
+pub(super) struct Opened {
+    pub(super) file: File,
+    pub(super) metadata: rpm::PackageMetadata,
     /// The main header exactly as stored in the file.
     header: Vec<u8>,
     header_sha256: String,
-    nevra: String,
+    pub(super) nevra: String,
     refname: String,
-    payload_offset: u64,
+    pub(super) payload_offset: u64,
 }
 
 /// Returns the cached commit of the package at `path`, importing it first if
@@ -60,7 +60,7 @@ pub(crate) fn import_or_find(repo: &Repo, path: &Path, users: &Users) -> Result<
     })
 }
 
-fn open(path: &Path) -> Result<Opened> {
+pub(super) fn open(path: &Path) -> Result<Opened> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut buffered = BufReader::new(&mut file);
     let metadata = rpm::PackageMetadata::parse(&mut buffered).context("reading the RPM headers")?;
@@ -232,7 +232,7 @@ impl Read for Tee<'_> {
     }
 }
 
-fn file_hasher(algo: DigestAlgorithm) -> Option<Box<dyn DynDigest>> {
+pub(super) fn file_hasher(algo: DigestAlgorithm) -> Option<Box<dyn DynDigest>> {
     match algo {
         DigestAlgorithm::Sha2_224 => Some(Box::new(sha2::Sha224::new())),
         DigestAlgorithm::Sha2_256 => Some(Box::new(Sha256::new())),
@@ -274,7 +274,9 @@ fn import(repo: &Repo, pkg: Opened, users: &Users) -> Result<String> {
 
     let tx = repo.transaction()?;
     let checksums = stream_payload(&tx, &mut archive, &plan, &diag_file, payload_offset)?;
-    archive.drain()?;
+    // rpm stops at the cpio trailer, and so does the import: what follows is
+    // never decompressed (it could be gigabytes of zeros), only hashed as
+    // compressed bytes for the payload digest.
     drop(archive);
     hashed.verify(&want)?;
 

@@ -21,6 +21,7 @@
 //!   locked staging directories). Each commit and its ref become visible
 //!   together in that worker's `commit_transaction`.
 
+mod accounts;
 mod caps;
 pub mod checkouts;
 mod cpio;
@@ -36,6 +37,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::ostree::repo::Repo;
+
+pub use accounts::users_from_packages;
 
 /// Prefix of every package-cache ref.
 pub const REF_PREFIX: &str = "arbor/pkg/";
