@@ -63,6 +63,7 @@ fn start(root: &Path, arch: Arch) -> Sandbox {
         copy_on_write: true,
         exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_arbor"))),
         layers: Vec::new(),
+        limits: arbor::sandbox::Limits::default(),
     })
     .expect("starting the sandbox")
 }

@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -12,6 +13,7 @@ use anyhow::{Context, Result, bail};
 pub struct Tool {
     cmd: Command,
     shown: String,
+    timeout: Option<Duration>,
 }
 
 impl Tool {
@@ -20,6 +22,7 @@ impl Tool {
         Tool {
             cmd: Command::new(program),
             shown: program.to_string(),
+            timeout: None,
         }
     }
 
@@ -55,6 +58,13 @@ impl Tool {
         self
     }
 
+    /// Kills the tool (and fails) when it runs longer than `limit`: for tools that
+    /// read untrusted trees, where a loop through a symlink must not hang arbor.
+    pub fn timeout(mut self, limit: Duration) -> Tool {
+        self.timeout = Some(limit);
+        self
+    }
+
     /// The command line as it would be typed.
     pub fn shown(&self) -> &str {
         &self.shown
@@ -63,11 +73,12 @@ impl Tool {
     /// Runs to completion, returning stdout; fails with the tool's stderr.
     pub fn output(mut self) -> Result<Vec<u8>> {
         tracing::debug!(cmd = %self.shown, "running");
-        let out: Output = self
-            .cmd
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("starting `{}` (is it installed? scripts/setup installs it)", self.shown))?;
+        self.cmd.stdin(Stdio::null());
+        let out: Output = match self.timeout {
+            None => self.cmd.output(),
+            Some(limit) => output_within(&mut self.cmd, limit, &self.shown)?,
+        }
+        .with_context(|| format!("starting `{}` (is it installed? scripts/setup installs it)", self.shown))?;
         if !out.status.success() {
             bail!(
                 "`{}` failed ({}): {}",
@@ -89,6 +100,54 @@ impl Tool {
     pub fn run(self) -> Result<()> {
         self.output().map(drop)
     }
+}
+
+/// `cmd.output()`, killing the tool at `limit`. Its output is read on threads
+/// so a full pipe cannot stall it.
+fn output_within(cmd: &mut Command, limit: Duration, shown: &str) -> Result<std::io::Result<Output>> {
+    use std::io::Read as _;
+    let mut child = match cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().with_context(|| format!("waiting for `{shown}`"))? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("`{shown}` did not finish within {} s and was killed", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }))
 }
 
 fn shell_quote(s: &str) -> String {
@@ -122,6 +181,22 @@ mod tests {
     fn missing_program_says_so() {
         let e = Tool::new("arbor-no-such-tool").run().unwrap_err();
         assert!(format!("{e:#}").contains("arbor-no-such-tool"));
+    }
+
+    #[test]
+    fn a_tool_past_its_time_limit_is_killed_and_named() {
+        let e = Tool::new("sleep")
+            .arg("30")
+            .timeout(Duration::from_millis(200))
+            .run()
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("`sleep 30` did not finish within"), "{e:#}");
+        let out = Tool::new("sh")
+            .args(["-c", "echo fine"])
+            .timeout(Duration::from_secs(30))
+            .text()
+            .unwrap();
+        assert_eq!(out, "fine\n");
     }
 
     #[test]

@@ -169,3 +169,78 @@ fn initramfs_none_leaves_it_out_and_dracut_is_refused() {
     let e = err(&t.compose_tree("repo", &["--no-scripts"], &[]));
     assert!(e.contains("initramfs: dracut") && e.contains("not implemented"), "{e}");
 }
+
+/// A package whose kernel module directory holds `kernel/host -> target`.
+fn module_link_package(kver: &str, target: &str) -> rpm::Package {
+    let mut b = rpm::PackageBuilder::new("modlink", "1.0", "MIT", "noarch", "a link in the module directory");
+    b.with_symlink(rpm::FileOptions::symlink(
+        format!("/usr/lib/modules/{kver}/kernel/host"),
+        target,
+    ))
+    .unwrap();
+    b.build().unwrap()
+}
+
+#[test]
+fn depmod_never_follows_a_module_directory_symlink_out_of_the_tree() {
+    let kver = common::kernel_release("aarch64");
+    // A real aarch64 module in a host directory, where a link in the tree points.
+    let host = tempfile::tempdir().unwrap();
+    let unpacked = host.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    let sh = format!(
+        "rpm2cpio '{}' | cpio -idm --quiet '*/ext4.ko*'",
+        common::package("kernel", "aarch64").display()
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&sh)
+        .current_dir(&unpacked)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{sh}: {}", String::from_utf8_lossy(&out.stderr));
+    let found = common::run(Command::new("find").arg(&unpacked).args(["-name", "ext4.ko*"]));
+    let module = std::path::PathBuf::from(found.lines().next().expect("the sample kernel has ext4.ko"));
+    let ext = module.file_name().unwrap().to_string_lossy().replacen("ext4", "", 1);
+    let canary = host.path().join("canary");
+    std::fs::create_dir(&canary).unwrap();
+    std::fs::copy(&module, canary.join(format!("host_canary{ext}"))).unwrap();
+    let listing = |p: &std::path::Path| common::run(Command::new("ls").arg("-lR").arg(p));
+    let before = listing(host.path());
+
+    let relative = format!(
+        "{}{}",
+        "../".repeat(16),
+        canary.display().to_string().trim_start_matches('/')
+    );
+    for target in [canary.display().to_string(), relative] {
+        let t = Scratch::new(
+            &sample_url(),
+            "ref: test/kernel\nrepos: [sample, extra]\npackages: [filesystem, setup, busybox, kernel, modlink]\n\
+             recommends: false\n",
+        );
+        common::with_extra_package(&t, module_link_package(&kver, &target));
+        let out = t.compose_tree("repo", &["--no-scripts"], &[]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let dep = ostree(
+                &t.path("repo"),
+                &[
+                    "cat",
+                    v["commit"].as_str().unwrap(),
+                    &format!("/usr/lib/modules/{kver}/modules.dep"),
+                ],
+            );
+            panic!(
+                "a tree linking {target} from its module directory composed; host modules indexed: {}",
+                dep.contains("host_canary")
+            );
+        }
+        let e = err(&out);
+        assert!(
+            e.contains(&format!("/usr/lib/modules/{kver}/kernel/host is a symlink")) && e.contains("depmod"),
+            "{e}"
+        );
+    }
+    assert_eq!(listing(host.path()), before, "the host directory is untouched");
+}

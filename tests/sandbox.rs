@@ -172,9 +172,119 @@ fn a_symlinked_mount_point_in_the_tree_is_refused() {
     let t = tempfile::tempdir().unwrap();
     let root = tree(t.path(), "aarch64", &["filesystem", "busybox"]);
     std::fs::remove_dir(root.join("tmp")).unwrap();
-    std::os::unix::fs::symlink("/etc", root.join("tmp")).unwrap();
+    std::os::unix::fs::symlink("/usr", root.join("tmp")).unwrap();
     let e = common::err(&run_in(&root, &[], &["/usr/sbin/busybox", "true"]));
-    assert!(e.contains("the tree's /tmp is not a directory"), "{e}");
+    assert!(
+        e.contains("the tree's /tmp is a symlink to /usr, which is not an empty directory"),
+        "{e}"
+    );
+    std::fs::remove_file(root.join("tmp")).unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("proc")).unwrap();
+    let e = common::err(&run_in(&root, &[], &["/usr/sbin/busybox", "true"]));
+    assert!(e.contains("the tree's /proc is not a directory"), "{e}");
+}
+
+/// A host value a script will try to write back unchanged: `(path, value)`.
+fn host_sysctl(path: &str) -> (String, String) {
+    (path.to_string(), std::fs::read_to_string(path).unwrap())
+}
+
+#[test]
+fn scripts_cannot_write_kernel_settings_or_undo_the_read_only_mounts() {
+    let t = tempfile::tempdir().unwrap();
+    let root = tree(t.path(), "aarch64", &["filesystem", "busybox"]);
+    let sysctls = [
+        host_sysctl("/proc/sys/vm/overcommit_ratio"),
+        host_sysctl("/proc/sys/kernel/core_pattern"),
+    ];
+    let binfmt = common::host_binfmt();
+    // Each attempt writes back the value already there, so a failure of this
+    // test leaves the host as it was; success is reported on stdout.
+    let script = "bb=/usr/sbin/busybox
+        for f in /proc/sys/vm/overcommit_ratio /proc/sys/kernel/core_pattern; do
+            v=$($bb cat $f); (echo \"$v\" > $f) 2>/dev/null && echo \"WROTE $f\"
+        done
+        (echo ':arbortest:E::arbortest::/bin/sh:' > /proc/sys/fs/binfmt_misc/register) 2>/dev/null && echo REGISTERED
+        $bb mount -o remount,rw /proc/sys 2>/dev/null && echo REMOUNTED
+        $bb umount /proc/sys 2>/dev/null && echo UNMOUNTED
+        $bb umount -l /proc/sysrq-trigger 2>/dev/null && echo UNMOUNTED
+        $bb mkdir -p /run/p && $bb mount -t proc proc /run/p 2>/dev/null && echo NEWPROC
+        $bb grep -c ' /proc/sys ro,' /proc/self/mountinfo
+        echo checked";
+    let out = run_in(&root, &[], &["/usr/sbin/busybox", "sh", "-c", script]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("checked"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for bad in ["WROTE", "REGISTERED", "REMOUNTED", "UNMOUNTED", "NEWPROC"] {
+        assert!(!stdout.contains(bad), "a script got through ({bad}):\n{stdout}");
+    }
+    assert!(
+        stdout.lines().any(|l| l.trim() == "1"),
+        "/proc/sys is mounted read-only: {stdout}"
+    );
+    for (path, value) in &sysctls {
+        assert_eq!(&std::fs::read_to_string(path).unwrap(), value, "{path} changed");
+    }
+    assert_eq!(common::host_binfmt(), binfmt, "the host's binfmt_misc must not change");
+}
+
+#[test]
+fn as_root_scripts_run_in_a_cgroup_with_process_and_memory_limits() {
+    if !common::is_root() {
+        eprintln!("skipped: cgroups are made as root (a user without a delegated cgroup gets none)");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = tree(t.path(), "aarch64", &["filesystem", "busybox"]);
+    let script = "bb=/usr/sbin/busybox
+        $bb cat /proc/self/cgroup
+        n=0; for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+            $bb sleep 3 & n=$((n+1))
+        done 2>&1 | $bb grep -q -i 'fork' && echo FORK-REFUSED
+        $bb df -k /tmp /run | $bb tail -n 2";
+    let out = run_in(
+        &root,
+        &["--max-procs", "12"],
+        &["/usr/sbin/busybox", "sh", "-c", script],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let group = stdout
+        .split(['/', '\n'])
+        .find(|w| w.starts_with("arbor-sandbox-"))
+        .unwrap_or_else(|| panic!("the sandbox has its own cgroup:\n{stdout}"))
+        .to_string();
+    assert!(stdout.contains("FORK-REFUSED"), "pids.max stops a fork bomb:\n{stdout}");
+    // tmpfs sizes are bounded (1 GiB /tmp, 64 MiB /run), not half the host's RAM.
+    let sizes: Vec<u64> = stdout
+        .lines()
+        .rev()
+        .take(2)
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    assert_eq!(sizes.len(), 2, "{stdout}");
+    assert!(sizes.iter().all(|kib| *kib <= 1 << 20), "{sizes:?}");
+
+    // Memory: writing 256 MiB to /tmp under a 64 MiB limit does not complete.
+    let out = run_in(
+        &root,
+        &["--max-memory-mib", "64"],
+        &[
+            "/usr/sbin/busybox",
+            "sh",
+            "-c",
+            "/usr/sbin/busybox dd if=/dev/zero of=/tmp/big bs=1M count=256 2>/dev/null && echo WROTE-ALL; echo done",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("WROTE-ALL"), "{stdout}");
+    assert!(
+        !Path::new("/sys/fs/cgroup").join(&group).exists() && !Path::new("/sys/fs/cgroup/pids").join(&group).exists(),
+        "the sandbox's cgroup {group} is removed when it ends"
+    );
 }
 
 #[test]
@@ -257,4 +367,39 @@ fn armv7_programs_run_under_qemu_arm_and_native_ones_without_emulation() {
         !stdout.contains("qemu"),
         "no emulation registered for a native tree: {stdout}"
     );
+}
+
+#[test]
+fn runs_in_an_ostree_checkout_of_a_composed_tree() {
+    // A deployed tree has /tmp -> sysroot/tmp: the scratch /tmp goes where the link leads, inside the tree.
+    let t = common::Scratch::new(
+        &common::sample_url(),
+        "ref: t/run\nrepos: [sample]\npackages: [filesystem, setup, busybox]\nrecommends: false\n",
+    );
+    let v = common::ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
+    let co = t.path("co");
+    common::ostree(
+        &t.path("repo"),
+        &["checkout", "-U", v["commit"].as_str().unwrap(), co.to_str().unwrap()],
+    );
+    assert_eq!(std::fs::read_link(co.join("tmp")).unwrap(), Path::new("sysroot/tmp"));
+    let out = run_in(
+        &co,
+        &[],
+        &[
+            "/usr/sbin/busybox",
+            "sh",
+            "-c",
+            "echo scratch > /tmp/x && /usr/sbin/busybox cat /tmp/x",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "scratch");
+    // The scratch file lived in a tmpfs, not in the checkout.
+    assert!(!co.join("sysroot/tmp/x").exists());
 }

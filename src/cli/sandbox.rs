@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::arch::Arch;
-use crate::sandbox::{Config, Job, Sandbox};
+use crate::sandbox::{Config, Job, Limits, Sandbox};
 
 /// Arguments of `arbor run`.
 #[derive(Debug, Args)]
@@ -23,6 +23,13 @@ pub struct Run {
     /// (files hardlinked into a repository are never written through).
     #[arg(long)]
     pub copy_on_write: bool,
+    /// Most processes (and threads) the command may have at once (a cgroup's pids.max;
+    /// needs root or a delegated cgroup).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().pids)]
+    pub max_procs: u64,
+    /// Most memory in MiB the command may use, tmpfs files included (a cgroup's memory limit).
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().memory >> 20)]
+    pub max_memory_mib: u64,
     /// Feed this text on the command's standard input.
     #[arg(long)]
     pub stdin: Option<String>,
@@ -39,6 +46,10 @@ impl Run {
             copy_on_write: self.copy_on_write,
             exe: None,
             layers: Vec::new(),
+            limits: Limits {
+                pids: self.max_procs,
+                memory: self.max_memory_mib.saturating_mul(1 << 20),
+            },
         })?;
         let o = sb.run(&Job {
             label: self.command.join(" "),

@@ -393,10 +393,49 @@ fn etc_to_usr_etc(root: &Dir, report: &mut Report) -> Result<()> {
         root.create_dir_all("usr/etc").context("creating /usr/etc")?;
         return Ok(());
     }
-    if root.exists("usr/etc") {
-        bail!("the tree has both /etc and /usr/etc; packages must not ship /usr/etc");
+    if let Ok(m) = root.symlink_metadata("usr/etc") {
+        let what = if m.is_symlink() {
+            let target = root.read_link_contents("usr/etc").unwrap_or_default();
+            format!("a symlink to {}", target.display())
+        } else {
+            "already there".to_string()
+        };
+        bail!(
+            "the tree has both /etc and /usr/etc ({what}; made by a script, no package ships it): \
+             arbor moves /etc to /usr/etc"
+        );
     }
+    ensure_real_dirs(root, "usr")?;
     move_tree(root, "etc", "usr/etc", report)
+}
+
+/// Creates `path` and its parents as directories, refusing (by name) a
+/// component that a script made a symlink or file: arbor writes beneath it.
+pub fn ensure_real_dirs(root: &Dir, path: &str) -> Result<()> {
+    let mut at = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if !at.is_empty() {
+            at.push('/');
+        }
+        at.push_str(part);
+        match root.symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) => {
+                let what = if m.is_symlink() {
+                    let target = root.read_link_contents(&at).unwrap_or_default();
+                    format!("a symlink to {}", target.display())
+                } else {
+                    "not a directory".to_string()
+                };
+                bail!("/{at} is {what} (made by a script; no package ships it): arbor writes /{path} there");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                root.create_dir(&at).with_context(|| format!("creating /{at}"))?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("looking at /{at}")),
+        }
+    }
+    Ok(())
 }
 
 /// Renames the directory `from` to `to`. overlayfs (without `redirect_dir`)

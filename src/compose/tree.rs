@@ -127,7 +127,8 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     } else {
         Vec::new()
     };
-    let conflicts = header::conflicts(&headers);
+    let mut conflicts = header::conflicts(&headers);
+    conflicts.extend(header::reserved_path_misuse(&headers));
     if !conflicts.is_empty() {
         bail!("file conflicts in the package set:\n  - {}", conflicts.join("\n  - "));
     }
@@ -161,6 +162,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         copy_on_write: true,
         exe: None,
         layers: layers.clone(),
+        limits: crate::sandbox::Limits::default(),
     })
     .context("assembling the tree (an overlay of the package checkouts in a sandbox)")?;
     let rootfs = sb.root();
@@ -218,8 +220,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     let dbdir = work.path().join("rpmdb");
     std::fs::create_dir(&dbdir).with_context(|| format!("creating {}", dbdir.display()))?;
     super::rpmdb::write(&dbdir, &resolved.files, when as u32)?;
-    root.create_dir_all("usr/lib/sysimage/rpm")
-        .context("creating /usr/lib/sysimage/rpm")?;
+    super::postprocess::ensure_real_dirs(&root, "usr/lib/sysimage/rpm")?;
     let db =
         std::fs::read(dbdir.join(super::rpmdb::FILE_NAME)).with_context(|| format!("reading {}", dbdir.display()))?;
     super::postprocess::replace_file(

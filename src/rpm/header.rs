@@ -136,6 +136,75 @@ pub fn conflicts(pkgs: &[HeaderInfo]) -> Vec<String> {
             }
         }
     }
+    // A path one package ships as a file or symlink, another ships files beneath
+    // (rpm reports this as a conflict too; the tree could not hold both).
+    let mut seen = std::collections::HashSet::new();
+    for p in pkgs {
+        for f in p.files.iter().filter(|f| !f.ghost) {
+            let mut at = f.path.as_str();
+            while let Some((parent, _)) = at.rsplit_once('/') {
+                if parent.is_empty() {
+                    break;
+                }
+                if let Some((q, g)) = owner.get(parent)
+                    && !matches!(g.kind, FileKind::Dir)
+                    && q.nevra != p.nevra
+                    && seen.insert((parent, q.nevra.as_str(), p.nevra.as_str()))
+                {
+                    out.push(format!(
+                        "{parent}: {} ships {}, and {} ships {} beneath it",
+                        q.nevra,
+                        describe(&g.kind),
+                        p.nevra,
+                        f.path
+                    ));
+                }
+                at = parent;
+            }
+        }
+    }
+    out
+}
+
+/// "a symlink (to T)", "a file", ... for messages.
+fn describe(kind: &FileKind) -> String {
+    match kind {
+        FileKind::Dir => "a directory".into(),
+        FileKind::File { .. } => "a file".into(),
+        FileKind::Symlink(t) => format!("a symlink (to {t})"),
+        FileKind::Special => "a device node or FIFO".into(),
+    }
+}
+
+/// Directories arbor itself writes into or moves things to: a package may not
+/// ship one (or a directory above it) as anything else.
+pub const RESERVED_DIRS: &[&str] = &[
+    "/etc",
+    "/usr",
+    "/usr/etc",
+    "/usr/lib",
+    "/usr/lib/sysimage",
+    "/usr/lib/sysimage/rpm",
+    "/usr/lib/modules",
+    "/usr/lib/tmpfiles.d",
+];
+
+/// Packages that ship one of [`RESERVED_DIRS`] as something other than a
+/// directory, named, so the compose stops before any script runs.
+pub fn reserved_path_misuse(pkgs: &[HeaderInfo]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in pkgs {
+        for f in p.files.iter().filter(|f| !matches!(f.kind, FileKind::Dir)) {
+            if RESERVED_DIRS.contains(&f.path.as_str()) {
+                out.push(format!(
+                    "{} ships {} as {}; arbor needs a directory there",
+                    p.nevra,
+                    f.path,
+                    describe(&f.kind)
+                ));
+            }
+        }
+    }
     out
 }
 
@@ -191,12 +260,40 @@ mod tests {
             "c-1-1.noarch",
             vec![("/usr/x", file("22")), ("/usr/l", FileKind::Symlink("y".into()))],
         );
-        let got = conflicts(&[a, c]);
+        let got = conflicts(&[a.clone(), c]);
         assert_eq!(
             got,
             [
                 "file /usr/x conflicts between attempted installs of a-1-1.noarch and c-1-1.noarch",
                 "file /usr/l conflicts between attempted installs of a-1-1.noarch and c-1-1.noarch",
+            ]
+        );
+        let d = pkg(
+            "d-1-1.noarch",
+            vec![("/usr/l/deep/f", file("33")), ("/usr/l/g", file("44"))],
+        );
+        assert_eq!(
+            conflicts(&[a, d]),
+            ["/usr/l: a-1-1.noarch ships a symlink (to x), and d-1-1.noarch ships /usr/l/deep/f beneath it"]
+        );
+    }
+
+    #[test]
+    fn reserved_directories_shipped_as_links_are_named() {
+        let a = pkg(
+            "a-1-1.noarch",
+            vec![
+                ("/usr/etc", FileKind::Symlink("/tmp".into())),
+                ("/usr/lib/sysimage/rpm", FileKind::Symlink("../x".into())),
+                ("/usr/lib/sysimage/rpm-x", FileKind::Symlink("../x".into())),
+                ("/usr/lib", FileKind::Dir),
+            ],
+        );
+        assert_eq!(
+            reserved_path_misuse(&[a]),
+            [
+                "a-1-1.noarch ships /usr/etc as a symlink (to /tmp); arbor needs a directory there",
+                "a-1-1.noarch ships /usr/lib/sysimage/rpm as a symlink (to ../x); arbor needs a directory there",
             ]
         );
     }

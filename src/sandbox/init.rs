@@ -10,7 +10,13 @@
 //!    private /proc, a minimal /dev, tmpfs /tmp and /run, and a private
 //!    binfmt_misc with qemu-user registered `FP`; then pivots into the tree
 //!    and detaches the host's mounts, so nothing of the host stays reachable;
-//! 4. it runs one job per request line, each in its own session with a time
+//! 4. it makes /proc/sys, /proc/sysrq-trigger, /proc/irq and /proc/bus
+//!    read-only, then moves into a nested user and mount namespace: mounts
+//!    made by a more privileged namespace are locked there, so no script can
+//!    remount them writable, unmount them, or mount a fresh /proc (as root the
+//!    sandbox's uid 0 is the host's, and the kernel lets global uid 0 write
+//!    most sysctls whatever its capabilities);
+//! 5. it runs one job per request line, each in its own session with a time
 //!    limit, and after each kills every other process in the namespace.
 //!
 //! Runs single-threaded (fork and unshare(CLONE_NEWUSER) need that): `main`
@@ -133,10 +139,12 @@ fn pid1(setup: &Setup, input: &mut impl BufRead) -> Result<()> {
             )
         })?;
     }
+    protect_kernel_interfaces(&root)?;
     std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
     pivot_root(".", ".").context("pivoting into the tree")?;
     umount2(".", MntFlags::MNT_DETACH).context("detaching the host's mounts")?;
     std::env::set_current_dir("/").context("entering the tree's /")?;
+    lock_mounts()?;
     reply(&Reply::Ready)?;
 
     let mut seq = 0u64;
@@ -156,6 +164,103 @@ fn pid1(setup: &Setup, input: &mut impl BufRead) -> Result<()> {
         }
     }
     kill_all_others();
+    Ok(())
+}
+
+/// The parts of /proc through which a process with the host's uid 0 could
+/// change the host kernel: bwrap's list.
+const READ_ONLY_PROC: &[&str] = &["proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus"];
+
+/// Bind-mounts each of [`READ_ONLY_PROC`] (and whatever is mounted beneath,
+/// the private binfmt_misc included, after qemu is registered) read-only onto itself.
+fn protect_kernel_interfaces(root: &Path) -> Result<()> {
+    for rel in READ_ONLY_PROC {
+        let p = root.join(rel);
+        if std::fs::symlink_metadata(&p).is_err() {
+            continue; // /proc/irq or /proc/bus may not exist on this kernel
+        }
+        mount(
+            Some(&p),
+            &p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .with_context(|| format!("binding /{rel} onto itself"))?;
+        remount_read_only(&p).with_context(|| format!("making /{rel} read-only"))?;
+    }
+    let binfmt = root.join("proc/sys/fs/binfmt_misc");
+    if is_mount_point(&binfmt) {
+        remount_read_only(&binfmt).context("making the private binfmt_misc read-only")?;
+    }
+    Ok(())
+}
+
+fn remount_read_only(p: &Path) -> Result<()> {
+    mount(
+        None::<&str>,
+        p,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nosuid_nodev_noexec(),
+        None::<&str>,
+    )
+    .with_context(|| format!("remounting {} read-only", p.display()))
+}
+
+/// Whether `p` is the root of a mount (its device differs from its parent's).
+fn is_mount_point(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(m), Some(Ok(parent))) = (std::fs::metadata(p), p.parent().map(std::fs::metadata)) else {
+        return false;
+    };
+    m.dev() != parent.dev()
+}
+
+/// Moves this process (pid 1; jobs inherit it) into a new user namespace
+/// mapping the same ids, and a new mount namespace. The kernel locks every
+/// mount copied into a less privileged mount namespace: read-only stays
+/// read-only, nothing can be unmounted to reveal what is beneath, and a new
+/// procfs may not be mounted while /proc is partly covered.
+fn lock_mounts() -> Result<()> {
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").context("reading the sandbox's uid map")?;
+    let gid_map = std::fs::read_to_string("/proc/self/gid_map").context("reading the sandbox's gid map")?;
+    let identity = |map: &str| -> String {
+        map.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 3).then(|| format!("{} {} {}\n", f[0], f[0], f[2]))
+            })
+            .collect()
+    };
+    let (uid_map, gid_map) = (identity(&uid_map), identity(&gid_map));
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
+    let me = nix::unistd::getpid();
+    // Only a process in the parent user namespace may write the new one's maps.
+    // SAFETY: pid 1 is single-threaded; the child only reads a pipe, writes two files and exits.
+    let mapper = match unsafe { fork() }.context("forking the id mapper")? {
+        ForkResult::Child => {
+            drop(ready_w);
+            let mut byte = [0u8; 1];
+            let ok = std::fs::File::from(ready_r).read_exact(&mut byte).is_ok()
+                && std::fs::write(format!("/proc/{me}/uid_map"), &uid_map).is_ok()
+                && std::fs::write(format!("/proc/{me}/gid_map"), &gid_map).is_ok();
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(ready_r);
+    let unshared = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+        .context("creating the nested user and mount namespaces that lock the sandbox's mounts");
+    let mut w = std::fs::File::from(ready_w);
+    if unshared.is_ok() {
+        let _ = w.write_all(b"x");
+    }
+    drop(w);
+    let status = waitpid(mapper, None).context("waiting for the id mapper")?;
+    unshared?;
+    if status != WaitStatus::Exited(mapper, 0) {
+        bail!("mapping ids into the nested user namespace failed ({status:?})");
+    }
     Ok(())
 }
 
@@ -274,21 +379,73 @@ fn mount_api_filesystems(root: &Path) -> Result<()> {
         &dev.join("shm"),
         Some("tmpfs"),
         nosuid_nodev_noexec(),
-        Some("mode=1777"),
+        Some("mode=1777,size=64m,nr_inodes=16384"),
     )
     .context("mounting /dev/shm")?;
-    for (name, mode) in [("tmp", "mode=1777"), ("run", "mode=0755")] {
-        let p = mount_point(root, name, if name == "tmp" { 0o1777 } else { 0o755 })?;
+    // Bounded: an unbounded tmpfs may grow to half the host's RAM.
+    for (name, mode, opts) in [
+        ("tmp", 0o1777, "mode=1777,size=1g,nr_inodes=262144"),
+        ("run", 0o755, "mode=0755,size=64m,nr_inodes=16384"),
+    ] {
+        let (p, _fd) = scratch_mount_point(root, name, mode)?;
         mount(
             Some("tmpfs"),
             &p,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(mode),
+            Some(opts),
         )
         .with_context(|| format!("mounting /{name}"))?;
     }
     Ok(())
+}
+
+/// Where a scratch tmpfs (`/tmp`, `/run`) goes. A deployed OSTree tree has
+/// `/tmp -> sysroot/tmp`: the link is followed as the device would, resolved
+/// inside the tree (never the host), to an empty or missing directory, which
+/// is created. Returns a path to mount on and the handle that keeps it valid.
+fn scratch_mount_point(root: &Path, name: &str, mode: u32) -> Result<(PathBuf, Option<OwnedFd>)> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let is_link = std::fs::symlink_metadata(root.join(name)).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok((mount_point(root, name, mode)?, None));
+    }
+    let target = std::fs::read_link(root.join(name)).with_context(|| format!("reading the tree's /{name} link"))?;
+    let shown = || format!("the tree's /{name} is a symlink to {}", target.display());
+    let tree = std::fs::File::open(root).with_context(|| format!("opening {}", root.display()))?;
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT)
+    };
+    let dir = match openat2(&tree, name, how()) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => {
+            let parent = target
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let last = target.file_name().with_context(shown)?;
+            // The link is relative to the tree's /; an absolute one is too (RESOLVE_IN_ROOT).
+            let parent_fd = openat2(&tree, parent, how())
+                .with_context(|| format!("{}, whose parent is not a directory in the tree", shown()))?;
+            nix::sys::stat::mkdirat(&parent_fd, last, nix::sys::stat::Mode::from_bits_truncate(mode))
+                .with_context(|| format!("{}: creating it", shown()))?;
+            openat2(&tree, name, how()).with_context(shown)?
+        }
+        Err(e) => return Err(e).with_context(|| format!("{}, which is not a directory in the tree", shown())),
+    };
+    let path = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir)));
+    let empty = std::fs::read_dir(&path)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false);
+    if !empty {
+        bail!(
+            "{}, which is not an empty directory; the sandbox mounts a scratch /{name} there",
+            shown()
+        );
+    }
+    Ok((path, Some(dir)))
 }
 
 /// Runs one job to completion or its time limit.

@@ -24,6 +24,7 @@
 //! fork/exec per scriptlet.
 
 pub mod binfmt;
+pub mod cgroup;
 pub mod init;
 pub mod merge;
 pub mod proto;
@@ -35,6 +36,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 pub use binfmt::Emulation;
+pub use cgroup::Limits;
 pub use merge::Changes;
 pub use proto::{Job, Outcome};
 use proto::{Overlay, Reply, Setup};
@@ -71,6 +73,8 @@ pub struct Config {
     /// The arbor binary to run as the sandbox init (default: this executable,
     /// or `$ARBOR_EXE`).
     pub exe: Option<PathBuf>,
+    /// Process and memory limits for everything the sandbox runs.
+    pub limits: Limits,
 }
 
 /// A running sandbox.
@@ -88,6 +92,8 @@ pub struct Sandbox {
     pub arch: Arch,
     /// Running without root: only uid and gid 0 exist inside.
     pub rootless: bool,
+    /// The sandbox's cgroup (none where cgroups cannot be made).
+    cgroup: Option<cgroup::Cgroup>,
 }
 
 impl Sandbox {
@@ -148,10 +154,18 @@ impl Sandbox {
             emulation: emulation.clone(),
             arch,
             rootless,
+            cgroup: None,
         };
         match sb.read_reply()? {
             Reply::Unshared => {}
             other => bail!("the sandbox did not start: {other:?}"),
+        }
+        // Before the init forks anything: every process of the sandbox is counted.
+        let pid = sb.child.id();
+        match cgroup::Cgroup::create(&format!("arbor-sandbox-{pid}"), cfg.limits, pid) {
+            Ok(cg) => sb.cgroup = Some(cg),
+            Err(e) if rootless => tracing::debug!("scripts run without cgroup limits: {e:#}"),
+            Err(e) => tracing::warn!("scripts run without process and memory limits: {e:#}"),
         }
         sb.write_id_maps()?;
         let setup = Setup {
@@ -169,13 +183,44 @@ impl Sandbox {
     }
 
     /// Runs one job and reports how it ended (a non-zero status is not an error here).
+    /// A job that leaves the tree's filesystem (nearly) full is an error naming it:
+    /// whatever arbor writes next would fail with a bare ENOSPC.
     pub fn run(&mut self, job: &Job) -> Result<Outcome> {
+        let before = self.free_bytes();
         self.send(job)?;
-        match self.read_reply()? {
-            Reply::Done(o) => Ok(o),
+        let outcome = match self.read_reply()? {
+            Reply::Done(o) => o,
             Reply::Failed(e) => bail!("{}: {e}", job.label),
             other => bail!("{}: unexpected reply from the sandbox: {other:?}", job.label),
+        };
+        if let (Some(before), Some(after)) = (before, self.free_bytes())
+            && after < MIN_FREE_BYTES
+            && after < before
+        {
+            bail!(
+                "{} filled the filesystem of {}: {} MiB were free before it ran, {} KiB after{}",
+                job.label,
+                self.writable_dir().display(),
+                before >> 20,
+                after >> 10,
+                if outcome.output.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!("; its output ends:\n{}", tail(&outcome.output, 2000))
+                }
+            );
         }
+        Ok(outcome)
+    }
+
+    /// Where jobs' writes land on the host: the overlay's upper directory, or the tree.
+    fn writable_dir(&self) -> &Path {
+        self.overlay.as_ref().map_or(&self.rootfs, |o| &o.upper)
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        let s = nix::sys::statvfs::statvfs(self.writable_dir()).ok()?;
+        Some(s.blocks_available() as u64 * s.fragment_size() as u64)
     }
 
     /// The tree as the sandbox sees it (the overlay's union), from the host:
@@ -266,6 +311,18 @@ impl Drop for Sandbox {
             }
         }
     }
+}
+
+/// Less free space than this after a job means the job filled the disk.
+const MIN_FREE_BYTES: u64 = 16 << 20;
+
+/// The last `max` bytes of `text` (on a character boundary).
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }
 
 fn write_proc(path: &Path, text: &str) -> Result<()> {

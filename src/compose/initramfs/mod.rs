@@ -195,19 +195,84 @@ pub fn ensure_modules_dep_cached(tree: &Dir, tree_path: &Path, kver: &str, cache
         return Ok(());
     }
     let before = names(tree, &moddir)?;
+    // The host's depmod resolves paths as the host does: a symlink in the tree
+    // would lead it out of the tree (host modules indexed, /sys walked forever).
+    check_no_symlinks_for_depmod(tree, &moddir)?;
     // depmod looks under BASE/lib/modules (or BASE/usr/lib/modules for a kmod
-    // built that way); through the tree's /lib symlink both find the modules.
-    let base = if tree.exists(format!("lib/modules/{kver}")) {
-        tree_path.to_path_buf()
-    } else {
-        tree_path.join("usr")
-    };
-    Tool::new("depmod").arg("-b").arg(&base).arg(kver).run()?;
+    // built that way). BASE is a scratch directory whose links name the tree's
+    // real /usr/lib/modules, never a path through the tree's own /lib symlink.
+    let base = tempfile::Builder::new()
+        .prefix("arbor-depmod-")
+        .tempdir()
+        .context("creating a directory for depmod")?;
+    let modules = tree_path.join("usr/lib/modules");
+    for dir in ["lib", "usr/lib"] {
+        let d = base.path().join(dir);
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        std::os::unix::fs::symlink(&modules, d.join("modules")).with_context(|| format!("linking {}", d.display()))?;
+    }
+    Tool::new("depmod")
+        .arg("-b")
+        .arg(base.path())
+        .arg(kver)
+        .timeout(DEPMOD_TIMEOUT)
+        .run()
+        .with_context(|| format!("indexing the modules of kernel {kver}"))?;
     if !tree.exists(format!("{moddir}/modules.dep")) {
-        bail!("`depmod -b {} {kver}` wrote no /{moddir}/modules.dep", base.display());
+        bail!("`depmod {kver}` wrote no /{moddir}/modules.dep");
     }
     if let Some(cache) = cache {
         save_depmod_output(tree, &moddir, &before, cache)?;
+    }
+    Ok(())
+}
+
+/// The longest depmod may take: a whole distribution kernel is indexed in seconds.
+const DEPMOD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Refuses a tree where the host's depmod could leave `moddir`: any symlink on
+/// the way to it or beneath it, except entries named `build` and `source`
+/// (links to kernel headers), which depmod skips wherever they are.
+fn check_no_symlinks_for_depmod(tree: &Dir, moddir: &str) -> Result<()> {
+    let mut path = String::new();
+    for part in moddir.split('/') {
+        if !path.is_empty() {
+            path.push('/');
+        }
+        path.push_str(part);
+        let m = tree
+            .symlink_metadata(&path)
+            .with_context(|| format!("looking at /{path}"))?;
+        if !m.is_dir() {
+            bail!("/{path} is not a directory (a symlink?): the kernel's modules must be in a real /{moddir}");
+        }
+    }
+    let dir = tree.open_dir(moddir).with_context(|| format!("opening /{moddir}"))?;
+    walk_for_symlinks(&dir, moddir)
+}
+
+fn walk_for_symlinks(dir: &Dir, at: &str) -> Result<()> {
+    for entry in dir.entries().with_context(|| format!("listing /{at}"))? {
+        let entry = entry.with_context(|| format!("listing /{at}"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let kind = entry.file_type().with_context(|| format!("looking at /{at}/{name}"))?;
+        if name == "build" || name == "source" {
+            continue;
+        }
+        if kind.is_symlink() {
+            let target = dir
+                .read_link_contents(&name)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            bail!(
+                "/{at}/{name} is a symlink (to {target:?}): the host's depmod would follow it out of the tree; \
+                 kernel module directories may hold only files and directories"
+            );
+        }
+        if kind.is_dir() {
+            let sub = entry.open_dir().with_context(|| format!("opening /{at}/{name}"))?;
+            walk_for_symlinks(&sub, &format!("{at}/{name}"))?;
+        }
     }
     Ok(())
 }
