@@ -843,3 +843,70 @@ fn payload_after_the_cpio_trailer_is_not_decompressed() {
         "{err:#}"
     );
 }
+
+/// A package of `n` one-line files under `/aaa` (before `/etc` in payload
+/// order) and then `/etc/passwd` and `/etc/group`. The cpio records are made
+/// from the header's own list: `rpm::Package::files` is quadratic.
+fn many_files_then_accounts(dir: &Path, n: usize) -> PathBuf {
+    let mut b = PackageBuilder::new("hostile", "1.0", "MIT", "noarch", "hostile package");
+    b.release("1").using_config(
+        rpm::BuildConfig::v4()
+            .compression(rpm::CompressionWithLevel::Zstd(3))
+            .source_date(1_700_000_000u32),
+    );
+    for i in 0..n {
+        b.with_file_contents("x\n", FileOptions::new(format!("/aaa/f{i:06}")))
+            .unwrap();
+    }
+    with_accounts(&mut b);
+    let pkg = b.build().unwrap();
+    let contents: BTreeMap<String, Vec<u8>> = [
+        (
+            "/etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\ndaemon:x:2:2::/:/sbin/nologin\n",
+        ),
+        ("/etc/group", "root:x:0:\ndaemon:x:2:\n"),
+    ]
+    .into_iter()
+    .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
+    .collect();
+    let cpio = pkg
+        .metadata
+        .get_file_entries()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let path = format!("{}{}", e.dirname(), e.basename());
+            Cpio {
+                data: contents.get(&path).cloned().unwrap_or_else(|| b"x\n".to_vec()),
+                name: format!(".{path}").into_bytes(),
+                mode: u32::from(e.mode().raw_mode()),
+                ino: i as u32 + 1,
+                nlink: 1,
+            }
+        })
+        .collect();
+    let rpm = dir.join(format!("many-{NEVRA}.rpm"));
+    Hostile {
+        pkg,
+        cpio,
+        edits: Vec::new(),
+    }
+    .finish()
+    .write_file(&rpm)
+    .unwrap();
+    rpm
+}
+
+#[test]
+fn account_files_after_many_files_are_found_without_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rpm = many_files_then_accounts(tmp.path(), 100_000);
+    eprintln!("package of {} bytes", std::fs::metadata(&rpm).unwrap().len());
+    // The rpm crate's reader took more than 400 s here; arbor's reads it in one pass.
+    let w = in_child("child_read_accounts", &[("ARBOR_HOSTILE_ACCOUNTS", &rpm)]);
+    w.check_peak("reading the accounts after 100,000 files");
+    assert_eq!(w.code, Some(0), "{}", w.stderr);
+    assert!(w.stdout.contains("\"daemon\": 2"), "{}", w.stdout);
+}

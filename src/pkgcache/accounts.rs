@@ -52,33 +52,81 @@ struct Wanted {
 }
 
 fn read_accounts(pkg: import::Opened) -> Result<[Option<String>; 2]> {
+    let wanted = from_header(&pkg.metadata).context("reading the file list from the header")?;
+    let wanted = check_sizes(wanted)?;
+    read_payload(pkg, wanted)
+}
+
+/// The header's entries for the account files, found through its arrays
+/// (`get_file_entries` would copy every entry of a 100,000-file package).
+fn from_header(m: &rpm::PackageMetadata) -> Result<[Option<Wanted>; 2]> {
+    use rpm::IndexTag as T;
+    let h = &m.header;
     let mut wanted: [Option<Wanted>; 2] = [None, None];
-    let entries = pkg
-        .metadata
-        .get_file_entries()
-        .context("reading the file list from the header")?;
-    for e in &entries {
-        let path = format!("{}{}", e.dirname(), e.basename());
-        let Some(i) = ACCOUNT_FILES.iter().position(|a| *a == path) else {
+    let Ok(basenames) = h.get_entry_data_as_string_array(T::RPMTAG_BASENAMES) else {
+        return Ok(wanted);
+    };
+    let dirnames = h.get_entry_data_as_string_array(T::RPMTAG_DIRNAMES)?;
+    let dirindexes = h.get_entry_data_as_u32_array(T::RPMTAG_DIRINDEXES)?;
+    let sizes: Vec<u64> = match h.get_entry_data_as_u64_array(T::RPMTAG_LONGFILESIZES) {
+        Ok(v) => v,
+        Err(_) => h
+            .get_entry_data_as_u32_array(T::RPMTAG_FILESIZES)?
+            .into_iter()
+            .map(u64::from)
+            .collect(),
+    };
+    let modes = h.get_entry_data_as_u16_array(T::RPMTAG_FILEMODES)?;
+    let flags = h.get_entry_data_as_u32_array(T::RPMTAG_FILEFLAGS)?;
+    let digests = h
+        .get_entry_data_as_string_array(T::RPMTAG_FILEDIGESTS)
+        .unwrap_or_default();
+    // An unknown algorithm: the payload digest still covers the bytes.
+    let algo = m.get_file_digest_algorithm().ok();
+    for (i, base) in basenames.iter().enumerate() {
+        let dir = dirindexes
+            .get(i)
+            .and_then(|d| dirnames.get(*d as usize))
+            .ok_or_else(|| anyhow::anyhow!("file {i} has no directory"))?;
+        let Some(which) = ACCOUNT_FILES.iter().position(|a| a.strip_prefix(*dir) == Some(*base)) else {
             continue;
         };
-        if e.flags().contains(rpm::FileFlags::GHOST) || e.file_type() != rpm::FileType::Regular {
+        let mode = modes.get(i).copied().unwrap_or(0);
+        let flag = flags.get(i).copied().unwrap_or(0);
+        if flag & rpm::FileFlags::GHOST.bits() != 0 || u32::from(mode) & 0o170000 != 0o100000 {
             continue;
         }
-        let size = e.size() as u64;
-        if size > MAX_ACCOUNT_FILE {
-            bail!("the header says {path} is {size} bytes; refusing more than {MAX_ACCOUNT_FILE}");
-        }
-        wanted[i] = Some(Wanted {
-            size,
-            digest: e
-                .digest()
-                .filter(|d| !d.as_hex().is_empty())
-                .map(|d| (d.algorithm(), d.as_hex().to_ascii_lowercase())),
+        let digest = digests
+            .get(i)
+            .filter(|d| !d.is_empty())
+            .zip(algo)
+            .map(|(d, a)| (a, d.to_ascii_lowercase()));
+        wanted[which] = Some(Wanted {
+            size: sizes.get(i).copied().unwrap_or(0),
+            digest,
             text: None,
         });
     }
-    drop(entries);
+    Ok(wanted)
+}
+
+/// Refuses an account file the header says is over the cap, before the payload is read.
+fn check_sizes(wanted: [Option<Wanted>; 2]) -> Result<[Option<Wanted>; 2]> {
+    for (w, path) in wanted.iter().zip(ACCOUNT_FILES) {
+        if let Some(w) = w
+            && w.size > MAX_ACCOUNT_FILE
+        {
+            bail!(
+                "the header says {path} is {} bytes; refusing more than {MAX_ACCOUNT_FILE}",
+                w.size
+            );
+        }
+    }
+    Ok(wanted)
+}
+
+/// Streams the payload until every wanted file was read.
+fn read_payload(pkg: import::Opened, mut wanted: [Option<Wanted>; 2]) -> Result<[Option<String>; 2]> {
     let mut left = wanted.iter().filter(|w| w.is_some()).count();
     if left > 0 {
         let mut file = pkg.file;

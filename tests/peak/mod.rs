@@ -1,5 +1,5 @@
 //! Running a child process under watch: its peak memory (the kernel's
-//! `ru_maxrss` from `wait4`, for that child alone), its output capped while
+//! `ru_maxrss`, as GNU time reports it for that command alone), its output capped while
 //! it is read, and a generous kill-timeout so a hang fails the test instead
 //! of stalling it. A data-size limit keeps a regression from taking the
 //! shared machine's memory with it: the child fails instead.
@@ -90,13 +90,32 @@ fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<(Vec<u8>, u64)> {
     })
 }
 
-/// Runs `cmd` (stdin empty), killing it after `timeout`.
-#[allow(clippy::zombie_processes)] // reaped by wait4, which std's Child does not know of
+/// Runs `cmd` (stdin empty) under GNU time, killing it after `timeout`.
+/// (`ru_maxrss` of a child forked from this process starts at this
+/// process's own peak: the kernel keeps the hiwater mark of the image that
+/// exec replaced. GNU time is small when it forks, so what it reports is the
+/// command's own.)
 pub fn watch(cmd: &mut Command, timeout: Duration) -> Watched {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let mut c = Command::new("/usr/bin/time");
+    c.arg("-f").arg("%M").arg("-o").arg(report.path());
+    c.arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        c.current_dir(d);
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
     // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
     unsafe {
-        cmd.pre_exec(|| {
+        c.pre_exec(|| {
             let lim = libc::rlimit {
                 rlim_cur: DATA_LIMIT,
                 rlim_max: DATA_LIMIT,
@@ -107,38 +126,45 @@ pub fn watch(cmd: &mut Command, timeout: Duration) -> Watched {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let mut child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {c:?} (GNU time must be installed at /usr/bin/time): {e}"));
     let out = drain(child.stdout.take().unwrap());
     let err = drain(child.stderr.take().unwrap());
-    let pid = child.id() as libc::pid_t;
     let start = Instant::now();
     let mut timed_out = false;
-    let mut status: libc::c_int = 0;
-    // SAFETY: a zeroed rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `pid` is our own child, not reaped by anyone else (std's
-        // Child is never waited on); the pointers are to live locals.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
-        if r == pid {
-            break;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
         }
         if !timed_out && start.elapsed() > timeout {
             timed_out = true;
-            let _ = child.kill();
+            // The whole group: time and the command it runs.
+            let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     let (stdout, stdout_len) = out.join().unwrap();
     let (stderr, stderr_len) = err.join().unwrap();
-    let exited = libc::WIFEXITED(status);
-    let signaled = libc::WIFSIGNALED(status);
+    let text = std::fs::read_to_string(report.path()).unwrap_or_default();
+    // "Command terminated by signal N" (or "exited with non-zero status"), then %M in KiB.
+    let signal = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Command terminated by signal "))
+        .and_then(|n| n.trim().parse().ok());
+    let peak_kib: u64 = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| {
+            assert!(timed_out, "no peak memory from GNU time: {text:?}");
+            0
+        });
     Watched {
-        code: exited.then(|| libc::WEXITSTATUS(status)),
-        signal: signaled.then(|| libc::WTERMSIG(status)),
-        // Linux reports ru_maxrss in KiB.
-        peak: usage.ru_maxrss as u64 * 1024,
+        code: if signal.is_some() { None } else { status.code() },
+        signal,
+        peak: peak_kib * 1024,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
         stdout_len,
