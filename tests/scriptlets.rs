@@ -246,3 +246,30 @@ fn package_and_file_triggers_fire_with_rpms_arguments() {
     assert!(!log.contains("never"), "{log}");
     assert!(log.contains("file /usr/share/hello/greeting.txt\n"), "{log}");
 }
+
+#[test]
+fn a_lua_scriptlet_cannot_write_kernel_settings() {
+    // Lua runs natively in the sandbox: as root, it is the host's uid 0. It writes
+    // back the value already there, so even a failure leaves the host as it was.
+    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    let body = format!(
+        "local f = io.open('/proc/sys/kernel/core_pattern', 'w')\n\
+         if f and f:write([==[{pattern}]==]) and f:close() then error('wrote core_pattern') end\n\
+         print('refused')\n"
+    );
+    let pkg = rpm::PackageBuilder::new("luakernel", "1.0", "MIT", "noarch", "a lua %post that writes a sysctl")
+        .post_install_script(rpm::Scriptlet::new(body).prog(vec!["<lua>"]))
+        .build()
+        .unwrap();
+    let pkg = arbor::sample_repo::build::drop_lua_interp_requires(pkg).unwrap();
+    let t = Scratch::new(
+        &sample_url(),
+        "ref: t/lua\nrepos: [sample, extra]\npackages: [filesystem, setup, busybox, luakernel]\nrecommends: false\n",
+    );
+    common::with_extra_package(&t, pkg);
+    ok_json(&t.compose_tree("repo", &[], &[]));
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
+        pattern
+    );
+}

@@ -326,7 +326,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
 /// included; rpmbuild does not (it adds `rpmlib(BuiltinLuaScripts)` instead), and
 /// no package can provide `<lua>`, so solvers would refuse the package. Rewrite
 /// the header without it and recompute the header digests.
-fn drop_lua_interp_requires(mut pkg: rpm::Package) -> Result<rpm::Package> {
+pub fn drop_lua_interp_requires(mut pkg: rpm::Package) -> Result<rpm::Package> {
     use rpm::{IndexData, IndexTag};
     const NAME: u32 = IndexTag::RPMTAG_REQUIRENAME as u32;
     const FLAGS: u32 = IndexTag::RPMTAG_REQUIREFLAGS as u32;
