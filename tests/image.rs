@@ -352,7 +352,8 @@ fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() 
     };
     let before = host_listing();
 
-    // The hostile commit: the sample tree plus links out of it, and, at the
+    // The hostile commit: the sample tree plus links out of it (enough `../` to
+    // reach / from any staging directory), and, at the
     // links' targets inside the tree, what the device would read there.
     let overlay = t.path().join("overlay");
     let inside = overlay.join(&cname);
@@ -362,15 +363,11 @@ fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() 
     std::fs::create_dir_all(&fw).unwrap();
     let abs = canary.path().join("secret");
     std::os::unix::fs::symlink(&abs, fw.join("start.elf")).unwrap();
-    std::os::unix::fs::symlink(
-        format!("../../../../../../../../..{}", abs.display()),
-        fw.join("fixup.dat"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(format!("{}{}", "../".repeat(40), abs.display()), fw.join("fixup.dat")).unwrap();
     std::os::unix::fs::symlink("/proc/self/environ", fw.join("bootcode.bin")).unwrap();
     std::fs::create_dir_all(overlay.join("usr/lib/hostile")).unwrap();
     std::os::unix::fs::symlink(
-        format!("../../../..{}", abs.display()),
+        format!("{}{}", "../".repeat(40), abs.display()),
         overlay.join("usr/lib/hostile/spl.bin"),
     )
     .unwrap();
@@ -419,11 +416,14 @@ fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() 
         .env("ARBOR_TEST_CANARY", &env_secret)
         .output()
         .unwrap();
-    let after = host_listing();
-    assert_eq!(before, after, "arbor image changed the host canary directory");
-    let v = ok_json(&out);
-
     let mut failures = Vec::new();
+    let after = host_listing();
+    if before != after {
+        failures.push(format!(
+            "arbor image changed the host canary directory: {before:?} -> {after:?}"
+        ));
+    }
+    let v = ok_json(&out);
     let img = PathBuf::from(v["file"].as_str().unwrap());
     let fwp = part(&v, "firmware");
     let (start, len) = (fwp["start"].as_u64().unwrap(), fwp["size"].as_u64().unwrap());
@@ -497,7 +497,11 @@ fn walk(dir: &Path) -> Vec<String> {
             out.push(format!("{}/", p.display()));
             out.extend(walk(&p));
         } else {
-            out.push(format!("{} {:?}", p.display(), std::fs::read(&p).unwrap()));
+            out.push(format!(
+                "{} {:?}",
+                p.display(),
+                String::from_utf8_lossy(&std::fs::read(&p).unwrap())
+            ));
         }
     }
     out
