@@ -428,3 +428,13 @@ fn sample_users() -> Users {
     )
     .unwrap()
 }
+
+#[test]
+fn the_sample_setup_package_gives_its_users_and_groups() {
+    let setup = common::package("setup", "noarch");
+    let users = arbor::pkgcache::users_from_packages(&[setup]).unwrap();
+    assert_eq!(users.uid("bin"), Some(1));
+    assert_eq!(users.gid("bin"), Some(1));
+    assert_eq!(users.gid("daemon"), Some(2));
+    assert_eq!(users.uid("root"), Some(0));
+}
