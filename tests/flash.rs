@@ -32,7 +32,7 @@ macro_rules! need_root {
 /// even when the test panics.
 struct Loop {
     dev: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Loop {
@@ -40,15 +40,29 @@ impl Loop {
         let dir = tempfile::tempdir().unwrap();
         let backing = dir.path().join("disk");
         std::fs::write(&backing, vec![fill; size as usize]).unwrap();
+        let mut l = Loop::attach(&backing, &[]);
+        l._dir = Some(dir);
+        l
+    }
+
+    /// A loop device over an existing file or block device, with `losetup` options
+    /// (`-o OFFSET --sizelimit SIZE`: this kernel has no partition parser).
+    fn attach(backing: &Path, options: &[&str]) -> Loop {
         let out = Tool::new("losetup")
             .args(["--find", "--show"])
-            .arg(&backing)
+            .args(options)
+            .arg(backing)
             .text()
             .unwrap();
         Loop {
             dev: PathBuf::from(out.trim()),
-            _dir: dir,
+            _dir: None,
         }
+    }
+
+    /// `loop7` for `/dev/loop7`.
+    fn name(&self) -> String {
+        self.dev.file_name().unwrap().to_string_lossy().into_owned()
     }
 
     fn read(&self) -> Vec<u8> {
@@ -192,6 +206,98 @@ fn refuses_a_mounted_device() {
     assert!(
         e.contains(&*lo.dev.to_string_lossy()) && e.contains("mounted") && e.contains(&*mnt.to_string_lossy()),
         "{e}"
+    );
+    eprintln!("{e}");
+}
+
+/// A filesystem mounted from a second loop device over the same storage — the
+/// same file at a partition's offset, or a loop device stacked on the target —
+/// is in use just as if it were mounted from the target.
+#[test]
+fn refuses_a_device_whose_storage_is_mounted_through_another_loop_device() {
+    need_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let (img, _) = sparse_image(dir.path(), "a.img", 8 * MIB);
+    let mut failures = Vec::new();
+    for (i, case) in ["same file, partition offset", "loop device on the target"]
+        .into_iter()
+        .enumerate()
+    {
+        let whole = Loop::new(32 * MIB, 0);
+        let backing = dir.path().join(format!("{i}.disk"));
+        let second = match case {
+            "same file, partition offset" => {
+                let file = Tool::new("losetup")
+                    .args(["--noheadings", "--output", "BACK-FILE"])
+                    .arg(&whole.dev)
+                    .text()
+                    .unwrap();
+                std::fs::hard_link(file.trim(), &backing).unwrap();
+                Loop::attach(&backing, &["-o", "1MiB", "--sizelimit", "16MiB"])
+            }
+            _ => Loop::attach(&whole.dev, &[]),
+        };
+        Tool::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&second.dev)
+            .run()
+            .unwrap();
+        let mnt = dir.path().join(format!("mnt-{i}"));
+        std::fs::create_dir(&mnt).unwrap();
+        Tool::new("mount").arg(&second.dev).arg(&mnt).run().unwrap();
+        let _m = Mounted(mnt.clone());
+        match flash(&opts(&img, &whole.dev)) {
+            Ok(r) => failures.push(format!(
+                "{case}: flashed {} over the filesystem mounted from {} on {}: {r:?}",
+                whole.dev.display(),
+                second.dev.display(),
+                mnt.display()
+            )),
+            Err(e) => {
+                let e = format!("{e:#}");
+                if !(e.contains(&second.name()) && e.contains(&*mnt.to_string_lossy()) && e.contains("mounted")) {
+                    failures.push(format!(
+                        "{case}: the refusal names neither {} nor {}: {e}",
+                        second.name(),
+                        mnt.display()
+                    ));
+                }
+                eprintln!("{case}: {e}");
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A loop device whose backing file is a block device node shares that device's
+/// storage: with the device mounted on `/boot` (in a private mount namespace, so
+/// the host sees nothing), the loop device is the running system's disk. Without
+/// `--yes`, so a missed check stops at the confirmation prompt and never writes.
+#[test]
+fn refuses_a_loop_device_backed_by_the_system_disk() {
+    need_root!();
+    let disk = Loop::new(32 * MIB, 0);
+    Tool::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk.dev).run().unwrap();
+    let over = Loop::attach(&disk.dev, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (img, _) = sparse_image(dir.path(), "a.img", 8 * MIB);
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount "$1" /boot && exec "$2" flash "$3" --device "$4""#)
+        .arg("sh")
+        .arg(&disk.dev)
+        .arg(env!("CARGO_BIN_EXE_arbor"))
+        .arg(&img)
+        .arg(&over.dev)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains(&disk.name()) && e.contains("/boot") && !e.contains("without confirmation"),
+        "{} (a loop device on {}, which is mounted on /boot) passed the in-use and system-disk checks: {e}",
+        over.dev.display(),
+        disk.dev.display()
     );
     eprintln!("{e}");
 }

@@ -433,18 +433,20 @@ impl Target {
         )
     }
 
-    /// Refuses when the device, a partition of it or a device stacked on it
-    /// is mounted or used as swap.
+    /// Refuses when the device, a partition of it, a device stacked on it, or
+    /// another device over the same storage (a loop device on the same file or on
+    /// this device, the device a loop target is backed by) is mounted or used as swap.
     fn check_unused(&self) -> Result<()> {
         let Some(dev) = self.dev else { return Ok(()) };
-        let related = stacked_on(dev);
+        let related = sharing_storage(dev);
         for m in mounts()? {
-            if let Some(d) = m.devs.iter().find(|d| related.contains(d)) {
+            if let Some((d, via)) = m.devs.iter().find_map(|d| related.get_key_value(d)) {
                 bail!(
-                    "refusing to write to {}: {} is mounted on {} (unmount it first)",
+                    "refusing to write to {}: {} is mounted on {}{}; unmount it first",
                     self.path.display(),
                     dev_name(*d),
-                    m.mountpoint
+                    m.mountpoint,
+                    via_text(via)
                 );
             }
         }
@@ -453,25 +455,27 @@ impl Target {
             let Some(p) = line.split_whitespace().next() else {
                 continue;
             };
-            if let Some(d) = block_dev_of(Path::new(p)).filter(|d| related.contains(d)) {
+            if let Some((d, via)) = block_dev_of(Path::new(p)).and_then(|d| related.get_key_value(&d)) {
                 bail!(
-                    "refusing to write to {}: {} is in use as swap (swapoff it first)",
+                    "refusing to write to {}: {} is in use as swap{}; swapoff it first",
                     self.path.display(),
-                    dev_name(d)
+                    dev_name(*d),
+                    via_text(via)
                 );
             }
         }
         Ok(())
     }
 
-    /// Refuses when the device (or the disk it is a partition of) holds the
-    /// running system's `/`, `/boot` or `/usr`, looking through partitions,
-    /// device-mapper and md stacks and loop devices' backing files.
+    /// Refuses when the device (or the disk it is a partition of, or a device
+    /// over the same storage) holds the running system's `/`, `/boot` or `/usr`,
+    /// looking through partitions, device-mapper and md stacks and loop devices'
+    /// backing files and block devices.
     fn check_not_system(&self) -> Result<()> {
         let Some(dev) = self.dev else { return Ok(()) };
-        let mut ours = stacked_on(dev);
+        let mut ours = sharing_storage(dev);
         if let Some(disk) = parent_disk(dev) {
-            ours.insert(disk);
+            ours.entry(disk).or_insert(None);
         }
         let mounts = mounts()?;
         for mp in SYSTEM_MOUNTS {
@@ -483,11 +487,12 @@ impl Target {
             for &d in &m.devs {
                 lower_devices(d, &mut below);
             }
-            if let Some(d) = below.iter().find(|d| ours.contains(d)) {
+            if let Some((d, via)) = below.iter().find_map(|d| ours.get_key_value(d)) {
                 bail!(
-                    "refusing to write to {}: it holds the running system's {mp} (through {})",
+                    "refusing to write to {}: it holds the running system's {mp} (through {}{})",
                     self.path.display(),
-                    dev_name(*d)
+                    dev_name(*d),
+                    via_text(via)
                 );
             }
         }
@@ -638,6 +643,138 @@ fn stacked_on(dev: u64) -> BTreeSet<u64> {
     seen
 }
 
+/// What a loop device reads and writes: a file (by device and inode, so a
+/// renamed or hard-linked path is still the same file) or a block device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backing {
+    File { dev: u64, ino: u64 },
+    Device(u64),
+}
+
+/// One attached loop device, from `/sys/block/loop*/loop/`.
+#[derive(Debug, Clone)]
+struct LoopDev {
+    dev: u64,
+    /// The backing file's path as the kernel recorded it (for messages).
+    path: String,
+    backing: Backing,
+    /// The byte range of the backing storage it maps.
+    start: u64,
+    end: u64,
+}
+
+impl LoopDev {
+    /// Whether the two map overlapping bytes of the same storage.
+    fn overlaps(&self, o: &LoopDev) -> bool {
+        self.backing == o.backing && self.start < o.end && o.start < self.end
+    }
+}
+
+/// Every attached loop device whose backing file can be looked at.
+fn loop_devices() -> Vec<LoopDev> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+        let dir = e.path();
+        let read = |f: &str| std::fs::read_to_string(dir.join("loop").join(f)).ok();
+        let Some(path) = read("backing_file") else { continue };
+        let path = path.trim_end_matches('\n').to_string();
+        let (Some(dev), Ok(meta)) = (read_dev(&dir), std::fs::metadata(&path)) else {
+            continue;
+        };
+        let backing = if meta.file_type().is_block_device() {
+            Backing::Device(meta.rdev())
+        } else {
+            Backing::File {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }
+        };
+        let num = |f: &str| read(f).and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+        let start = num("offset");
+        let end = match num("sizelimit") {
+            0 => u64::MAX,
+            n => start.saturating_add(n),
+        };
+        out.push(LoopDev {
+            dev,
+            path,
+            backing,
+            start,
+            end,
+        });
+    }
+    out
+}
+
+/// Every device whose data is (part of) `dev`'s: `dev`, its partitions and the
+/// devices stacked on them ([`stacked_on`]), other loop devices over the same
+/// bytes of the same file, loop devices backed by any of these, and the block
+/// device a loop device among them is backed by — and so on. Each maps to how it
+/// relates to `dev` (`None` for `dev`'s own stack), for messages.
+fn sharing_storage(dev: u64) -> std::collections::BTreeMap<u64, Option<String>> {
+    let loops = loop_devices();
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo: Vec<(u64, Option<String>)> = vec![(dev, None)];
+    while let Some((d, via)) = todo.pop() {
+        if out.contains_key(&d) {
+            continue;
+        }
+        for s in stacked_on(d) {
+            if out.contains_key(&s) {
+                continue;
+            }
+            out.insert(s, via.clone());
+            let this = loops.iter().find(|l| l.dev == s);
+            if let Some(l) = this
+                && let Backing::Device(b) = l.backing
+            {
+                todo.push((b, Some(format!("{} is a loop device on {}", dev_name(s), dev_name(b)))));
+            }
+            for o in loops.iter().filter(|o| o.dev != s) {
+                let why = if this.is_some_and(|l| l.overlaps(o)) {
+                    format!(
+                        "{} and {} are loop devices on the same file {}",
+                        dev_name(o.dev),
+                        dev_name(s),
+                        o.path
+                    )
+                } else if o.backing == Backing::Device(s) {
+                    format!("{} is a loop device on {}", dev_name(o.dev), dev_name(s))
+                } else if let Some((disk, start, end)) = partition_range(s)
+                    && o.backing == Backing::Device(disk)
+                    && o.start < end
+                    && start < o.end
+                {
+                    format!(
+                        "{} is a loop device on {}, over {}",
+                        dev_name(o.dev),
+                        dev_name(disk),
+                        dev_name(s)
+                    )
+                } else {
+                    continue;
+                };
+                todo.push((o.dev, Some(why)));
+            }
+        }
+    }
+    out
+}
+
+/// A partition's disk and its byte range on it.
+fn partition_range(dev: u64) -> Option<(u64, u64, u64)> {
+    let disk = parent_disk(dev)?;
+    let dir = sysfs(dev)?;
+    let sectors = |f: &str| std::fs::read_to_string(dir.join(f)).ok()?.trim().parse::<u64>().ok();
+    let start = sectors("start")?.checked_mul(512)?;
+    Some((disk, start, start.saturating_add(sectors("size")?.saturating_mul(512))))
+}
+
+/// `" (WHY)"` for a device reached through another, `""` for the target's own.
+fn via_text(via: &Option<String>) -> String {
+    via.as_ref().map(|v| format!(" ({v})")).unwrap_or_default()
+}
+
 /// The whole disk `dev` is a partition of.
 fn parent_disk(dev: u64) -> Option<u64> {
     let dir = sysfs(dev)?;
@@ -703,6 +840,32 @@ fn describe(dev: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loop_devices_overlap_on_the_same_bytes_of_the_same_storage() {
+        let l = |backing, start, end| LoopDev {
+            dev: 0,
+            path: String::new(),
+            backing,
+            start,
+            end,
+        };
+        let f = Backing::File { dev: 1, ino: 2 };
+        let g = Backing::File { dev: 1, ino: 3 };
+        let whole = l(f, 0, u64::MAX);
+        for (what, other, want) in [
+            ("a partition of the same file", l(f, 1 << 20, 17 << 20), true),
+            ("another file", l(g, 0, u64::MAX), false),
+            ("a block device", l(Backing::Device(7), 0, u64::MAX), false),
+        ] {
+            assert_eq!(whole.overlaps(&other), want, "{what}");
+        }
+        assert!(!l(f, 0, 1 << 20).overlaps(&l(f, 1 << 20, 2 << 20)), "adjacent ranges");
+        assert!(
+            l(f, 0, 1 << 20 | 1).overlaps(&l(f, 1 << 20, 2 << 20)),
+            "one byte shared"
+        );
+    }
 
     #[test]
     fn mountinfo_lines() {
