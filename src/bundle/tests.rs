@@ -191,3 +191,47 @@ fn members_over_4_gib_stream_through() {
     assert_eq!(sink.len(), BIG);
     assert_eq!(v.manifest.get(DELTA).unwrap().size, BIG);
 }
+
+/// Extension members are refused from their header: each claims far more
+/// than the stream holds, so reading it would end in "truncated" instead.
+#[test]
+fn extension_headers_are_refused_unread() {
+    let k = key(1);
+    let good = build(&members(&k), &k);
+    let tar_bytes = zstd::decode_all(good.as_slice()).unwrap();
+    for (kind, want) in [
+        (tar::EntryType::GNULongName, "a GNU long-name extension header claiming"),
+        (tar::EntryType::GNULongLink, "a GNU long-name extension header claiming"),
+        (tar::EntryType::XHeader, "a pax extension header claiming"),
+        (tar::EntryType::XGlobalHeader, "a pax extension header claiming"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("././@LongLink").unwrap();
+        h.set_size(1 << 40);
+        h.set_entry_type(kind);
+        h.set_cksum();
+        let mut t = h.as_bytes().to_vec();
+        t.extend_from_slice(&tar_bytes);
+        let bundle = zstd::encode_all(t.as_slice(), 1).unwrap();
+        let e = check(&bundle, &trust(&[1], &[]), &view()).unwrap_err();
+        assert!(e.contains(want) && e.contains("1099511627776 bytes"), "{kind:?}: {e}");
+        assert!(!e.contains("truncated"), "{kind:?}: {e}");
+    }
+}
+
+#[test]
+fn names_in_messages_are_cut() {
+    let k = key(1);
+    let good = build(&members(&k), &k);
+    let tar_bytes = zstd::decode_all(good.as_slice()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name.fill(b'\x07');
+    h.set_size(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut t = h.as_bytes().to_vec();
+    t.extend_from_slice(&tar_bytes);
+    let e = check(&zstd::encode_all(t.as_slice(), 1).unwrap(), &trust(&[1], &[]), &view()).unwrap_err();
+    assert!(e.contains("… (100 bytes)"), "{e}");
+    assert!(e.len() < 500, "{e}");
+}
