@@ -1,5 +1,6 @@
 //! Disk images: partition plan, filesystems, disk writer, bmap, compression, flashing.
 
+mod blockdev;
 pub mod bmap;
 pub mod boottest;
 pub mod build;
