@@ -506,3 +506,170 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// A commit whose kernel, initramfs, device-tree directory or a device tree in
+/// it is a symlink aimed at the build host (absolute, or a run of `../`).
+/// libostree's deploy copies these into /boot itself, following such links on
+/// the build host, so `arbor image` checks the commit first and refuses the
+/// link by its path in the tree; the host's bytes never reach the image.
+#[test]
+fn boot_files_that_are_symlinks_are_refused_before_libostree_copies_them_into_boot() {
+    let (_, base) = composed();
+    let t = tempfile::tempdir().unwrap();
+    // At the top of the host's /, so that the same path also exists inside the tree.
+    let canary = tempfile::Builder::new()
+        .prefix("arbor-canary-")
+        .tempdir_in("/")
+        .unwrap();
+    let cname = canary.path().file_name().unwrap().to_str().unwrap().to_string();
+    let host_secret = format!("HOST-SECRET-{cname}");
+    let device_bytes = format!("DEVICE-BOOT-{cname}");
+    std::fs::write(canary.path().join("secret"), &host_secret).unwrap();
+    std::fs::create_dir(canary.path().join("dtb")).unwrap();
+    std::fs::write(canary.path().join("dtb/host.dtb"), &host_secret).unwrap();
+    let before = walk(canary.path());
+
+    let repo = t.path().join("repo");
+    let mode = common::ostree(base, &["config", "get", "core.mode"]);
+    common::ostree(&repo, &["init", &format!("--mode={}", mode.trim())]);
+    common::ostree(
+        &repo,
+        &["pull-local", base.to_str().unwrap(), "arbor/aarch64/sample-minimal"],
+    );
+    let kdir = format!("usr/lib/modules/{}", common::kernel_release("aarch64"));
+    let abs = canary.path().join("secret");
+    let up = format!("{}{}", "../".repeat(40), abs.display());
+    // (the link in the tree, where it points)
+    let cases = [
+        (format!("{kdir}/vmlinuz"), abs.display().to_string()),
+        (format!("{kdir}/initramfs.img"), up.clone()),
+        (format!("{kdir}/dtb"), canary.path().join("dtb").display().to_string()),
+        (format!("{kdir}/dtb/{}", first_file(&repo, &format!("/{kdir}/dtb"))), up),
+    ];
+    let mut failures = Vec::new();
+    for (i, (link, target)) in cases.iter().enumerate() {
+        // The sample tree with the link in place, and, at the link's target inside
+        // the tree, what the device would read there.
+        let co = t.path().join(format!("co-{i}"));
+        common::ostree(
+            &repo,
+            &["checkout", "-U", "arbor/aarch64/sample-minimal", co.to_str().unwrap()],
+        );
+        let inside = co.join(&cname);
+        std::fs::create_dir_all(inside.join("dtb")).unwrap();
+        std::fs::write(inside.join("secret"), &device_bytes).unwrap();
+        std::fs::write(inside.join("dtb/board.dtb"), &device_bytes).unwrap();
+        let at = co.join(link);
+        if at.symlink_metadata().unwrap().is_dir() {
+            std::fs::remove_dir_all(&at).unwrap();
+        } else {
+            std::fs::remove_file(&at).unwrap();
+        }
+        std::os::unix::fs::symlink(target, &at).unwrap();
+        let branch = format!("hostile-{i}");
+        common::ostree(
+            &repo,
+            &[
+                "commit",
+                &format!("--branch={branch}"),
+                &format!("--tree=dir={}", co.display()),
+                "--link-checkout-speedup",
+                "--add-metadata-string=arbor.arch=aarch64",
+                "--add-metadata-string=version=hostile",
+            ],
+        );
+
+        let img = t.path().join(format!("h-{i}.img"));
+        let out = image_cmd(&repo, &branch, "qemu-virt-aarch64", &img)
+            .arg("--json")
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let e = common::err(&out);
+            if !(e.contains(&format!("/{link}")) && e.contains("symlink")) {
+                failures.push(format!("{link}: refused without naming the link in the tree: {e}"));
+            }
+            if img.exists() {
+                failures.push(format!("{link}: refused, yet {} exists", img.display()));
+            }
+            continue;
+        }
+        // Built: the boot partition holds neither the host's bytes nor links out of it.
+        let v = ok_json(&out);
+        let boot = part(&v, "boot");
+        let (start, len) = (boot["start"].as_u64().unwrap(), boot["size"].as_u64().unwrap());
+        if holds(&img, start, len, host_secret.as_bytes()) {
+            failures.push(format!("{link}: the host's bytes are in the boot partition"));
+        }
+        let dump = t.path().join(format!("boot-{i}"));
+        std::fs::create_dir(&dump).unwrap();
+        run(Command::new("debugfs")
+            .args(["-R", &format!("rdump /ostree {}", dump.display())])
+            .arg(format!("{}?offset={start}", img.display())));
+        for (p, kind) in entries(&dump) {
+            if kind.is_symlink() {
+                failures.push(format!(
+                    "{link}: /boot/{} is a symlink to {}",
+                    p.strip_prefix(&dump).unwrap().display(),
+                    std::fs::read_link(&p).unwrap().display()
+                ));
+            }
+        }
+        std::fs::remove_file(&img).unwrap();
+    }
+    if walk(canary.path()) != before {
+        failures.push("arbor image changed the host canary directory".to_string());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The first regular file (sorted) beneath `dir` in the sample commit of `repo`.
+fn first_file(repo: &Path, dir: &str) -> String {
+    let listing = common::ostree(repo, &["ls", "-R", "arbor/aarch64/sample-minimal", dir]);
+    let mut files: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    files.sort();
+    let f = files
+        .first()
+        .unwrap_or_else(|| panic!("no file beneath {dir}:\n{listing}"));
+    f.strip_prefix(dir).unwrap().trim_start_matches('/').to_string()
+}
+
+/// Every path beneath `dir` with its type, symlinks not followed.
+fn entries(dir: &Path) -> Vec<(PathBuf, std::fs::FileType)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let kind = e.file_type().unwrap();
+        out.push((e.path(), kind));
+        if kind.is_dir() {
+            out.extend(entries(&e.path()));
+        }
+    }
+    out
+}
+
+/// Whether `len` bytes of `file` from `start` contain `needle`, read in chunks.
+fn holds(file: &Path, start: u64, len: u64, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(file).unwrap();
+    f.seek(SeekFrom::Start(start)).unwrap();
+    let mut f = f.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return false;
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+        let keep = needle.len().saturating_sub(1).min(tail.len());
+        tail.drain(..tail.len() - keep);
+    }
+}

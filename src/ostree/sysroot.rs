@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use ostree::gio;
+use ostree::gio::prelude::*;
 use ostree::glib;
 use ostree::glib::prelude::ToVariant;
 
@@ -42,10 +43,14 @@ pub struct Deployed {
 
 /// Initializes a sysroot at `req.sysroot`, pulls the commit from the source
 /// repository, deploys it and writes the boot loader entries (BLS only: the
-/// boot loader configuration is arbor's).
+/// boot loader configuration is arbor's). A commit whose boot files are
+/// symlinks is refused before anything is written.
 pub fn deploy(req: &DeployRequest) -> Result<Deployed> {
     let cancel = gio::Cancellable::NONE;
     let shown = req.sysroot.display();
+    let source = super::open(req.source_repo)?;
+    let (commit, refname) = super::resolve_rev(&source, req.source_repo, req.rev)?;
+    refuse_linked_boot_files(&source, &commit)?;
     std::fs::create_dir_all(req.sysroot).with_context(|| format!("creating {shown}"))?;
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(req.sysroot)));
     sysroot
@@ -64,8 +69,6 @@ pub fn deploy(req: &DeployRequest) -> Result<Deployed> {
         .init_osname(req.osname, cancel)
         .with_context(|| format!("creating the stateroot {} in {shown}", req.osname))?;
 
-    let source = super::open(req.source_repo)?;
-    let (commit, refname) = super::resolve_rev(&source, req.source_repo, req.rev)?;
     let url = format!("file://{}", std::fs::canonicalize(req.source_repo)?.display());
     let dict = glib::VariantDict::new(None);
     let refs = vec![refname.clone().unwrap_or_else(|| commit.clone())];
@@ -109,4 +112,143 @@ pub fn deploy(req: &DeployRequest) -> Result<Deployed> {
         deploy_dir,
         bootcsum: deployment.bootcsum().to_string(),
     })
+}
+
+/// Directories libostree opens (following symlinks) to find the boot files.
+const BOOT_DIRS: &[&str] = &["usr", "usr/lib", "usr/lib/modules", "usr/lib/ostree-boot", "boot"];
+/// What libostree copies into /boot from `usr/lib/modules/<kver>/` (`dtb` with
+/// everything beneath it) and, with a checksum suffix, from the legacy directories.
+const KERNEL_DIR_FILES: &[&str] = &["vmlinuz", "initramfs", "devicetree", ".vmlinuz.hmac", "dtb"];
+const LEGACY_FILES: &[&str] = &["vmlinuz-", "initramfs-", "devicetree-"];
+/// How many offending paths an error lists.
+const SHOWN_LINKS: usize = 8;
+
+/// Refuses a commit in which a file libostree's deploy copies into /boot (the
+/// kernel, initramfs, device trees), or a directory on the way to one, is a
+/// symlink. libostree opens these through host paths and follows links: a link
+/// to `/etc/shadow` or a `dtb` linked to a host directory would put the build
+/// host's files into the image. Arbor's own reads resolve inside the tree
+/// (`image::tree`), but the deploy is libostree's, so the commit is checked first.
+fn refuse_linked_boot_files(repo: &ostree::Repo, commit: &str) -> Result<()> {
+    let cancel = gio::Cancellable::NONE;
+    let (root, _) = repo
+        .read_commit(commit, cancel)
+        .with_context(|| format!("reading commit {commit}"))?;
+    let mut links = Vec::new();
+    for dir in BOOT_DIRS {
+        if kind(&root.resolve_relative_path(dir), dir)? == Some(gio::FileType::SymbolicLink) {
+            links.push(format!("/{dir}"));
+        }
+    }
+    for (kdir, t) in children(&root.resolve_relative_path("usr/lib/modules"), "usr/lib/modules")? {
+        if t != gio::FileType::Directory {
+            continue; // libostree looks only in directories here
+        }
+        let kpath = format!("usr/lib/modules/{kdir}");
+        let kfile = root.resolve_relative_path(&kpath);
+        for (name, t) in children(&kfile, &kpath)? {
+            if !KERNEL_DIR_FILES.iter().any(|f| name.starts_with(f)) {
+                continue;
+            }
+            let path = format!("{kpath}/{name}");
+            match t {
+                gio::FileType::SymbolicLink => links.push(format!("/{path}")),
+                gio::FileType::Directory => links_beneath(&kfile.child(&name), &path, &mut links)?,
+                _ => {}
+            }
+        }
+    }
+    for legacy in ["usr/lib/ostree-boot", "boot"] {
+        for (name, t) in children(&root.resolve_relative_path(legacy), legacy)? {
+            if t == gio::FileType::SymbolicLink && LEGACY_FILES.iter().any(|f| name.starts_with(f)) {
+                links.push(format!("/{legacy}/{name}"));
+            }
+        }
+    }
+    if links.is_empty() {
+        return Ok(());
+    }
+    let more = links.len().saturating_sub(SHOWN_LINKS);
+    let mut shown: Vec<String> = links.iter().take(SHOWN_LINKS).map(|l| shown_path(l)).collect();
+    if more > 0 {
+        shown.push(format!("and {more} more"));
+    }
+    bail!(
+        "commit {commit}: boot files in the tree are symlinks, which libostree would follow on the build host when it copies \
+         them into /boot: {} (ship the kernel, initramfs and device trees as regular files)",
+        shown.join(", ")
+    )
+}
+
+/// The type of `file` (a symlink is not followed); `None` when it does not exist.
+fn kind(file: &gio::File, path: &str) -> Result<Option<gio::FileType>> {
+    match file.query_info(
+        "standard::type",
+        gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+        gio::Cancellable::NONE,
+    ) {
+        Ok(info) => Ok(Some(info.file_type())),
+        Err(e) if e.matches(gio::IOErrorEnum::NotFound) || e.matches(gio::IOErrorEnum::NotDirectory) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("looking at /{path} in the commit")),
+    }
+}
+
+/// The entries of the directory `dir` with their types; none when it is not a directory.
+fn children(dir: &gio::File, path: &str) -> Result<Vec<(String, gio::FileType)>> {
+    if kind(dir, path)? != Some(gio::FileType::Directory) {
+        return Ok(Vec::new());
+    }
+    let listing = || format!("listing /{path} in the commit");
+    let it = dir
+        .enumerate_children(
+            "standard::name,standard::type",
+            gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+            gio::Cancellable::NONE,
+        )
+        .with_context(listing)?;
+    let mut out = Vec::new();
+    while let Some(info) = it.next_file(gio::Cancellable::NONE).with_context(listing)? {
+        out.push((info.name().to_string_lossy().into_owned(), info.file_type()));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Adds every symlink beneath the directory `dir` (tree path `path`) to `links`.
+fn links_beneath(dir: &gio::File, path: &str, links: &mut Vec<String>) -> Result<()> {
+    for (name, t) in children(dir, path)? {
+        let sub = format!("{path}/{name}");
+        match t {
+            gio::FileType::SymbolicLink => links.push(format!("/{sub}")),
+            gio::FileType::Directory => links_beneath(&dir.child(&name), &sub, links)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A tree path for a message: names come from the commit, so control
+/// characters are escaped and a long path is cut.
+fn shown_path(p: &str) -> String {
+    const MAX: usize = 200;
+    let escaped: String = p.chars().flat_map(char::escape_debug).collect();
+    match escaped.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}… ({} bytes)", &escaped[..i], p.len()),
+        None => escaped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_in_messages_are_escaped_and_cut() {
+        assert_eq!(super::shown_path("/boot/vmlinuz-1"), "/boot/vmlinuz-1");
+        assert_eq!(super::shown_path("/boot/a\nb"), "/boot/a\\nb");
+        let long = format!("/boot/{}", "x".repeat(500));
+        let s = super::shown_path(&long);
+        assert!(
+            s.starts_with("/boot/xxx") && s.ends_with("… (506 bytes)") && s.len() < 220,
+            "{s}"
+        );
+    }
 }
