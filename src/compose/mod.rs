@@ -1,4 +1,4 @@
-//! The compose pipeline: treefile → resolved package set → (later) tree → commit.
+//! The compose pipeline: treefile → resolved package set → assembled tree → commit.
 
 pub mod initramfs;
 pub mod lockfile;

@@ -1,5 +1,7 @@
 //! `arbor compose tree`: resolve → import each package once into the package
-//! cache → union hardlink checkout → postprocess → rpmdb → commit.
+//! cache → stack the package checkouts as overlayfs lower layers in a sandbox
+//! → scripts → postprocess → rpmdb → commit (the package dirtrees plus the
+//! upper layer).
 //!
 //! The ref moves only in the final OSTree transaction, so a run killed at any
 //! point leaves the repository's refs as they were (see `crate::failpoint`).
