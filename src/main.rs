@@ -7,10 +7,10 @@ use clap::Parser;
 fn main() -> ExitCode {
     // Helper processes arbor starts itself (the sandbox init must stay
     // single-threaded: they run before anything else).
-    if let Some(code) = helper() {
+    if let Some(code) = arbor::reexec::run_helper() {
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
-    arbor::sandbox::IS_ARBOR.store(true, std::sync::atomic::Ordering::Relaxed);
+    arbor::reexec::mark_arbor();
     // Like other Unix tools, stop quietly when the reader of stdout goes away
     // (`arbor treefile show | head`), instead of panicking on EPIPE.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
@@ -30,27 +30,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Runs the hidden helper named by the first argument, if it is one, and returns its exit status.
-fn helper() -> Option<i32> {
-    let first = std::env::args_os().nth(1)?;
-    if first == arbor::sandbox::init::ARG {
-        return Some(arbor::sandbox::init::main());
-    }
-    let worker: fn(&[String]) -> anyhow::Result<()> = if first == arbor::ostree::delta::WORKER_ARG {
-        arbor::ostree::delta::worker_main
-    } else if first == arbor::ostree::tree::COPY_WORKER_ARG {
-        arbor::ostree::tree::copy_worker_main
-    } else {
-        return None;
-    };
-    let args: Vec<String> = std::env::args().skip(2).collect();
-    Some(match worker(&args) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{e:#}");
-            1
-        }
-    })
 }

@@ -120,7 +120,7 @@ pub fn generate_parallel(repo_path: &Path, pairs: &[Pair], opts: &Options, jobs:
     if pairs.is_empty() {
         bail!("no deltas to generate");
     }
-    let exe = crate::sandbox::arbor_exe();
+    let exe = crate::reexec::arbor_exe();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| -> Result<()> {
         let workers: Vec<_> = (0..jobs.clamp(1, pairs.len()))

@@ -196,7 +196,7 @@ fn apply_upper(
     sources: &Sources,
     applied: &mut Applied,
 ) -> Result<()> {
-    for os_name in crate::sandbox::merge::sorted_names(dir)? {
+    for os_name in crate::overlay::sorted_names(dir)? {
         let disk = dir.join(&os_name);
         let Some(name) = os_name.to_str() else {
             bail!(
@@ -208,7 +208,7 @@ fn apply_upper(
         let md = std::fs::symlink_metadata(&disk).with_context(|| format!("looking at {}", disk.display()))?;
         let ft = md.file_type();
         let existing = lookup(mt, name)?;
-        if ft.is_char_device() && md.rdev() == 0 {
+        if crate::overlay::is_whiteout(&md) {
             if existing.is_some() {
                 mt.remove(name, false)
                     .with_context(|| format!("removing {tree_path}"))?;
@@ -217,7 +217,7 @@ fn apply_upper(
             continue;
         }
         if ft.is_dir() {
-            let opaque = crate::sandbox::merge::is_opaque(&disk)?;
+            let opaque = crate::overlay::is_opaque(&disk)?;
             let (sub, package_meta) = match existing {
                 Some(Entry::Dir(d)) if !opaque => {
                     let meta = d.metadata_checksum().to_string();

@@ -268,7 +268,7 @@ pub fn copy_objects(src: &Path, dst: &Path, commit: &str, refname: Option<&str>,
     };
     // Worker processes when the arbor executable is known: threads of one
     // process compress at ~1.5x on two cores, processes at ~1.9x (see `delta`).
-    let exe = crate::sandbox::arbor_exe();
+    let exe = crate::reexec::arbor_exe();
     std::thread::scope(|s| -> Result<()> {
         let handles: Vec<_> = chunks
             .iter()

@@ -8,10 +8,12 @@
 //! (`user.overlay.opaque`). Unchanged files keep their inodes, so the commit's
 //! devino cache still knows their checksums.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+
+use crate::overlay::{is_opaque, is_whiteout, sorted_names};
 
 /// What scripts changed in the tree.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -29,28 +31,16 @@ pub fn merge(upper: &Path, tree: &Path) -> Result<Changes> {
     Ok(changes)
 }
 
-/// The names in `dir`, sorted (upper directories are applied in this order).
-pub fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
-    names.sort();
-    Ok(names)
-}
-
 fn merge_dir(upper: &Path, tree: &Path, rel: &str, changes: &mut Changes) -> Result<()> {
     for name in sorted_names(upper)? {
         let (u, t) = (upper.join(&name), tree.join(&name));
         let path = format!("{rel}/{}", name.to_string_lossy());
         let md = std::fs::symlink_metadata(&u).with_context(|| format!("looking at {}", u.display()))?;
-        let ft = md.file_type();
-        if ft.is_char_device() && md.rdev() == 0 {
+        if is_whiteout(&md) {
             if remove(&t)? {
                 changes.removed.push(path);
             }
-        } else if ft.is_dir() {
+        } else if md.is_dir() {
             let existing = std::fs::symlink_metadata(&t).ok();
             match existing {
                 Some(m) if m.is_dir() => {
@@ -94,22 +84,6 @@ fn remove(p: &Path) -> Result<bool> {
         Err(e) => return Err(e).with_context(|| format!("looking at {}", p.display())),
     }
     Ok(true)
-}
-
-/// Whether overlayfs (mounted with `userxattr`) marked the upper directory `dir` opaque.
-pub fn is_opaque(dir: &Path) -> Result<bool> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).context("a path with a NUL byte")?;
-    let mut v = [0u8; 4];
-    // SAFETY: valid NUL-terminated strings and a buffer of the given size.
-    let n = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            c"user.overlay.opaque".as_ptr(),
-            v.as_mut_ptr().cast(),
-            v.len(),
-        )
-    };
-    Ok(n == 1 && v[0] == b'y')
 }
 
 #[cfg(test)]

@@ -43,20 +43,6 @@ use proto::{Overlay, Reply, Setup};
 
 use crate::arch::Arch;
 
-/// Set by arbor's `main`: this executable is arbor and can be the sandbox init.
-pub static IS_ARBOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// The arbor executable, to start helper processes with (the sandbox init,
-/// delta workers): `$ARBOR_EXE`, else this executable when it is arbor. Another
-/// program using the library must not run itself: that would run its own main.
-pub fn arbor_exe() -> Option<PathBuf> {
-    match std::env::var_os("ARBOR_EXE") {
-        Some(e) => Some(PathBuf::from(e)),
-        None if IS_ARBOR.load(std::sync::atomic::Ordering::Relaxed) => std::env::current_exe().ok(),
-        None => None,
-    }
-}
-
 /// How to start a sandbox.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -131,7 +117,7 @@ impl Sandbox {
         };
         let exe = match &cfg.exe {
             Some(e) => e.clone(),
-            None => arbor_exe()
+            None => crate::reexec::arbor_exe()
                 .context("starting a sandbox from outside the arbor binary needs $ARBOR_EXE (the arbor executable)")?,
         };
         let mut child = Command::new(&exe)
