@@ -1,6 +1,7 @@
 //! `arbor publish` against the real ostree CLI: the published directory is a
 //! valid archive repository that `ostree pull` over file:// and `pull-local`
-//! accept, with deltas, a summary and a JSON index, and no package cache refs.
+//! accept, with deltas, a summary and a JSON index, and no package cache refs;
+//! a from-scratch delta only when asked for.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -23,7 +24,7 @@ fn published_repositories_pull_with_ostree_and_carry_an_index() {
 
     let public = t.path("public");
     let out = run(arbor()
-        .args(["publish", "--json", "--repo"])
+        .args(["publish", "--json", "--from-scratch", "--repo"])
         .arg(&repo)
         .arg("--to")
         .arg(&public));
@@ -76,6 +77,43 @@ fn published_repositories_pull_with_ostree_and_carry_an_index() {
 }
 
 #[test]
+fn without_from_scratch_only_deltas_between_versions_are_generated() {
+    let t = Scratch::new(&sample_url(), V1);
+    let repo = t.path("repo");
+    let public = t.path("public");
+    let publish = || {
+        run(arbor()
+            .args(["publish", "--json", "--repo"])
+            .arg(&repo)
+            .arg("--to")
+            .arg(&public))
+    };
+    let compose = || ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
+
+    // A first commit has no previous one: nothing to generate, and the index says so.
+    let first = compose();
+    let a = first["commit"].as_str().unwrap();
+    let index: serde_json::Value = serde_json::from_str(&publish()).unwrap();
+    assert_eq!(index["refs"]["test/small"]["commit"], a);
+    assert_eq!(index["refs"]["test/small"]["deltas"], serde_json::json!([]), "{index}");
+    assert_eq!(ostree(&public, &["static-delta", "list"]).trim(), "(No static deltas)");
+    let text = run(arbor().args(["publish", "--repo"]).arg(&repo).arg("--to").arg(&public));
+    assert!(text.contains("no deltas"), "{text}");
+
+    // A second commit gets the delta from the first, and still none from scratch.
+    std::fs::write(t.path("t.yaml"), V1.replace("hello]", "hello, strace]")).unwrap();
+    let second = compose();
+    let b = second["commit"].as_str().unwrap();
+    let index: serde_json::Value = serde_json::from_str(&publish()).unwrap();
+    let deltas = index["refs"]["test/small"]["deltas"].as_array().unwrap();
+    assert_eq!(deltas.len(), 1, "{deltas:?}");
+    assert_eq!(deltas[0]["from"], a);
+    let list = ostree(&public, &["static-delta", "list"]);
+    let listed: Vec<&str> = list.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    assert_eq!(listed, [format!("{a}-{b}")], "no from-scratch delta: {list}");
+}
+
+#[test]
 fn a_repository_with_only_package_cache_refs_has_nothing_to_publish() {
     let t = Scratch::new(&sample_url(), V1);
     let repo = t.path("repo");
@@ -105,7 +143,8 @@ fn a_signed_publish_carries_summary_sig_and_signed_deltas() {
         .arg("--to")
         .arg(&public)
         .arg("--sign-key")
-        .arg(&key));
+        .arg(&key)
+        .arg("--from-scratch"));
     // The documented layout, as ostree prints it.
     let sig_path = public.join("summary.sig");
     let shown = ostree(

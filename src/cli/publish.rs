@@ -113,6 +113,11 @@ pub struct Publish {
     /// Do not use bsdiff in deltas.
     #[arg(long)]
     pub no_bsdiff: bool,
+    /// Also generate a from-scratch delta for each ref (a first install over the
+    /// network; minutes for a whole tree). By default only deltas from each ref's
+    /// previous commit are generated.
+    #[arg(long)]
+    pub from_scratch: bool,
     /// Parallel compression and delta jobs [default: number of CPUs].
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -288,7 +293,8 @@ impl Publish {
             .as_deref()
             .map(crate::sign::keys::read_secret_key)
             .transpose()?;
-        let index = crate::ostree::publish::publish(&self.repo, &self.to, &opts, jobs, key.as_ref())?;
+        let index =
+            crate::ostree::publish::publish(&self.repo, &self.to, &opts, self.from_scratch, jobs, key.as_ref())?;
         if self.json {
             return super::print_json(&index);
         }
@@ -304,12 +310,12 @@ impl Publish {
                     )
                 })
                 .collect();
-            println!(
-                "{r} => {} {}; deltas from {}",
-                e.commit,
-                e.version.as_deref().unwrap_or(""),
-                paths.join(", ")
-            );
+            let deltas = if paths.is_empty() {
+                "no deltas (no previous commit; --from-scratch adds one from nothing)".to_string()
+            } else {
+                format!("deltas from {}", paths.join(", "))
+            };
+            println!("{r} => {} {}; {deltas}", e.commit, e.version.as_deref().unwrap_or(""));
         }
         println!("published to {} (index: arbor-index.json)", self.to.display());
         Ok(())

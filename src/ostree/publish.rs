@@ -44,11 +44,13 @@ pub struct Index {
     pub refs: BTreeMap<String, RefEntry>,
 }
 
-/// Publishes every ref of `src` except the package cache (`arbor/pkg/...`) into `dest`.
+/// Publishes every ref of `src` except the package cache (`arbor/pkg/...`) into `dest`,
+/// with a delta from each ref's parent and, when `from_scratch`, one from nothing.
 pub fn publish(
     src: &Path,
     dest: &Path,
     delta_opts: &delta::Options,
+    from_scratch: bool,
     jobs: usize,
     key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<Index> {
@@ -77,13 +79,20 @@ pub fn publish(
                 to: commit.clone(),
             });
         }
-        pairs.push(Pair {
-            from: None,
-            to: commit.clone(),
-        });
+        // Devices start from a flashed image; a first install over the network is
+        // rare, and its delta costs minutes for a whole tree.
+        if from_scratch {
+            pairs.push(Pair {
+                from: None,
+                to: commit.clone(),
+            });
+        }
     }
-    // 2. Deltas (the generator also regenerates the summary, without our refs yet).
-    delta::generate_signed(dest, &pairs, delta_opts, jobs, key)?;
+    // 2. Deltas (the generator also regenerates the summary, without our refs yet);
+    // a ref's first commit has none unless from scratch.
+    if !pairs.is_empty() {
+        delta::generate_signed(dest, &pairs, delta_opts, jobs, key)?;
+    }
     // 3. Refs, then the summary that lists them and the deltas.
     dest_repo
         .prepare_transaction(gio::Cancellable::NONE)
