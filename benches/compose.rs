@@ -245,7 +245,7 @@ fn main() {
             .init();
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let sample = arbor::sample_repo::ensure(&arbor::sample_repo::Options::for_source_tree(root))
+    let sample = arbor_sample_repo::ensure(&arbor_sample_repo::Options::for_source_tree(root))
         .expect("building the sample repository");
     let tmp = tempfile::tempdir().expect("temporary directory");
     let t = tmp.path();

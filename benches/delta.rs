@@ -52,7 +52,7 @@ fn main() {
     // SAFETY: set before any thread that reads the environment starts.
     unsafe { std::env::set_var("ARBOR_EXE", env!("CARGO_BIN_EXE_arbor")) };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let sample = arbor::sample_repo::ensure(&arbor::sample_repo::Options::for_source_tree(root)).unwrap();
+    let sample = arbor_sample_repo::ensure(&arbor_sample_repo::Options::for_source_tree(root)).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     std::fs::write(

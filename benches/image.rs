@@ -53,7 +53,7 @@ mkfs.ext4 -F -q -L root -d "$sys" -E offset=$((788480*512)) "$img" $(( (4194304-
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    arbor::sample_repo::ensure(&arbor::sample_repo::Options::for_source_tree(root)).expect("sample repository");
+    arbor_sample_repo::ensure(&arbor_sample_repo::Options::for_source_tree(root)).expect("sample repository");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let exe = env!("CARGO_BIN_EXE_arbor");

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use arbor::sample_repo::{Options, ensure};
+use arbor_sample_repo::{Options, ensure};
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

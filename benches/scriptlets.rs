@@ -24,7 +24,7 @@ use arbor::sandbox::{Config, Job, Sandbox};
 
 const N: usize = 200;
 
-fn unpack(sample: &arbor::sample_repo::Summary, dir: &Path, arch: &str, names: &[&str]) -> PathBuf {
+fn unpack(sample: &arbor_sample_repo::Summary, dir: &Path, arch: &str, names: &[&str]) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     for n in names {
         let p = sample
@@ -132,7 +132,7 @@ fn ms(s: f64) -> String {
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let sample = arbor::sample_repo::ensure(&arbor::sample_repo::Options::for_source_tree(root))
+    let sample = arbor_sample_repo::ensure(&arbor_sample_repo::Options::for_source_tree(root))
         .expect("building the sample repository");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();

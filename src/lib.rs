@@ -22,7 +22,6 @@ pub mod reexec;
 pub mod repo;
 pub mod rpm;
 pub mod runner;
-pub mod sample_repo;
 pub mod sandbox;
 pub mod scriptlet;
 pub mod sign;

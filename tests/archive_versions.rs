@@ -113,7 +113,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// `VERSION-RELEASE` of each sample package whose version comes from Debian's archive.
 fn archive_versions() -> Vec<String> {
-    let manifests = arbor::sample_repo::manifest::load_dir(&common::root().join("samples/packages")).unwrap();
+    let manifests = arbor_sample_repo::manifest::load_dir(&common::root().join("samples/packages")).unwrap();
     let mut v: Vec<String> = common::sample_repo()
         .packages
         .iter()

@@ -121,10 +121,10 @@ fn a_bumped_package_is_the_only_one_imported() {
     ] {
         std::fs::copy(common::root().join("samples/packages").join(n), manifests.join(n)).unwrap();
     }
-    let mut opts = arbor::sample_repo::Options::for_source_tree(common::root());
+    let mut opts = arbor_sample_repo::Options::for_source_tree(common::root());
     opts.manifests = manifests.clone();
     opts.out = tmp.path().join("srepo");
-    arbor::sample_repo::ensure(&opts).unwrap();
+    arbor_sample_repo::ensure(&opts).unwrap();
     let tf = "ref: test/bump\nrepos: [sample]\npackages: [filesystem, setup, busybox, busybox-sh, hello]\n";
     let t = Scratch::new(&format!("file://{}/", opts.out.display()), tf);
     let first = ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
@@ -145,7 +145,7 @@ fn a_bumped_package_is_the_only_one_imported() {
             .replace("version = \"2.12\"", "version = \"2.13\""),
     )
     .unwrap();
-    arbor::sample_repo::ensure(&opts).unwrap();
+    arbor_sample_repo::ensure(&opts).unwrap();
     let second = ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
     assert_eq!(second["imported"], 1, "only hello-data changed: {second}");
     let after = checkouts();

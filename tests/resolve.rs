@@ -281,7 +281,7 @@ fn downloads_are_verified_and_a_corrupt_cached_rpm_is_removed_and_named() {
     for (f, p) in files.iter().zip(v["packages"].as_array().unwrap()) {
         assert!(f.starts_with(t.path("cache")), "{f:?}");
         assert_eq!(
-            arbor::sample_repo::debs::sha256_file(f).unwrap(),
+            arbor_sample_repo::debs::sha256_file(f).unwrap(),
             p["checksum"].as_str().unwrap()
         );
     }
@@ -405,8 +405,8 @@ fn rewrite_metadata(repo: &Path, kind: &str, ext: &str, edit: impl Fn(String) ->
     common::run(Command::new(tool).arg("-q").arg("-f").arg(&plain));
     let new = repodata.join(format!("new-{kind}.xml.{ext}"));
     assert!(new.exists(), "{tool} did not write {}", new.display());
-    let sum = arbor::sample_repo::debs::sha256_file(&new).unwrap();
-    let old_sum = arbor::sample_repo::debs::sha256_file(&old).unwrap();
+    let sum = arbor_sample_repo::debs::sha256_file(&new).unwrap();
+    let old_sum = arbor_sample_repo::debs::sha256_file(&old).unwrap();
     let old_href = format!("repodata/{}", old.file_name().unwrap().to_string_lossy());
     let repomd = std::fs::read_to_string(repodata.join("repomd.xml")).unwrap();
     let repomd = repomd

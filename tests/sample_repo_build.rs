@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use arbor::sample_repo::{Options, ensure};
+use arbor_sample_repo::{Options, ensure};
 
 fn subset(dir: &Path, names: &[&str]) -> Options {
     let manifests = dir.join("manifests");
@@ -20,7 +20,7 @@ fn subset(dir: &Path, names: &[&str]) -> Options {
     Options {
         manifests,
         out: dir.join("repo"),
-        deb_cache: arbor::sample_repo::default_deb_cache(),
+        deb_cache: arbor_sample_repo::default_deb_cache(),
         jobs: 2,
         force: false,
     }
@@ -32,7 +32,7 @@ fn digests(repo: &Path) -> BTreeMap<String, String> {
         for e in std::fs::read_dir(repo.join(sub)).unwrap() {
             let p = e.unwrap().path();
             let name = format!("{sub}/{}", p.file_name().unwrap().to_string_lossy());
-            m.insert(name, arbor::sample_repo::debs::sha256_file(&p).unwrap());
+            m.insert(name, arbor_sample_repo::debs::sha256_file(&p).unwrap());
         }
     }
     m

@@ -261,7 +261,7 @@ fn a_lua_scriptlet_cannot_write_kernel_settings() {
         .post_install_script(rpm::Scriptlet::new(body).prog(vec!["<lua>"]))
         .build()
         .unwrap();
-    let pkg = arbor::sample_repo::build::drop_lua_interp_requires(pkg).unwrap();
+    let pkg = arbor_sample_repo::build::drop_lua_interp_requires(pkg).unwrap();
     let t = Scratch::new(
         &sample_url(),
         "ref: t/lua\nrepos: [sample, extra]\npackages: [filesystem, setup, busybox, luakernel]\nrecommends: false\n",

@@ -189,7 +189,7 @@ fn packages_carry_location_checksum_and_sizes() {
     );
     assert_eq!(bb.checksum_type, "sha256");
     let file = common::sample_repo().out.join(&bb.location);
-    assert_eq!(bb.checksum, arbor::sample_repo::debs::sha256_file(&file).unwrap());
+    assert_eq!(bb.checksum, arbor_sample_repo::debs::sha256_file(&file).unwrap());
     assert_eq!(bb.download_size, std::fs::metadata(&file).unwrap().len());
     assert!(bb.install_size > 1_000_000);
     assert_eq!(bb.evr, common::evr("busybox", "aarch64"));

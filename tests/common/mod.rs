@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use arbor::sample_repo::{Options, Summary};
+use arbor_sample_repo::{Options, Summary};
 
 /// The source tree.
 pub fn root() -> &'static Path {
@@ -26,7 +26,7 @@ pub fn sample_repo() -> &'static Summary {
         let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
             .expect("locking target/sample-repo.lock");
-        match arbor::sample_repo::ensure(&opts) {
+        match arbor_sample_repo::ensure(&opts) {
             Ok(s) => s,
             Err(e) => panic!("building the sample repository failed: {e:#}"),
         }

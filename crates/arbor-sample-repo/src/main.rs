@@ -34,12 +34,13 @@ struct Args {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,arbor=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,arbor=info,arbor_sample_repo=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let mut opts = arbor::sample_repo::Options::for_source_tree(std::path::Path::new("."));
+    let mut opts = arbor_sample_repo::Options::for_source_tree(std::path::Path::new("."));
     opts.manifests = args.manifests;
     opts.out = args.output;
     if let Some(d) = args.deb_cache {
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
         opts.jobs = j;
     }
     opts.force = args.force;
-    match arbor::sample_repo::ensure(&opts) {
+    match arbor_sample_repo::ensure(&opts) {
         Ok(s) => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());

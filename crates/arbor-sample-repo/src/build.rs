@@ -7,10 +7,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use rpm::{Dependency, FileMode, FileOptions, PackageBuilder, Scriptlet};
 
-use super::debs::{self, DebKind, DebReader, RpmEvr};
-use super::manifest::{Dep, Loaded, ScriptKind, TriggerKind, applies, parse_dep};
-use crate::arch::Arch;
-use crate::rpm::elfdeps;
+use crate::debs::{self, DebKind, DebReader, RpmEvr};
+use crate::manifest::{Dep, Loaded, ScriptKind, TriggerKind, applies, parse_dep};
+use arbor::arch::Arch;
+use arbor::rpm::elfdeps;
 
 /// Where the inputs of a build come from.
 pub struct Inputs<'a> {

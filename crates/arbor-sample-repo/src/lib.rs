@@ -19,9 +19,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::arch::Arch;
-use crate::progress::Progress;
-use crate::runner::Tool;
+use arbor::arch::Arch;
+use arbor::progress::Progress;
+use arbor::runner::Tool;
 
 /// Bump when the generator's output changes for the same inputs.
 const GENERATOR_VERSION: u32 = 2;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::arch::Arch;
+use arbor::arch::Arch;
 
 /// One sample package, as written in its manifest file.
 #[derive(Debug, Clone, Deserialize)]

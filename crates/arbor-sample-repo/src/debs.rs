@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::runner::Tool;
+use arbor::runner::Tool;
 
 /// What apt knows about the candidate version of one package.
 #[derive(Debug, Clone, PartialEq, Eq)]
