@@ -130,6 +130,75 @@ impl Drop for Queue {
     }
 }
 
+/// The pool's `considered` map for one solve: every solvable except the hidden
+/// ones. Installed into the pool when made and detached and freed on drop, so
+/// no way out of a solve leaves the pool pointing at a freed map; the borrow
+/// keeps the pool alive for as long as the map is installed.
+struct Considered<'p> {
+    pool: &'p Pool,
+    /// Heap-allocated, so the address the pool holds stays put while the guard moves.
+    map: *mut ffi::Map,
+}
+
+impl<'p> Considered<'p> {
+    fn install(pool: &'p Pool, hidden: &BTreeSet<ffi::Id>) -> Considered<'p> {
+        let map = Box::into_raw(Box::new(ffi::Map {
+            map: std::ptr::null_mut(),
+            size: 0,
+        }));
+        // SAFETY: pool.raw is live; map points at a Map we own; map_init allocates
+        // a zeroed bitmap of nsolvables bits.
+        unsafe { ffi::map_init(map, (*pool.raw).nsolvables) };
+        // SAFETY: (*map).map holds (*map).size bytes; set every bit, then clear the
+        // hidden ones (ids come from this pool, so they are below nsolvables).
+        unsafe {
+            std::ptr::write_bytes((*map).map, 0xff, (*map).size as usize);
+            for id in hidden {
+                *(*map).map.add((*id >> 3) as usize) &= !(1u8 << (id & 7));
+            }
+        }
+        // SAFETY: pool.raw is live; the map stays allocated until drop detaches it.
+        unsafe { (*pool.raw).considered = map };
+        Considered { pool, map }
+    }
+}
+
+impl Drop for Considered<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the pool is live (borrowed); the map is detached before it is
+        // freed, and freed once: map_free for the bitmap, Box for the struct.
+        unsafe {
+            (*self.pool.raw).considered = std::ptr::null_mut();
+            ffi::map_free(self.map);
+            drop(Box::from_raw(self.map));
+        }
+    }
+}
+
+/// A libsolv solver for one solve over a borrowed pool, freed on drop.
+struct Solver<'p> {
+    raw: *mut ffi::Solver,
+    _pool: std::marker::PhantomData<&'p Pool>,
+}
+
+impl<'p> Solver<'p> {
+    fn new(pool: &'p Pool) -> Solver<'p> {
+        // SAFETY: pool.raw is live, and outlives the solver through the borrow.
+        let raw = unsafe { ffi::solver_create(pool.raw) };
+        Solver {
+            raw,
+            _pool: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for Solver<'_> {
+    fn drop(&mut self) {
+        // SAFETY: raw came from solver_create and is freed exactly once.
+        unsafe { ffi::solver_free(self.raw) };
+    }
+}
+
 fn cstr(s: &str) -> Result<CString> {
     CString::new(s).with_context(|| format!("{s:?} contains a NUL byte"))
 }
@@ -349,19 +418,8 @@ impl Pool {
                 problems.push(format!("lockfile: {name}-{evra} is not in the repositories"));
             }
         }
-        let mut considered = std::mem::MaybeUninit::<ffi::Map>::uninit();
-        // SAFETY: raw is live; map_init allocates a zeroed bitmap of nsolvables bits.
-        unsafe { ffi::map_init(considered.as_mut_ptr(), (*self.raw).nsolvables) };
-        // SAFETY: initialised just above.
-        let mut considered = unsafe { considered.assume_init() };
-        // SAFETY: map.map holds map.size bytes; set every bit, then clear the hidden ones.
-        unsafe {
-            std::ptr::write_bytes(considered.map, 0xff, considered.size as usize);
-            for id in &hidden {
-                *considered.map.add((*id >> 3) as usize) &= !(1u8 << (id & 7));
-            }
-            (*self.raw).considered = &mut considered;
-        }
+        // Dropped last, after the solver, on every way out of this function.
+        let _considered = Considered::install(self, &hidden);
 
         let mut job = Queue::new();
         for spec in &req.install {
@@ -389,10 +447,6 @@ impl Pool {
             pinned_jobs.push(visible);
         }
         if !problems.is_empty() {
-            // SAFETY: detach the stack map before returning.
-            unsafe { (*self.raw).considered = std::ptr::null_mut() };
-            // SAFETY: considered was initialised by map_init.
-            unsafe { ffi::map_free(&mut considered) };
             return Err(Unsolvable { problems }.into());
         }
         for ids in pinned_jobs {
@@ -406,8 +460,8 @@ impl Pool {
             job.push(what);
         }
 
-        // SAFETY: raw is live; the solver is freed below on every path.
-        let solv = unsafe { ffi::solver_create(self.raw) };
+        let solver = Solver::new(self);
+        let solv = solver.raw;
         // SAFETY: solv is live.
         unsafe {
             ffi::solver_set_flag(
@@ -442,12 +496,8 @@ impl Pool {
         } else {
             Ok(self.ordered_transaction(solv))
         };
-        // SAFETY: solv is live and freed once; the considered map is detached before it is freed.
-        unsafe {
-            ffi::solver_free(solv);
-            (*self.raw).considered = std::ptr::null_mut();
-            ffi::map_free(&mut considered);
-        }
+        // The solver is freed before the considered map is detached and freed.
+        drop(solver);
         result
     }
 
@@ -586,6 +636,31 @@ mod tests {
     #[test]
     fn version_is_system_libsolv() {
         assert!(libsolv_version().starts_with("0.7."), "{}", libsolv_version());
+    }
+
+    #[test]
+    fn every_way_out_of_a_solve_detaches_the_considered_map() {
+        let nul = Path::new("bad\0dir");
+        let cases: [(&[&str], Option<&Path>, &str); 3] = [
+            // select fails after the map is installed
+            (&["a\0b"], None, "NUL byte"),
+            // problems found before the solver exists
+            (&["no-such-package"], None, "no package provides it"),
+            // the testcase path fails after the solver exists
+            (&[], Some(nul), "NUL byte"),
+        ];
+        let mut pool = Pool::new(Arch::Aarch64);
+        for (install, testcase, want) in cases {
+            let req = Request {
+                install: install.iter().map(|s| s.to_string()).collect(),
+                exclude: vec!["x*".into()],
+                ..Request::default()
+            };
+            let e = pool.solve_recording(&req, testcase).map(|_| ()).unwrap_err();
+            assert!(format!("{e:#}").contains(want), "{install:?}: {e:#}");
+            // SAFETY: pool.raw is the live pool.
+            assert!(unsafe { (*pool.raw).considered }.is_null(), "{install:?}");
+        }
     }
 
     #[test]
