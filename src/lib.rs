@@ -16,6 +16,7 @@ pub mod image;
 pub mod input;
 pub mod ostree;
 pub mod overlay;
+pub mod parallel;
 pub mod pkgcache;
 pub mod progress;
 pub mod reexec;

@@ -4,12 +4,11 @@
 //! OpenPGP signature.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 
 use super::fetch::{Checksum, Fetcher};
+use crate::parallel;
 use crate::progress::Progress;
 use crate::runner::Tool;
 
@@ -35,26 +34,16 @@ pub fn cache_path(cache_dir: &Path, item: &Item) -> PathBuf {
 /// Downloads every item (at most `jobs` at once) and returns their cache paths in order.
 pub fn download_all(items: &[Item], cache_dir: &Path, fetcher: &Fetcher, jobs: usize) -> Result<Vec<PathBuf>> {
     let progress = Progress::bar(items.len() as u64, "downloading");
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<PathBuf>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, items.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(item) = items.get(i) else { break };
-                    progress.message(&item.nevra);
-                    let r = fetch_one(item, cache_dir, fetcher).with_context(|| format!("package {}", item.nevra));
-                    progress.inc();
-                    results.lock().expect("results lock").push((i, r));
-                }
-            });
-        }
-    });
+    // A failed package does not stop the others: one run fetches (or clears from
+    // the cache) everything it can, and the first failure in order is reported.
+    let results = parallel::map_bounded(items, jobs, |item| {
+        progress.message(&item.nevra);
+        let r = fetch_one(item, cache_dir, fetcher).with_context(|| format!("package {}", item.nevra));
+        progress.inc();
+        Ok(r)
+    })?;
     progress.finish();
-    let mut results = results.into_inner().expect("results lock");
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+    results.into_iter().collect()
 }
 
 fn fetch_one(item: &Item, cache_dir: &Path, fetcher: &Fetcher) -> Result<PathBuf> {

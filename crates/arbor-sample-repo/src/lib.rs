@@ -11,8 +11,6 @@ pub mod debs;
 pub mod manifest;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -20,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use arbor::arch::Arch;
+use arbor::parallel;
 use arbor::progress::Progress;
 use arbor::runner::Tool;
 
@@ -152,33 +151,16 @@ pub fn ensure(opts: &Options) -> Result<Summary> {
         source_date,
     };
     let progress = Progress::bar(jobs.len() as u64, "building sample RPMs");
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<PackageFile>)>> = Mutex::new(Vec::new());
-    let failed = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.clamp(1, jobs.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((loaded, arch)) = jobs.get(i) else { break };
-                    if failed.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    progress.message(&format!("{} {arch}", loaded.manifest.name));
-                    let r = build::build(loaded, *arch, &inputs)
-                        .and_then(|built| write_package(&pkg_dir, built, loaded, *arch, source_date));
-                    progress.inc();
-                    failed.fetch_or(r.is_err(), Ordering::SeqCst);
-                    results.lock().expect("results lock").push((i, r));
-                }
-            });
-        }
+    let built = parallel::map_bounded(&jobs, opts.jobs, |(loaded, arch)| {
+        progress.message(&format!("{} {arch}", loaded.manifest.name));
+        let r = build::build(loaded, *arch, &inputs)
+            .and_then(|built| write_package(&pkg_dir, built, loaded, *arch, source_date));
+        progress.inc();
+        r
     });
     progress.finish();
-    // Report the first failure in manifest order, whatever finished first.
-    let mut results = results.into_inner().expect("results lock");
-    results.sort_by_key(|(i, _)| *i);
-    let mut packages = results.into_iter().map(|(_, r)| r).collect::<Result<Vec<_>>>()?;
+    // The first failure in manifest order, whatever finished first.
+    let mut packages = built?;
     let content_bytes = packages.iter().map(|p| p.content_bytes).sum();
     packages.sort_by(|a, b| a.file.cmp(&b.file));
 
