@@ -10,6 +10,7 @@ pub mod bootloader;
 pub mod bundle;
 pub mod cli;
 pub mod compose;
+pub mod decompress;
 pub mod failpoint;
 pub mod host;
 pub mod image;

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Users, cpio, import, plan};
+use super::{Users, import, plan};
+use crate::rpm::cpio;
 
 /// Largest `/etc/passwd` or `/etc/group` read (real ones are kilobytes).
 pub const MAX_ACCOUNT_FILE: u64 = 1 << 20;

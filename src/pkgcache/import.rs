@@ -17,8 +17,9 @@ use sha2::digest::DynDigest;
 use sha2::{Digest, Sha256, Sha512};
 
 use super::plan::{self, Kind, Plan};
-use super::{Imported, Users, cpio, diag, refname};
+use super::{Imported, Users, refname};
 use crate::ostree::repo::{Dir, FileMeta, MetaValue, Repo, Transaction};
+use crate::rpm::cpio::{self, BadEntry};
 
 /// Bytes the decompressor reads from the package file at a time.
 const READ_BUFFER: usize = 256 * 1024;
@@ -259,9 +260,7 @@ fn import(repo: &Repo, pkg: Opened, users: &Users) -> Result<String> {
         refname,
         payload_offset,
     } = pkg;
-    // A second descriptor for error diagnostics, which read with pread only.
-    let diag_file = file.try_clone().context("duplicating the package file descriptor")?;
-    precheck_payload(&diag_file, payload_offset, &want)?;
+    precheck_payload(&file, payload_offset, &want)?;
     file.seek(SeekFrom::Start(payload_offset))
         .context("seeking to the payload")?;
     let hashed = HashedFile(Rc::new(RefCell::new(Hashed {
@@ -273,7 +272,7 @@ fn import(repo: &Repo, pkg: Opened, users: &Users) -> Result<String> {
     let mut archive = cpio::Archive::open(BufReader::with_capacity(READ_BUFFER, hashed.clone()))?;
 
     let tx = repo.transaction()?;
-    let checksums = stream_payload(&tx, &mut archive, &plan, &diag_file, payload_offset)?;
+    let checksums = stream_payload(&tx, &mut archive, &plan)?;
     // rpm stops at the cpio trailer, and so does the import: what follows is
     // never decompressed (it could be gigabytes of zeros), only hashed as
     // compressed bytes for the payload digest.
@@ -298,13 +297,7 @@ fn import(repo: &Repo, pkg: Opened, users: &Users) -> Result<String> {
 
 /// Reads every payload entry into the transaction; returns the content
 /// checksum of each header entry that has one (regular files and symlinks).
-fn stream_payload(
-    tx: &Transaction<'_>,
-    archive: &mut cpio::Archive<'_>,
-    plan: &Plan,
-    diag_file: &File,
-    payload_offset: u64,
-) -> Result<Vec<Option<String>>> {
+fn stream_payload(tx: &Transaction<'_>, archive: &mut cpio::Archive<'_>, plan: &Plan) -> Result<Vec<Option<String>>> {
     let n = plan.entries.len();
     let mut checksums: Vec<Option<String>> = vec![None; n];
     let mut seen = vec![false; n];
@@ -313,13 +306,13 @@ fn stream_payload(
         let entry = match archive.next_entry() {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) => {
-                let why = diag::explain(diag_file, payload_offset, plan).unwrap_or_else(|| match &last {
+            Err(e) => bail!(
+                "{}",
+                explain_bad_entry(&e, n).unwrap_or_else(|| match &last {
                     Some(p) => format!("reading the payload after {p}: {e:#}"),
                     None => format!("reading the payload: {e:#}"),
-                });
-                bail!("{why}");
-            }
+                })
+            ),
         };
         let shown = plan::show_bytes(&entry.name);
         if entry.name.contains(&0) {
@@ -400,6 +393,18 @@ fn stream_payload(
         }
     }
     Ok(checksums)
+}
+
+/// A refused entry header in terms of the package header, or `None` when the
+/// error is not about one entry (the caller then says where reading stopped).
+fn explain_bad_entry(e: &anyhow::Error, files: usize) -> Option<String> {
+    match e.downcast_ref::<BadEntry>()? {
+        e @ BadEntry::LongName { .. } => Some(e.to_string()),
+        BadEntry::Stripped { nth, file: Some(i) } if *i >= files as u64 => Some(format!(
+            "payload entry #{nth} refers to file #{i}, but the header lists {files} files"
+        )),
+        BadEntry::Stripped { .. } => None,
+    }
 }
 
 /// The commit's tree: header entries placed beneath the root by name, parents

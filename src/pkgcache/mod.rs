@@ -24,8 +24,6 @@
 mod accounts;
 mod caps;
 pub mod checkouts;
-mod cpio;
-mod diag;
 mod import;
 mod plan;
 

@@ -1,5 +1,6 @@
 //! Reading RPM packages: header summaries and ELF-derived dependencies.
 
+pub mod cpio;
 pub mod elfdeps;
 pub mod header;
 pub mod info;
