@@ -1,6 +1,13 @@
 //! `arbor image`: commit → ostree sysroot (libostree) → bootloader files →
 //! partitions written straight into a sparse image file → bmap → compression.
 //!
+//! [`build`] runs the stages in order, each a function from one typed value to
+//! the next: `plan` (here, → `Plan`) → `deploy` (image/deploy.rs, → `Deployed`)
+//! → `bootloader_files` (image/bootfiles.rs, → `BootFiles`) → `partitions` and
+//! `blobs` (image/disk.rs, → `Partitioned` → `Written`) → `finalize` (here:
+//! bmap, compression, manifest). Stages that read or write the deployed tree do
+//! it through its [`super::tree::Tree`] handle.
+//!
 //! The image is written to a temporary file beside the output and renamed into
 //! place at the end, so a killed build leaves nothing at the output path.
 //! UUIDs, volume ids and the disk signature derive from the commit and the
@@ -16,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::compress::Compression;
-use super::fs::{FatSource, clamp_times, write_ext4, write_fat};
-use super::tree::Tree;
-use crate::board::{Board, Fs, PartType, PartitionTable, Role};
+use super::disk::Written;
+use crate::board::{Board, Fs, Placed, Role};
+use crate::progress::Progress;
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -95,9 +102,54 @@ pub struct ImageReport {
     pub secs: f64,
 }
 
-/// Builds the image.
+/// Builds the image: plan → deploy → bootloader files → partitions → blobs →
+/// finalize, each stage taking what the one before it made.
 pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
     let started = Instant::now();
+    let plan = plan(opts)?;
+    // Steps: deploy, bootloader files, each partition, bmap.
+    let bar = crate::progress::Progress::bar(plan.placed.len() as u64 + 3, "image");
+    let deployed = super::deploy::deploy(&plan, &bar)?;
+    let staged = super::bootfiles::bootloader_files(&plan, deployed, &bar)?;
+    let partitioned = super::disk::partitions(&plan, staged, &bar)?;
+    let written = super::disk::blobs(&plan, partitioned)?;
+    let (manifest, allocated) = finalize(&plan, written, &bar)?;
+    Ok(ImageReport {
+        manifest,
+        allocated,
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What is decided before anything is written: the board and its partition
+/// layout, the commit, and the ids and kernel arguments derived from them.
+pub(super) struct Plan<'a> {
+    /// What was asked for.
+    pub(super) opts: &'a ImageOptions,
+    /// The board.
+    pub(super) board: Board,
+    /// Image size in bytes.
+    pub(super) size: u64,
+    /// The board's partitions placed in `size` bytes.
+    pub(super) placed: Vec<Placed>,
+    /// The commit's checksum.
+    pub(super) commit: String,
+    /// Its `version` (empty when it has none).
+    pub(super) version: String,
+    /// Its timestamp: every file time in the image.
+    pub(super) timestamp: u64,
+    /// What UUIDs, volume ids and the disk signature derive from (commit and board).
+    pub(super) seed: String,
+    /// Each partition's filesystem id by label: a UUID (ext4) or volume id (FAT).
+    pub(super) ids: BTreeMap<String, String>,
+    /// Kernel arguments for the deployment.
+    pub(super) kargs: Vec<String>,
+    /// The output's directory: staging and the temporary image go there.
+    pub(super) out_dir: PathBuf,
+}
+
+/// Checks the request (root, the tree's arch against the board's, the keys) and plans the image.
+fn plan(opts: &ImageOptions) -> Result<Plan<'_>> {
     let board = crate::board::find(&opts.board)?;
     if !nix::unistd::geteuid().is_root() {
         bail!(
@@ -130,9 +182,6 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let staging = Staging::new(&out_dir)?;
-    let root_dir = staging.path().join("root");
 
     // Each partition's filesystem id, derived from the commit and board.
     let ids: BTreeMap<String, String> = placed
@@ -148,113 +197,27 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
     let root_part = board.partition(Role::Root).context("the board has no root partition")?;
     let mut kargs = vec![board.root_karg(&ids[&root_part.label]), "rw".to_string()];
     kargs.extend(board.kernel_args.iter().cloned());
+    Ok(Plan {
+        opts,
+        board,
+        size,
+        placed,
+        commit: meta.commit,
+        version,
+        timestamp: meta.timestamp,
+        seed,
+        ids,
+        kargs,
+        out_dir,
+    })
+}
 
-    // Steps: deploy, bootloader files, each partition, bmap.
-    let bar = crate::progress::Progress::bar(placed.len() as u64 + 3, "image");
-    bar.message("deploying the commit (libostree)");
-    tracing::info!(board = %board.name, commit = %meta.commit, "deploying into a staging sysroot");
-    let deployed = crate::ostree::sysroot::deploy(&crate::ostree::sysroot::DeployRequest {
-        sysroot: &root_dir,
-        source_repo: &opts.repo,
-        rev: &opts.rev,
-        osname: &opts.osname,
-        kargs: &kargs,
-        remote: opts.remote.as_deref().map(|u| ("origin", u)),
-    })?;
-    // libostree marks the deployment immutable; mkfs.ext4 -d does not carry the
-    // flag into the image anyway, and the staging copy must be editable and removable.
-    crate::runner::Tool::new("chattr")
-        .arg("-i")
-        .arg(root_dir.join(&deployed.deploy_dir))
-        .run()?;
-    // Everything read from or written to the deployment goes through this handle:
-    // the tree's symlinks resolve inside it, as on the device, never to the build host.
-    let tree = super::tree::Tree::open(&root_dir.join(&deployed.deploy_dir))?;
-    crate::failpoint::hit("image::deployed")?;
-    let kernel = kernel_version(&tree)?;
-
-    install_keys(&tree, &opts.keys)?;
-    bar.inc();
-    bar.message("bootloader files");
-
-    // Bootloader files from the BLS entries libostree wrote.
-    let boot_dir = root_dir.join("boot");
-    let entries = crate::bootloader::read_entries(&boot_dir)?;
-    let rendered = crate::bootloader::render(&board, &entries, board.boot_prefix())?;
-    let mut fat_files: Vec<(String, FatSource)> = Vec::new();
-    for f in rendered {
-        match f.role {
-            Role::Firmware => fat_files.push((f.path.clone(), FatSource::Bytes(f.content.into_bytes()))),
-            Role::Boot | Role::Root => {
-                let base = if f.role == Role::Boot || board.partition(Role::Boot).is_none() {
-                    boot_dir.clone()
-                } else {
-                    root_dir.clone()
-                };
-                crate::bootloader::write_atomically(&base, f.path.trim_start_matches('/'), f.content.as_bytes())?;
-            }
-        }
-    }
-    fat_files.extend(firmware_files(&board, &tree)?);
-
-    // /boot is its own partition: the root filesystem keeps an empty mount point.
-    let separate_boot = board.partition(Role::Boot).is_some();
-    let boot_source = staging.path().join("boot");
-    if separate_boot {
-        std::fs::rename(&boot_dir, &boot_source).context("moving /boot aside for its own partition")?;
-        std::fs::create_dir(&boot_dir).context("creating the /boot mount point")?;
-    }
-    clamp_times(staging.path(), meta.timestamp)?;
-
-    let tmp = tempfile::Builder::new()
-        .prefix(".arbor-image-")
-        .tempfile_in(&out_dir)
-        .with_context(|| format!("creating a temporary image in {}", out_dir.display()))?;
-    tmp.as_file().set_len(size).context("sizing the image")?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .context("setting the image's mode")?;
-    }
-    write_table(tmp.as_file(), &board, &placed, size, &seed)?;
-    bar.inc();
-    for p in &placed {
-        bar.message(&format!(
-            "{} partition {} ({})",
-            p.partition.fs, p.partition.label, p.partition.role
-        ));
-        tracing::info!(partition = %p.partition.label, fs = %p.partition.fs, mib = p.size >> 20, "writing");
-        let label = &p.partition.label;
-        let id = &ids[label];
-        match (p.partition.role, p.partition.fs) {
-            (Role::Firmware, Fs::Vfat) => write_fat(
-                tmp.as_file(),
-                p.start,
-                p.size,
-                label,
-                derived_u32(&seed, label),
-                &fat_files,
-            )?,
-            (Role::Boot, Fs::Ext4) => write_ext4(tmp.path(), p.start, p.size, label, id, &boot_source, meta.timestamp)?,
-            (Role::Root, Fs::Ext4) => write_ext4(tmp.path(), p.start, p.size, label, id, &root_dir, meta.timestamp)?,
-            (role, fs) => bail!("board {}: a {role} partition on {fs} is not supported", board.name),
-        }
-        bar.inc();
-    }
-    for b in &board.blobs {
-        let data = tree
-            .read(&b.from, b.size)
-            .with_context(|| format!("board {}: reading blob {}", board.name, b.from))?
-            .with_context(|| format!("board {}: blob {} is not in the tree", board.name, b.from))?;
-        use std::os::unix::fs::FileExt;
-        tmp.as_file()
-            .write_all_at(&data, b.offset)
-            .with_context(|| format!("writing blob {}", b.from))?;
-    }
-    tmp.as_file().sync_all().context("syncing the image")?;
-    crate::failpoint::hit("image::partitions-written")?;
-
+/// Writes the bmap, puts the image in place (compressed or renamed), writes the
+/// manifest beside it and removes the staging directory; returns the manifest
+/// and the bytes the sparse raw image occupied.
+fn finalize(plan: &Plan, written: Written, bar: &Progress) -> Result<(Manifest, u64)> {
+    let (opts, board) = (plan.opts, &plan.board);
+    let Written { deployed, image: tmp } = written;
     let raw_name = opts.output.clone();
     let bmap_path = PathBuf::from(format!("{}.bmap", raw_path(&raw_name).display()));
     bar.message("block map");
@@ -282,19 +245,20 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
     let manifest = Manifest {
         board: board.name.clone(),
         commit: deployed.commit.clone(),
-        version,
+        version: plan.version.clone(),
         osname: opts.osname.clone(),
         deploy_dir: deployed.deploy_dir.display().to_string(),
-        kernel,
-        size,
-        partitions: placed
+        kernel: deployed.kernel.clone(),
+        size: plan.size,
+        partitions: plan
+            .placed
             .iter()
             .map(|p| ManifestPartition {
                 label: p.partition.label.clone(),
                 role: p.partition.role.to_string(),
                 start: p.start,
                 size: p.size,
-                id: ids[&p.partition.label].clone(),
+                id: plan.ids[&p.partition.label].clone(),
             })
             .collect(),
         file: file.clone(),
@@ -310,66 +274,8 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport> {
             .unwrap_or_default(),
         text.as_bytes(),
     )?;
-    drop(staging);
-    Ok(ImageReport {
-        manifest,
-        allocated,
-        secs: started.elapsed().as_secs_f64(),
-    })
-}
-
-/// Writes the board's partition table (MBR, or GPT with its backup at the end).
-fn write_table(
-    file: &std::fs::File,
-    board: &Board,
-    placed: &[crate::board::Placed],
-    size: u64,
-    seed: &str,
-) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    let pieces: Vec<(u64, Vec<u8>)> = match board.partition_table {
-        PartitionTable::Mbr => {
-            let parts: Vec<super::mbr::MbrPart> = placed
-                .iter()
-                .map(|p| {
-                    Ok(super::mbr::MbrPart {
-                        start: p.start,
-                        size: p.size,
-                        kind: match p.partition.kind {
-                            PartType::Mbr(b) => b,
-                            PartType::Gpt(_) => bail!("partition {} has a GPT type on an MBR board", p.partition.label),
-                        },
-                        bootable: p.partition.bootable,
-                    })
-                })
-                .collect::<Result<_>>()?;
-            vec![(0, super::mbr::encode(derived_u32(seed, "disk"), &parts)?.to_vec())]
-        }
-        PartitionTable::Gpt => {
-            let parts: Vec<super::gpt::GptPart> = placed
-                .iter()
-                .map(|p| {
-                    Ok(super::gpt::GptPart {
-                        start: p.start,
-                        size: p.size,
-                        type_guid: match &p.partition.kind {
-                            PartType::Gpt(g) => g.clone(),
-                            PartType::Mbr(_) => bail!("partition {} has an MBR type on a GPT board", p.partition.label),
-                        },
-                        guid: derived_uuid(seed, &format!("partition {}", p.partition.label)),
-                        name: p.partition.label.clone(),
-                        bootable: p.partition.bootable,
-                    })
-                })
-                .collect::<Result<_>>()?;
-            super::gpt::encode(&derived_uuid(seed, "disk"), size, &parts)?
-        }
-    };
-    for (offset, bytes) in pieces {
-        file.write_all_at(&bytes, offset)
-            .context("writing the partition table")?;
-    }
-    Ok(())
+    drop(deployed);
+    Ok((manifest, allocated))
 }
 
 /// Reads `<image>.json` for an image file (raw or compressed).
@@ -392,121 +298,19 @@ fn derived(seed: &str, what: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn derived_u32(seed: &str, what: &str) -> u32 {
+/// 32 bits derived from the seed and `what` (FAT volume ids, the MBR disk signature).
+pub(super) fn derived_u32(seed: &str, what: &str) -> u32 {
     let d = derived(seed, what);
     u32::from_le_bytes([d[0], d[1], d[2], d[3]])
 }
 
 /// A version-4-shaped UUID from the seed (stable, never random).
-fn derived_uuid(seed: &str, what: &str) -> String {
+pub(super) fn derived_uuid(seed: &str, what: &str) -> String {
     let mut d = derived(seed, what);
     d[6] = (d[6] & 0x0f) | 0x40;
     d[8] = (d[8] & 0x3f) | 0x80;
     let h = hex::encode(&d[..16]);
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
-}
-
-fn kernel_version(tree: &Tree) -> Result<String> {
-    const MODULES: &str = "/usr/lib/modules";
-    let mut found = Vec::new();
-    if let Some(dir) = tree.open_dir(MODULES)? {
-        for e in dir
-            .entries()
-            .with_context(|| format!("listing {MODULES} in the deployed tree"))?
-        {
-            let e = e.with_context(|| format!("listing {MODULES} in the deployed tree"))?;
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if tree.is_file(&format!("{MODULES}/{name}/vmlinuz"))? {
-                found.push(name.to_string());
-            }
-        }
-    }
-    found.sort();
-    match found.pop() {
-        Some(k) => Ok(k),
-        None => bail!("the tree has no kernel (/usr/lib/modules/*/vmlinuz): add a kernel package to the treefile"),
-    }
-}
-
-/// Where the device reads the public keys it trusts for updates.
-const KEYS_DIR: &str = "/etc/arbor/keys";
-/// A public key file is a few lines; anything larger is not one.
-const MAX_KEY_FILE: u64 = 1 << 20;
-
-fn install_keys(tree: &Tree, keys: &[PathBuf]) -> Result<()> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    tree.create_dir_all(KEYS_DIR)?;
-    for k in keys {
-        let name = k
-            .file_name()
-            .and_then(|n| n.to_str())
-            .with_context(|| format!("key file {}: expected a UTF-8 file name", k.display()))?;
-        let data = read_host_file(k, MAX_KEY_FILE)?;
-        tree.write_file(&format!("{KEYS_DIR}/{name}"), &data, 0o644)
-            .with_context(|| format!("installing {}", k.display()))?;
-    }
-    Ok(())
-}
-
-/// Reads a regular host file given on the command line, at most `max` bytes.
-fn read_host_file(p: &Path, max: u64) -> Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(p)
-        .with_context(|| format!("opening {}", p.display()))?;
-    let meta = f.metadata().with_context(|| format!("looking at {}", p.display()))?;
-    if !meta.is_file() || meta.len() > max {
-        bail!("{} is not a regular file of at most {max} bytes", p.display());
-    }
-    let mut data = Vec::new();
-    f.take(max)
-        .read_to_end(&mut data)
-        .with_context(|| format!("reading {}", p.display()))?;
-    Ok(data)
-}
-
-/// The board's firmware files, resolved inside the deployed tree.
-fn firmware_files(board: &Board, tree: &Tree) -> Result<Vec<(String, FatSource)>> {
-    let mut out = Vec::new();
-    for f in &board.firmware {
-        let matches = if f.is_glob() {
-            tree.glob(&f.from)
-                .with_context(|| format!("board {}: firmware {}", board.name, f.from))?
-        } else {
-            vec![f.from.clone()]
-        };
-        let mut opened = Vec::new();
-        for m in matches {
-            if let Some((file, _)) = tree
-                .open_file(&m)
-                .with_context(|| format!("board {}: firmware {}", board.name, f.from))?
-            {
-                opened.push((m, file));
-            }
-        }
-        if opened.is_empty() {
-            if f.optional {
-                tracing::info!(board = %board.name, file = %f.from, "optional firmware file not in the tree");
-                continue;
-            }
-            bail!(
-                "board {}: firmware file {} is not in the tree (add the package that ships it, or mark it optional)",
-                board.name,
-                f.from
-            );
-        }
-        for (m, file) in opened {
-            let name = m.rsplit('/').next().unwrap_or_default();
-            out.push((f.dest(name), FatSource::File(std::sync::Arc::new(file))));
-        }
-    }
-    Ok(out)
 }
 
 fn allocated_bytes(p: &Path) -> Result<u64> {
@@ -515,24 +319,6 @@ fn allocated_bytes(p: &Path) -> Result<u64> {
         .with_context(|| format!("looking at {}", p.display()))?
         .blocks()
         * 512)
-}
-
-/// The staging directory (removed when dropped).
-struct Staging {
-    dir: tempfile::TempDir,
-}
-
-impl Staging {
-    fn new(parent: &Path) -> Result<Staging> {
-        let dir = tempfile::Builder::new()
-            .prefix(".arbor-staging-")
-            .tempdir_in(parent)
-            .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
-        Ok(Staging { dir })
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
 }
 
 /// The host files a qemu boot of the image needs, read out of the image's root
