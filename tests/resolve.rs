@@ -571,3 +571,36 @@ fn gpgcheck_accepts_signed_packages_and_refuses_unsigned_ones() {
         .args(["--kill", "gpg-agent"])
         .status();
 }
+
+#[test]
+fn repository_metadata_that_is_not_a_regular_file_is_refused_unread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    copy_repo(&repo);
+    let repomd = repo.join("repodata/repomd.xml");
+    std::fs::remove_file(&repomd).unwrap();
+    // A FIFO would block a reader forever; /dev/zero would fill memory.
+    nix::unistd::mkfifo(&repomd, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let t = Scratch::new(
+        &format!("file://{}/", repo.display()),
+        "ref: t\nrepos: [sample]\npackages: [busybox]\n",
+    );
+    let mut child = arbor()
+        .args(["compose", "resolve", "--arch", "aarch64", "--cache-dir"])
+        .arg(t.path("cache"))
+        .arg(t.path("t.yaml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("arbor hung reading a FIFO as repomd.xml");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let e = err(&child.wait_with_output().unwrap());
+    assert!(e.contains("repomd.xml") && e.contains("not a regular file"), "{e}");
+}

@@ -93,15 +93,16 @@ fn rm_rf_root_inside_leaves_the_host_intact() {
 fn scripts_have_no_network() {
     let t = tempfile::tempdir().unwrap();
     let root = tree(t.path(), "aarch64", BASE);
-    let out = run_in(
-        &root,
-        &[],
-        &[
-            "/usr/bin/bash",
-            "-c",
-            "exec 3<>/dev/tcp/1.1.1.1/80 && echo CONNECTED; exit 0",
-        ],
+    // A listener on the host's loopback: in the host's network namespace a
+    // script would reach it; in the sandbox's own (only `lo`, down) it cannot.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED-LOOPBACK; \
+         exec 4<>/dev/tcp/1.1.1.1/80 && echo CONNECTED; exit 0"
     );
+    let out = run_in(&root, &[], &["/usr/bin/bash", "-c", &script]);
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -109,6 +110,10 @@ fn scripts_have_no_network() {
     );
     assert!(!all.contains("CONNECTED"), "{all}");
     assert!(all.contains("Network is unreachable"), "{all}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the host's loopback listener was reached from the sandbox"
+    );
 }
 
 #[test]

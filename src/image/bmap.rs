@@ -413,7 +413,8 @@ fn verify_file_checksum(xml: &str, stored: &str) -> Result<()> {
 
 /// Reads and parses the bmap file at `path`.
 pub fn read(path: &Path) -> Result<Bmap> {
-    let xml = std::fs::read_to_string(path).with_context(|| format!("reading bmap {}", path.display()))?;
+    // Ranges of a large, fragmented image take a few MiB of XML.
+    let xml = crate::input::read_text(path, "bmap", 64 << 20)?;
     parse(&xml).with_context(|| format!("bmap {}", path.display()))
 }
 

@@ -90,14 +90,16 @@ impl Fetcher {
         Fetcher { agent, retries: 3 }
     }
 
-    /// Reads a whole (small) resource into memory.
+    /// Reads a whole (small) resource into memory: at most [`GET_CAP`] bytes,
+    /// from a regular file or a server (either may be hostile).
     pub fn get(&self, url: &str) -> Result<Vec<u8>> {
         if let Some(path) = file_url_path(url)? {
-            return std::fs::read(&path).with_context(|| format!("reading {url}"));
+            return crate::input::read_bounded(&path, "repository metadata", GET_CAP)
+                .with_context(|| format!("reading {url}"));
         }
-        let mut out = Vec::new();
+        let mut out = Capped(Vec::new());
         self.http(url, 0, &mut out).with_context(|| format!("fetching {url}"))?;
-        Ok(out)
+        Ok(out.0)
     }
 
     /// Downloads `url` to `dest`, resuming a `dest.part` left by an earlier run, and
@@ -183,6 +185,30 @@ impl Fetcher {
             Some(e) => Err(anyhow::Error::new(e).context(format!("{} attempts failed", self.retries))),
             None => bail!("no attempt made"),
         }
+    }
+}
+
+/// The most [`Fetcher::get`] reads: repository metadata, compressed (Fedora's
+/// largest, filelists, is tens of MiB).
+pub const GET_CAP: u64 = 1 << 30;
+
+/// A buffer that refuses to grow past [`GET_CAP`].
+struct Capped(Vec<u8>);
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() as u64 + buf.len() as u64 > GET_CAP {
+            return Err(std::io::Error::other(format!(
+                "the response is larger than {} MiB",
+                GET_CAP >> 20
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

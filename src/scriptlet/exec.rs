@@ -88,7 +88,7 @@ pub fn run_postprocess(sb: &mut Sandbox, inline: &[String], file: Option<&Path>,
         .map(|(i, s)| (format!("treefile postprocess #{}", i + 1), s.clone()))
         .collect();
     if let Some(f) = file {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading postprocess-script {}", f.display()))?;
+        let text = crate::input::read_text(f, "postprocess-script", crate::input::CONFIG_CAP)?;
         scripts.push((format!("treefile postprocess-script {}", f.display()), text));
     }
     for (label, body) in &scripts {
