@@ -12,10 +12,8 @@ use super::{
     BOARD, Board, COMMIT, COMMITMETA, DELTA, Decoder, HashWriter, MANIFEST, MANIFEST_SIG, MAX_MANIFEST, MEMBERS,
     Manifest, is_checksum, judge_commit, judge_manifest, memory_limit,
 };
+use crate::decompress::Format;
 use crate::sign::Trust;
-
-/// The first bytes of a zstd frame.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// Largest zstd window accepted (2^24 = 16 MiB): the decoder allocates the
 /// window the frame asks for, and arbor's writer uses 8 MiB at most.
@@ -45,7 +43,7 @@ pub fn verify<R: Read>(mut input: R, trust: &Trust, decoder: &dyn Decoder, delta
     input
         .read_exact(&mut magic)
         .map_err(|e| anyhow!("the bundle is not a zstd stream (too short: {e})"))?;
-    if magic != ZSTD_MAGIC {
+    if magic[..] != *Format::Zstd.magic() {
         bail!("the bundle is not a zstd stream (no zstd magic number): not an arbor bundle");
     }
     let input = io::Cursor::new(magic).chain(input);

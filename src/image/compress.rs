@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::decompress::{DecompressReader, Format, Streams};
 use crate::progress::Progress;
 
 /// zstd level for images: much smaller than the default 3 at a speed that still
@@ -15,10 +16,6 @@ use crate::progress::Progress;
 const ZSTD_LEVEL: i32 = 9;
 /// xz preset (xz's own default).
 const XZ_PRESET: u32 = 6;
-/// The first bytes of a zstd frame.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-/// The first bytes of an xz stream.
-const XZ_MAGIC: [u8; 6] = [0xfd, b'7', b'z', b'X', b'Z', 0];
 /// Read and write buffer size for streaming.
 const BUF: usize = 1 << 20;
 
@@ -78,7 +75,7 @@ pub fn compress(src: &Path, dst: &Path, c: Compression, progress: bool) -> Resul
         inner: BufReader::with_capacity(BUF, input),
         bar: bar.as_ref(),
     };
-    let tmp = temp_beside(dst)?;
+    let tmp = crate::atomic::temp_beside(dst)?;
     let out = BufWriter::with_capacity(BUF, tmp.as_file());
     let what = || format!("compressing {} into {}", src.display(), tmp.path().display());
     match c {
@@ -106,7 +103,7 @@ pub fn compress(src: &Path, dst: &Path, c: Compression, progress: bool) -> Resul
     if let Some(b) = &bar {
         b.finish();
     }
-    persist(tmp, dst)
+    crate::atomic::persist(tmp, dst)
 }
 
 /// Opens `path` for reading its uncompressed bytes: zstd for `.zst`, xz for
@@ -117,30 +114,24 @@ pub fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
         BUF,
         File::open(path).with_context(|| format!("opening {}", path.display()))?,
     );
-    let magic: &[u8] = match c {
+    let format = match c {
         Compression::None => return Ok(Box::new(file)),
-        Compression::Zstd => &ZSTD_MAGIC,
-        Compression::Xz => &XZ_MAGIC,
+        Compression::Zstd => Format::Zstd,
+        Compression::Xz => Format::Xz,
     };
     let head = std::io::BufRead::fill_buf(&mut file).with_context(|| format!("reading {}", path.display()))?;
-    if !head.starts_with(magic) {
+    if !head.starts_with(format.magic()) {
         bail!(
             "{} is named like a {c:?} image but does not start with {c:?}'s magic bytes",
             path.display()
         );
     }
-    Ok(match c {
-        Compression::Zstd => Box::new(Decompressing {
-            inner: zstd::Decoder::with_buffer(file)
-                .with_context(|| format!("starting to decompress {}", path.display()))?,
-            path: path.to_path_buf(),
-        }),
-        _ => Box::new(Decompressing {
-            // Multi-stream, as `xz` itself writes for concatenated or threaded input.
-            inner: liblzma::bufread::XzDecoder::new_multi_decoder(file),
-            path: path.to_path_buf(),
-        }),
-    })
+    Ok(Box::new(Decompressing {
+        // Every xz stream, as `xz` itself writes for concatenated or threaded input.
+        inner: DecompressReader::new(file, format, Streams::All)
+            .with_context(|| format!("starting to decompress {}", path.display()))?,
+        path: path.to_path_buf(),
+    }))
 }
 
 /// A decompressing reader whose errors name the file.
@@ -155,29 +146,6 @@ impl<R: Read> Read for Decompressing<R> {
             .read(buf)
             .map_err(|e| std::io::Error::new(e.kind(), format!("decompressing {}: {e}", self.path.display())))
     }
-}
-
-/// A temporary file in `dst`'s directory, to be renamed over it.
-pub(crate) fn temp_beside(dst: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = parent_dir(dst);
-    tempfile::Builder::new()
-        .prefix(".arbor-image-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))
-}
-
-/// Syncs `tmp`, renames it to `dst` (replacing it) and syncs the directory.
-pub(crate) fn persist(tmp: tempfile::NamedTempFile, dst: &Path) -> Result<()> {
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("syncing {}", tmp.path().display()))?;
-    tmp.persist(dst).map_err(|e| {
-        anyhow::Error::new(e.error).context(format!("moving the new file into place at {}", dst.display()))
-    })?;
-    let dir = parent_dir(dst);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
 fn parent_dir(p: &Path) -> &Path {

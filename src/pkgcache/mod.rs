@@ -22,7 +22,6 @@
 //!   together in that worker's `commit_transaction`.
 
 mod accounts;
-mod caps;
 pub mod checkouts;
 mod import;
 mod plan;

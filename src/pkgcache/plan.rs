@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use anyhow::{Context, Result, anyhow, bail};
 use rpm::{DigestAlgorithm, FileFlags, FileType, IndexTag};
 
-use super::{Users, caps};
+use super::Users;
 use crate::ostree::repo::FileMeta;
+use crate::rpm::blob::{self, Blob, tag, ty};
+use crate::rpm::caps;
 
 /// Longest path and symlink target arbor accepts (Linux `PATH_MAX` minus the NUL).
 const PATH_MAX: usize = 4095;
@@ -356,66 +358,33 @@ pub(crate) fn show_bytes(b: &[u8]) -> String {
     }
 }
 
-/// `(dirname, basename)` of every file entry, from the serialized header.
+/// `(dirname, basename)` of every file entry, from the serialized header
+/// (with its magic, as the package file holds it).
 fn raw_paths(header: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    const DIRINDEXES: u32 = IndexTag::RPMTAG_DIRINDEXES as u32;
-    const BASENAMES: u32 = IndexTag::RPMTAG_BASENAMES as u32;
-    const DIRNAMES: u32 = IndexTag::RPMTAG_DIRNAMES as u32;
-    const INT32: u32 = 4;
-    const STRING_ARRAY: u32 = 8;
-
-    let be32 = |at: usize| -> Result<u32> {
-        let b = header
-            .get(at..at + 4)
-            .ok_or_else(|| anyhow!("the header is truncated"))?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    if header.get(..3) != Some(&[0x8e, 0xad, 0xe8][..]) {
+    if header.get(..3) != Some(&blob::HEADER_MAGIC[..3]) {
         bail!("the header has no header magic");
     }
-    let count = be32(8)? as usize;
-    let store_len = be32(12)? as usize;
-    let store_at = count
-        .checked_mul(16)
-        .and_then(|n| n.checked_add(16))
-        .ok_or_else(|| anyhow!("the header index is too large"))?;
-    let store = header
-        .get(store_at..store_at.saturating_add(store_len))
-        .ok_or_else(|| anyhow!("the header is truncated"))?;
-
-    let (mut dirindexes, mut basenames, mut dirnames) = (None, None, None);
-    for i in 0..count {
-        let at = 16 + i * 16;
-        let (tag, kind, offset, n) = (
-            be32(at)?,
-            be32(at + 4)?,
-            be32(at + 8)? as usize,
-            be32(at + 12)? as usize,
-        );
-        match (tag, kind) {
-            (DIRINDEXES, INT32) => {
-                let bytes = store
-                    .get(offset..offset.saturating_add(n.saturating_mul(4)))
-                    .ok_or_else(|| anyhow!("the directory index list runs past the header"))?;
-                dirindexes = Some(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-                        .collect::<Vec<_>>(),
-                );
-            }
-            (BASENAMES, STRING_ARRAY) => basenames = Some(strings(store, offset, n)?),
-            (DIRNAMES, STRING_ARRAY) => dirnames = Some(strings(store, offset, n)?),
-            (DIRINDEXES | BASENAMES | DIRNAMES, _) => bail!("header tag {tag} has type {kind}"),
-            _ => {}
+    let blob = Blob::parse(header.get(8..).unwrap_or_default().to_vec())?;
+    let typed = |t: u32, want: u32| -> Result<Option<blob::Entry>> {
+        match blob.find(t) {
+            Some(e) if e.ty != want => bail!("header tag {t} has type {}", e.ty),
+            e => Ok(e),
         }
-    }
+    };
+    let dirindexes = typed(tag::DIRINDEXES, ty::INT32)?;
+    let basenames = typed(tag::BASENAMES, ty::STRING_ARRAY)?;
+    let dirnames = typed(tag::DIRNAMES, ty::STRING_ARRAY)?;
     let Some(basenames) = basenames else {
         return Ok(Vec::new());
     };
     let (Some(dirindexes), Some(dirnames)) = (dirindexes, dirnames) else {
         bail!("the header has base names but no directory names");
     };
+    let (basenames, dirindexes, dirnames) = (
+        blob.strings(&basenames),
+        blob.numbers(&dirindexes),
+        blob.strings(&dirnames),
+    );
     if dirindexes.len() != basenames.len() {
         bail!(
             "the header has {} base names but {} directory indexes",
@@ -427,28 +396,13 @@ fn raw_paths(header: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         .into_iter()
         .zip(dirindexes)
         .map(|(base, d)| {
-            let dir = dirnames
-                .get(d)
-                .ok_or_else(|| anyhow!("{}: directory index {d} is out of range", show_bytes(&base)))?;
-            Ok((dir.clone(), base))
+            let dir = usize::try_from(d)
+                .ok()
+                .and_then(|d| dirnames.get(d))
+                .ok_or_else(|| anyhow!("{}: directory index {d} is out of range", show_bytes(base)))?;
+            Ok((dir.to_vec(), base.to_vec()))
         })
         .collect()
-}
-
-fn strings(store: &[u8], offset: usize, n: usize) -> Result<Vec<Vec<u8>>> {
-    let mut rest = store
-        .get(offset..)
-        .ok_or_else(|| anyhow!("a string list starts past the header"))?;
-    let mut out = Vec::with_capacity(n.min(1 << 16));
-    for _ in 0..n {
-        let nul = rest
-            .iter()
-            .position(|b| *b == 0)
-            .ok_or_else(|| anyhow!("a string list runs past the header"))?;
-        out.push(rest[..nul].to_vec());
-        rest = &rest[nul + 1..];
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! rpm's secondary indexes: which keys each installed header puts into which
 //! table (rpm's `tag2index`, `td2key` and `updateRichDep` in lib/rpmdb.c).
 
-use super::header::{Blob, tag, ty};
+use crate::rpm::blob::{Blob, tag, ty};
 
 /// One secondary index, in the order rpm opens them (`dbiTags`).
 pub(super) struct Index {
