@@ -2,9 +2,10 @@
 //! trees for ARM boards, and write them into flashable images.
 //!
 //! Each pipeline stage is a module taking one typed value to the next; see
-//! DESIGN.md for the data flow.
+//! docs/ARCHITECTURE.md for the data flow.
 
 pub mod arch;
+pub mod atomic;
 pub mod board;
 pub mod bootloader;
 pub mod bundle;

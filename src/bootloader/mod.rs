@@ -4,18 +4,14 @@
 //! per deployment, newest first). [`render`] turns them into the files of the
 //! board's [`Flavour`] using the templates in `bootloader-configs/` (compiled
 //! in, see [`template`]); it is pure, so every flavour has golden tests.
-//! [`write_atomically`] puts a file in place with write-temp, fsync, rename.
+//! Files are put in place with [`crate::atomic::write_beneath`] (write-temp, fsync, rename).
 
 mod bls;
 pub mod template;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::path::{Component, Path};
 
 use anyhow::{Context, Result, bail};
-use cap_std::ambient_authority;
-use cap_std::fs::{Dir, OpenOptions};
 
 pub use self::bls::{BlsEntry, parse_bls, read_entries, sort_newest_first};
 use self::template::{Scope, Template};
@@ -219,48 +215,6 @@ fn config_txt(board: &Board) -> Result<String> {
             ],
         ),
     )
-}
-
-/// Writes `content` to `rel` beneath `dir` so that readers see the old file
-/// or the new one, never a mix: a temporary file in the same directory,
-/// fsync, rename over the old one, fsync the directory. Missing parent
-/// directories of `rel` are created; `rel` may not leave `dir`.
-pub fn write_atomically(dir: &Path, rel: &str, content: &[u8]) -> Result<()> {
-    let rel_path = Path::new(rel);
-    let ok = !rel.is_empty() && rel_path.components().all(|c| matches!(c, Component::Normal(_)));
-    let (Some(parent), Some(file_name), true) = (rel_path.parent(), rel_path.file_name(), ok) else {
-        bail!(
-            "{rel:?} is not a relative path of plain names beneath {}",
-            dir.display()
-        );
-    };
-    let shown = dir.join(rel_path);
-    let root = Dir::open_ambient_dir(dir, ambient_authority()).with_context(|| format!("opening {}", dir.display()))?;
-    let pdir = if parent.as_os_str().is_empty() {
-        root
-    } else {
-        root.create_dir_all(parent)
-            .with_context(|| format!("creating {}", dir.join(parent).display()))?;
-        root.open_dir(parent)
-            .with_context(|| format!("opening {}", dir.join(parent).display()))?
-    };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(".arbor-tmp");
-    let mut f = pdir
-        .open_with(&tmp_name, OpenOptions::new().write(true).create(true).truncate(true))
-        .with_context(|| format!("creating a temporary file for {}", shown.display()))?;
-    f.write_all(content)
-        .with_context(|| format!("writing {}", shown.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", shown.display()))?;
-    drop(f);
-    pdir.rename(&tmp_name, &pdir, file_name)
-        .with_context(|| format!("renaming into {}", shown.display()))?;
-    // cap-std's directory handles are O_PATH, which fsync refuses: open the directory itself.
-    pdir.open(".")
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing the directory of {}", shown.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -161,24 +161,3 @@ fn every_template_is_shipped_and_parses() {
         Template::parse(name, text).unwrap();
     }
 }
-
-#[test]
-fn write_atomically_replaces_and_leaves_no_temp() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_atomically(tmp.path(), "extlinux/extlinux.conf", b"one\n").unwrap();
-    write_atomically(tmp.path(), "extlinux/extlinux.conf", b"two\n").unwrap();
-    write_atomically(tmp.path(), "config.txt", b"x\n").unwrap();
-    assert_eq!(
-        std::fs::read_to_string(tmp.path().join("extlinux/extlinux.conf")).unwrap(),
-        "two\n"
-    );
-    let names: Vec<_> = std::fs::read_dir(tmp.path().join("extlinux"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names, ["extlinux.conf"]);
-    for bad in ["", "../x", "/etc/x", "a/../../x", "./x"] {
-        let e = write_atomically(tmp.path(), bad, b"").unwrap_err().to_string();
-        assert!(e.contains("relative path"), "{bad}: {e}");
-    }
-}

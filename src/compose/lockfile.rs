@@ -59,20 +59,9 @@ impl Lockfile {
 
     /// Writes the lockfile atomically (temp file, fsync, rename).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
-        serde_json::to_writer_pretty(&mut tmp, self)?;
-        std::io::Write::write_all(&mut tmp, b"\n")?;
-        tmp.as_file()
-            .sync_all()
-            .with_context(|| format!("syncing {}", path.display()))?;
-        tmp.persist(path)
-            .with_context(|| format!("writing lockfile {}", path.display()))?;
-        Ok(())
+        let mut text = serde_json::to_vec_pretty(self).context("encoding the lockfile")?;
+        text.push(b'\n');
+        crate::atomic::write(path, &text).with_context(|| format!("writing lockfile {}", path.display()))
     }
 
     /// name → evra, the form the solver takes.

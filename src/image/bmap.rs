@@ -422,10 +422,10 @@ pub fn read(path: &Path) -> Result<Bmap> {
 /// rename).
 pub fn write(image: &Path, bmap_path: &Path) -> Result<Bmap> {
     let bmap = create(image)?;
-    let mut tmp = super::compress::temp_beside(bmap_path)?;
+    let mut tmp = crate::atomic::temp_beside(bmap_path)?;
     tmp.write_all(bmap.to_xml().as_bytes())
         .with_context(|| format!("writing {}", tmp.path().display()))?;
-    super::compress::persist(tmp, bmap_path)?;
+    crate::atomic::persist(tmp, bmap_path)?;
     Ok(bmap)
 }
 

@@ -44,7 +44,7 @@ pub(super) fn bootloader_files(plan: &Plan, deployed: Deployed, bar: &Progress) 
                 } else {
                     root_dir.clone()
                 };
-                crate::bootloader::write_atomically(&base, f.path.trim_start_matches('/'), f.content.as_bytes())?;
+                crate::atomic::write_beneath(&base, f.path.trim_start_matches('/'), f.content.as_bytes())?;
             }
         }
     }

@@ -266,7 +266,7 @@ fn finalize(plan: &Plan, written: Written, bar: &Progress) -> Result<(Manifest, 
     };
     let manifest_path = PathBuf::from(format!("{}.json", raw_path(&file).display()));
     let text = serde_json::to_string_pretty(&manifest).context("encoding the image manifest")?;
-    crate::bootloader::write_atomically(
+    crate::atomic::write_beneath(
         manifest_path.parent().unwrap_or(Path::new(".")),
         &manifest_path
             .file_name()

@@ -75,7 +75,7 @@ pub fn compress(src: &Path, dst: &Path, c: Compression, progress: bool) -> Resul
         inner: BufReader::with_capacity(BUF, input),
         bar: bar.as_ref(),
     };
-    let tmp = temp_beside(dst)?;
+    let tmp = crate::atomic::temp_beside(dst)?;
     let out = BufWriter::with_capacity(BUF, tmp.as_file());
     let what = || format!("compressing {} into {}", src.display(), tmp.path().display());
     match c {
@@ -103,7 +103,7 @@ pub fn compress(src: &Path, dst: &Path, c: Compression, progress: bool) -> Resul
     if let Some(b) = &bar {
         b.finish();
     }
-    persist(tmp, dst)
+    crate::atomic::persist(tmp, dst)
 }
 
 /// Opens `path` for reading its uncompressed bytes: zstd for `.zst`, xz for
@@ -145,36 +145,6 @@ impl<R: Read> Read for Decompressing<R> {
         self.inner
             .read(buf)
             .map_err(|e| std::io::Error::new(e.kind(), format!("decompressing {}: {e}", self.path.display())))
-    }
-}
-
-/// A temporary file in `dst`'s directory, to be renamed over it.
-pub(crate) fn temp_beside(dst: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = parent_dir(dst);
-    tempfile::Builder::new()
-        .prefix(".arbor-image-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))
-}
-
-/// Syncs `tmp`, renames it to `dst` (replacing it) and syncs the directory.
-pub(crate) fn persist(tmp: tempfile::NamedTempFile, dst: &Path) -> Result<()> {
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("syncing {}", tmp.path().display()))?;
-    tmp.persist(dst).map_err(|e| {
-        anyhow::Error::new(e.error).context(format!("moving the new file into place at {}", dst.display()))
-    })?;
-    let dir = parent_dir(dst);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
-}
-
-fn parent_dir(p: &Path) -> &Path {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
     }
 }
 

@@ -154,33 +154,24 @@ pub fn generate_keypair(secret: &Path) -> Result<VerifyingKey> {
 /// Creates `path` with `contents` and `mode`: temp file in the same directory,
 /// fsync, rename that fails if `path` appeared meanwhile, fsync of the directory.
 fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".arbor-key")
-        .permissions(std::fs::Permissions::from_mode(mode))
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    // The umask may have taken bits away; set exactly what was asked.
+    // Created 0600 (never wider than asked), then set to exactly `mode`.
+    let mut tmp = crate::atomic::temp_beside(path)?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
     tmp.write_all(contents)
-        .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| format!("writing {}", tmp.path().display()))?;
-    tmp.persist_noclobber(path).map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+    crate::atomic::persist_new(tmp, path).map_err(|e| {
+        let exists = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::AlreadyExists)
+        });
+        if exists {
             anyhow::anyhow!("{} already exists; refusing to overwrite a key", path.display())
         } else {
-            anyhow::Error::new(e.error).context(format!("moving the key into place at {}", path.display()))
+            e.context(format!("moving the key into place at {}", path.display()))
         }
-    })?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -597,12 +597,7 @@ fn write_solv(repo: *mut ffi::Repo, dest: &Path) -> Result<()> {
     if r != 0 || closed != 0 {
         bail!("writing {}", tmp.path().display());
     }
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("syncing {}", tmp.path().display()))?;
-    tmp.persist(dest)
-        .with_context(|| format!("renaming into {}", dest.display()))?;
-    Ok(())
+    crate::atomic::persist(tmp, dest)
 }
 
 impl Drop for Pool {

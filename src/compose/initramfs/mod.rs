@@ -101,7 +101,7 @@ pub fn build_cached(tree: &Dir, kver: &str, extra_modules: &[String], timestamp:
     }
     let img = compress(&cpio)?;
     std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
-    crate::bootloader::write_atomically(cache, &format!("{key}.gz"), &img)?;
+    crate::atomic::write_beneath(cache, &format!("{key}.gz"), &img)?;
     prune(cache);
     Ok(img)
 }
