@@ -117,7 +117,22 @@ fn without_from_scratch_only_deltas_between_versions_are_generated() {
 fn a_repository_with_only_package_cache_refs_has_nothing_to_publish() {
     let t = Scratch::new(&sample_url(), V1);
     let repo = t.path("repo");
-    ostree(&repo, &["init", "--mode=bare-user"]);
+    // A compose fills the bare-user repository's package cache (arbor/pkg/...);
+    // with the tree's own ref deleted, only package cache refs are left.
+    let v = ok_json(&t.compose_tree("repo", &["--no-scripts"], &[]));
+    let refs = ostree(&repo, &["refs"]);
+    let tree_ref = refs
+        .lines()
+        .find(|r| !r.starts_with("arbor/pkg/"))
+        .unwrap_or_else(|| panic!("the compose's ref is listed: {refs}"))
+        .to_string();
+    assert!(v["commit"].is_string());
+    ostree(&repo, &["refs", "--delete", &tree_ref]);
+    let refs = ostree(&repo, &["refs"]);
+    assert!(
+        !refs.trim().is_empty() && refs.lines().all(|r| r.starts_with("arbor/pkg/")),
+        "only package cache refs are left: {refs}"
+    );
     let out = arbor()
         .args(["publish", "--repo"])
         .arg(&repo)
