@@ -84,6 +84,7 @@ fn main() {
     let head = commits.last().unwrap().clone();
     let prev = commits[commits.len() - 2].clone();
     let repo_s = repo.to_str().unwrap();
+    let handle = arbor::ostree::Repo::open(&repo).unwrap();
 
     // (1) Size: the newest delta against the changed files, compressed.
     let opts = delta::Options {
@@ -99,7 +100,7 @@ fn main() {
         0
     };
     delta::generate(
-        &repo,
+        &handle,
         &[Pair {
             from: Some(prev.clone()),
             to: head.clone(),
@@ -146,11 +147,11 @@ fn main() {
         .collect();
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let started = Instant::now();
-    delta::generate_parallel(&repo, &pairs, &opts, jobs).unwrap();
+    delta::generate_parallel(&handle, &pairs, &opts, jobs).unwrap();
     let arbor_secs = started.elapsed().as_secs_f64();
     // arbor then regenerates the summary (ostree's generate does not): timed apart.
     let started = Instant::now();
-    delta::generate(&repo, &pairs[..1], &opts, 1).unwrap();
+    delta::generate(&handle, &pairs[..1], &opts, 1).unwrap();
     let regen_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
     for c in &commits[..3] {

@@ -135,12 +135,13 @@ fn signed_superblocks_are_recognised_by_ostree_and_tampering_is_refused() {
     ostree(&fresh, &["init", "--mode=bare-user"]);
     ostree(&fresh, &["pull-local", repo.to_str().unwrap(), a]);
     let sb = arbor::ostree::delta::superblock_path(
-        &repo,
+        &arbor::ostree::Repo::open(&repo).unwrap(),
         &arbor::ostree::delta::Pair {
             from: Some(a.into()),
             to: b.into(),
         },
-    );
+    )
+    .unwrap();
     ostree(
         &fresh,
         &["static-delta", "apply-offline", sb.parent().unwrap().to_str().unwrap()],

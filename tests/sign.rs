@@ -513,7 +513,8 @@ fn malformed_detached_metadata_is_refused() {
     ];
     for (name, entries, want) in cases {
         let repo = f.copy_repo(name);
-        arbor::ostree::sign::replace_signatures(&repo, &f.commit, &entries).unwrap();
+        arbor::ostree::sign::replace_signatures(&arbor::ostree::Repo::open(&repo).unwrap(), &f.commit, &entries)
+            .unwrap();
         // What the ostree CLI reads back is what we meant to plant.
         assert_eq!(signatures_per_ostree(&repo, &f.commit), entries, "{name}");
         refused(&f.verify(&repo, &k.public_file, &[&f.commit]), &[want]);
@@ -615,7 +616,13 @@ fn binding_to_arch_board_and_ref() {
         board: Some("rpi4".into()),
         ref_name: Some("test/ref".into()),
     };
-    let v = arbor::ostree::sign::verify_commit(&f.repo, "test/ref", &trust, &binding).unwrap();
+    let v = arbor::ostree::sign::verify_commit(
+        &arbor::ostree::Repo::open(&f.repo).unwrap(),
+        "test/ref",
+        &trust,
+        &binding,
+    )
+    .unwrap();
     assert_eq!(
         (v.commit.as_str(), v.key.as_str()),
         (f.commit.as_str(), k.public.as_str())
@@ -626,7 +633,8 @@ fn binding_to_arch_board_and_ref() {
     };
     let err = format!(
         "{:#}",
-        arbor::ostree::sign::verify_commit(&f.repo, "test/ref", &trust, &wrong).unwrap_err()
+        arbor::ostree::sign::verify_commit(&arbor::ostree::Repo::open(&f.repo).unwrap(), "test/ref", &trust, &wrong)
+            .unwrap_err()
     );
     assert!(err.contains("rpi3"), "{err}");
 }

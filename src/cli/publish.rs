@@ -190,7 +190,7 @@ impl Keygen {
 impl Sign {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
-        let s = sign::sign_commit(&self.repo, &self.commit, &self.key)?;
+        let s = sign::sign_commit(&crate::ostree::Repo::open(&self.repo)?, &self.commit, &self.key)?;
         let what = if s.added { "signed" } else { "already signed" };
         println!("commit {}: {what} with key {}", s.commit, s.key);
         Ok(())
@@ -205,7 +205,7 @@ impl Verify {
             board: self.board,
             ref_name: self.ref_name,
         };
-        let report = sign::check_commit(&self.repo, &self.commit, &trust, &binding)?;
+        let report = sign::check_commit(&crate::ostree::Repo::open(&self.repo)?, &self.commit, &trust, &binding)?;
         if self.json {
             print_json(&report)?;
         }
@@ -224,10 +224,11 @@ impl Delta {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
         use crate::ostree::delta::{self, Pair};
-        let to = delta::resolve(&self.repo, &self.r#ref)?;
+        let repo = crate::ostree::Repo::open(&self.repo)?;
+        let to = repo.resolve_present(&self.r#ref)?;
         let froms = match self.from.parse::<usize>() {
-            Ok(n) => delta::ancestors(&self.repo, &to, n)?,
-            Err(_) => vec![delta::resolve(&self.repo, &self.from)?],
+            Ok(n) => repo.ancestors(&to, n)?,
+            Err(_) => vec![repo.resolve_present(&self.from)?],
         };
         let mut pairs: Vec<Pair> = froms
             .into_iter()
@@ -245,7 +246,7 @@ impl Delta {
         if let Some(keys) = &self.verify {
             let trust = crate::sign::Trust::load(keys, None)?;
             for p in &pairs {
-                let key = delta::verify_superblock(&delta::superblock_path(&self.repo, p), &trust)?;
+                let key = delta::verify_superblock(&delta::superblock_path(&repo, p)?, &trust)?;
                 let from = p.from.as_deref().unwrap_or("(scratch)");
                 println!(
                     "{from} -> {to}: good signature from key {}",
@@ -267,7 +268,7 @@ impl Delta {
         let jobs = self
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-        delta::generate_signed(&self.repo, &pairs, &opts, jobs, key.as_ref())?;
+        delta::generate_signed(&repo, &pairs, &opts, jobs, key.as_ref())?;
         if self.json {
             return super::print_json(&pairs);
         }
@@ -293,8 +294,10 @@ impl Publish {
             .as_deref()
             .map(crate::sign::keys::read_secret_key)
             .transpose()?;
-        let index =
-            crate::ostree::publish::publish(&self.repo, &self.to, &opts, self.from_scratch, jobs, key.as_ref())?;
+        let src = crate::ostree::Repo::open(&self.repo)?;
+        let refs = crate::ostree::publish::published_refs(&src)?;
+        let dest = crate::ostree::Repo::open_or_create(&self.to, crate::ostree::Mode::Archive)?;
+        let index = crate::ostree::publish::publish(&src, &refs, &dest, &opts, self.from_scratch, jobs, key.as_ref())?;
         if self.json {
             return super::print_json(&index);
         }
@@ -335,7 +338,7 @@ impl BundleCreate {
     pub fn run(self) -> Result<()> {
         let key = crate::sign::keys::read_secret_key(&self.key)?;
         let created = crate::ostree::bundle::create(&crate::ostree::bundle::CreateOptions {
-            repo: &self.repo,
+            repo: &crate::ostree::Repo::open(&self.repo)?,
             from: self.from.as_deref(),
             to: &self.to,
             output: &self.output,

@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 
 use super::resolve::{self, Resolved};
 use crate::failpoint;
-use crate::ostree::tree::{self as otree, Meta, Mode};
+use crate::ostree::tree::{self as otree, Meta};
+use crate::ostree::{Mode, Repo};
 use crate::rpm::header::{self, HeaderInfo};
 use crate::treefile::{Initramfs, Treefile};
 
@@ -93,7 +94,14 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     let headers: Vec<HeaderInfo> = resolved.files.iter().map(|f| header::read(f)).collect::<Result<_>>()?;
     let when = source_date(&headers)?;
     let input_hash = input_hash(tf, &resolved, opts.no_scripts);
-    let previous = otree::ref_metadata(&opts.repo, &tf.treeref)?;
+    let target = Repo::open_if_exists(&opts.repo)?;
+    let previous = match &target {
+        Some(repo) => match repo.resolve_ref(&tf.treeref)? {
+            Some(commit) => Some((commit.clone(), repo.commit_info(&commit)?.metadata)),
+            None => None,
+        },
+        None => None,
+    };
     let prev_version = previous.as_ref().and_then(|(_, m)| m.get("version").cloned());
     let version = next_version(tf, prev_version.as_deref(), when);
     if let Some((commit, meta)) = &previous
@@ -138,7 +146,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     // Packages are cached in the repository itself when it is bare-user (rpm-ostree's
     // unified core); an archive repository (for serving) gets only the final commit,
     // copied in with compression on every core, and the cache lives under cache_dir.
-    let target_mode = otree::existing_mode(&opts.repo)?.unwrap_or(Mode::BareUser);
+    let target_mode = target.as_ref().map(Repo::mode).transpose()?.unwrap_or(Mode::BareUser);
     let build_repo = match target_mode {
         Mode::BareUser => opts.repo.clone(),
         Mode::Archive => opts.cache_dir.join("pkgcache"),
@@ -242,8 +250,9 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
 
     let metadata = commit_metadata(tf, &resolved, &version, &input_hash, &skipped);
     let parent = previous.as_ref().map(|(c, _)| c.as_str());
+    let build = Repo::open(&build_repo)?;
     let (commit, applied) = crate::ostree::layers::commit_layers(
-        &build_repo,
+        &build,
         &commits,
         &report.copied,
         &otree::CommitRequest {
@@ -263,11 +272,11 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     // Signed before an archive (served) repository sees it, so its ref never points
     // at an unsigned commit; a bare-user build repository is signed right after.
     if let Some(key) = &sign_key {
-        crate::ostree::sign::sign_commit_with(&build_repo, &commit, key)?;
+        crate::ostree::sign::sign_commit_with(&build, &commit, key)?;
     }
     if target_mode == Mode::Archive {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        otree::copy_commit(&build_repo, &opts.repo, &commit, &tf.treeref, cores)?;
+        otree::copy_commit(&build, &Repo::open(&opts.repo)?, &commit, &tf.treeref, cores)?;
     }
     stage("compose::ref-written", &mut clock)?;
     crate::pkgcache::checkouts::prune(&opts.cache_dir, &layers);

@@ -161,7 +161,7 @@ fn plan(opts: &ImageOptions) -> Result<Plan<'_>> {
     let placed = board
         .layout(size)
         .with_context(|| format!("board {}: planning a {size}-byte image", board.source.display()))?;
-    let meta = crate::ostree::tree::commit_info(&opts.repo, &opts.rev)?;
+    let meta = crate::ostree::Repo::open(&opts.repo)?.commit_info(&opts.rev)?;
     if let Some(arch) = meta.metadata.get("arbor.arch")
         && arch != board.arch.rpm_name()
     {

@@ -41,7 +41,7 @@ pub(super) fn deploy(plan: &Plan, bar: &Progress) -> Result<Deployed> {
     tracing::info!(board = %plan.board.name, commit = %plan.commit, "deploying into a staging sysroot");
     let deployed = crate::ostree::sysroot::deploy(&crate::ostree::sysroot::DeployRequest {
         sysroot: &root_dir,
-        source_repo: &opts.repo,
+        source_repo: &crate::ostree::Repo::open(&opts.repo)?,
         rev: &opts.rev,
         osname: &opts.osname,
         kargs: &plan.kargs,

@@ -14,7 +14,7 @@ use ::ostree::{gio, glib};
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
 
-use super::{open, resolve_rev as resolve};
+use super::repo::Repo;
 use crate::bundle::{
     self, BOARD, Board, COMMIT, COMMITMETA, CommitView, DELTA, Decoder, MEMBERS, Manifest, Member, read::Verified,
 };
@@ -27,7 +27,7 @@ const COMMIT_TYPE: &str = "(a{sv}aya(say)sstayay)";
 #[derive(Debug)]
 pub struct CreateOptions<'a> {
     /// The repository holding both commits.
-    pub repo: &'a Path,
+    pub repo: &'a Repo,
     /// The commit (or ref) devices have now; `None` for a from-scratch delta.
     pub from: Option<&'a str>,
     /// The commit (or ref) to update them to.
@@ -53,15 +53,17 @@ pub struct Created {
 /// `arbor.arch`, `arbor.boards` and at least one signature (devices refuse
 /// unsigned commits; sign it with `arbor sign` first).
 pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
-    let repo = open(opts.repo)?;
-    let (to, to_ref) = resolve(&repo, opts.repo, opts.to)?;
+    let repo = opts.repo;
+    let resolved = repo.resolve(opts.to)?;
+    let (to, to_ref) = (resolved.commit, resolved.refname);
     let from = match opts.from {
-        Some(f) => Some(resolve(&repo, opts.repo, f)?.0),
+        Some(f) => Some(repo.resolve(f)?.commit),
         None => None,
     };
     let commit_v = repo
+        .raw()
         .load_variant(::ostree::ObjectType::Commit, &to)
-        .with_context(|| format!("loading commit {to} from {}", opts.repo.display()))?;
+        .with_context(|| format!("loading commit {to} from {}", repo.path().display()))?;
     let commit = commit_v.data_as_bytes().to_vec();
     let (_, actual) = bundle::digest(commit.as_slice()).context("hashing the commit")?;
     if actual != to {
@@ -76,6 +78,7 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         );
     };
     let commitmeta = repo
+        .raw()
         .read_commit_detached_metadata(&to, gio::Cancellable::NONE)
         .with_context(|| format!("reading the detached metadata of commit {to}"))?
         .map(|v| v.data_as_bytes().to_vec())
@@ -109,7 +112,7 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         .tempdir_in(&dir)
         .with_context(|| format!("creating a work directory in {}", dir.display()))?;
     let delta_path = work.path().join(DELTA);
-    generate_delta(&repo, from.as_deref(), &to, &delta_path)?;
+    generate_delta(repo, from.as_deref(), &to, &delta_path)?;
 
     let memory = |name: &str| -> Option<&[u8]> {
         match name {
@@ -182,22 +185,23 @@ pub fn verify_file(path: &Path, trust: &Trust) -> Result<Verified> {
 }
 
 /// One self-contained delta file (parts inline) at `dest`.
-fn generate_delta(repo: &::ostree::Repo, from: Option<&str>, to: &str, dest: &Path) -> Result<()> {
+fn generate_delta(repo: &Repo, from: Option<&str>, to: &str, dest: &Path) -> Result<()> {
     let params = glib::VariantDict::new(None);
     // libostree reads `filename` as a NUL-terminated bytestring (`^&ay`).
     let mut path = dest.as_os_str().as_bytes().to_vec();
     path.push(0);
     params.insert_value("filename", &glib::Variant::array_from_fixed_array(&path));
     params.insert("inline-parts", true);
-    repo.static_delta_generate(
-        ::ostree::StaticDeltaGenerateOpt::Major,
-        from,
-        to,
-        None,
-        Some(&params.end()),
-        gio::Cancellable::NONE,
-    )
-    .with_context(|| format!("generating the delta {} → {to}", from.unwrap_or("(scratch)")))?;
+    repo.raw()
+        .static_delta_generate(
+            ::ostree::StaticDeltaGenerateOpt::Major,
+            from,
+            to,
+            None,
+            Some(&params.end()),
+            gio::Cancellable::NONE,
+        )
+        .with_context(|| format!("generating the delta {} → {to}", from.unwrap_or("(scratch)")))?;
     if !dest.is_file() {
         bail!("libostree wrote no delta file at {}", dest.display());
     }

@@ -13,7 +13,8 @@ use ostree::gio;
 use ostree::glib;
 use ostree::prelude::*;
 
-use super::tree::{CommitRequest, Mode, committed_meta, finish_commit, open_or_create};
+use super::repo::Repo;
+use super::tree::{CommitRequest, committed_meta, finish_commit};
 
 /// What the upper directory changed in the union of the packages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -89,12 +90,12 @@ fn pristine<'a>(sources: &'a Sources, path: &str, md: &std::fs::Metadata) -> Opt
 /// `req.dir`, an overlayfs upper directory, applied on top; moves the ref in
 /// the same transaction. Returns the commit checksum.
 pub fn commit_layers(
-    repo_path: &Path,
+    repo: &Repo,
     commits: &[String],
     copied: &[Copied],
     req: &CommitRequest,
 ) -> Result<(String, Applied)> {
-    let repo = open_or_create(repo_path, Mode::BareUser)?;
+    let repo = repo.raw();
     repo.prepare_transaction(gio::Cancellable::NONE)
         .context("starting an OSTree transaction")?;
     let result = (|| -> Result<(String, Applied)> {
@@ -112,13 +113,13 @@ pub fn commit_layers(
             else {
                 bail!("package commit {commit} has no root directory");
             };
-            union(&repo, &mtree, &contents, &meta, "")
+            union(repo, &mtree, &contents, &meta, "")
                 .with_context(|| format!("adding package commit {commit} to the tree"))?;
         }
         let sources = sources(&mtree, copied)?;
         let mut applied = Applied::default();
-        apply_upper(&repo, &mtree, req.dir, "", &sources, &mut applied)?;
-        let checksum = finish_commit(&repo, &mtree, req)?;
+        apply_upper(repo, &mtree, req.dir, "", &sources, &mut applied)?;
+        let checksum = finish_commit(repo, &mtree, req)?;
         Ok((checksum, applied))
     })();
     if result.is_err() {
@@ -519,7 +520,7 @@ mod tests {
             timestamp: 0,
             parent: None,
         };
-        let (checksum, applied) = commit_layers(&repo, &commits, &[], &req).unwrap();
+        let (checksum, applied) = commit_layers(&Repo::open(&repo).unwrap(), &commits, &[], &req).unwrap();
         assert_eq!(applied, Applied { written: 4, removed: 2 });
         assert_eq!(ostree(&repo, &["rev-parse", "test/tree"]).trim(), checksum);
         let ls = ostree(&repo, &["ls", "-R", "test/tree"]);
@@ -547,8 +548,8 @@ mod tests {
         let empty = t.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
         let req = CommitRequest { dir: &empty, ..req };
-        let (one, _) = commit_layers(&repo, &commits, &[], &req).unwrap();
-        let (two, _) = commit_layers(&repo, &commits, &[], &req).unwrap();
+        let (one, _) = commit_layers(&Repo::open(&repo).unwrap(), &commits, &[], &req).unwrap();
+        let (two, _) = commit_layers(&Repo::open(&repo).unwrap(), &commits, &[], &req).unwrap();
         assert_eq!(one, two);
         let ls = ostree(&repo, &["ls", "-R", &one]);
         assert!(
@@ -584,7 +585,10 @@ mod tests {
             timestamp: 0,
             parent: None,
         };
-        let e = format!("{:#}", commit_layers(&repo, &commits, &[], &req).unwrap_err());
+        let e = format!(
+            "{:#}",
+            commit_layers(&Repo::open(&repo).unwrap(), &commits, &[], &req).unwrap_err()
+        );
         assert!(e.contains("/usr/bin/x") && e.contains("different files"), "{e}");
         assert!(
             ostree(&repo, &["refs"]).lines().all(|r| r != "test/tree"),

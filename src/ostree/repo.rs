@@ -24,10 +24,17 @@ const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
 const S_IFLNK: u32 = 0o120000;
 
-/// An opened OSTree repository.
+/// An opened OSTree repository: the handle every function of this module
+/// takes.
 pub struct Repo {
     repo: ::ostree::Repo,
     path: PathBuf,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repo").field("path", &self.path).finish()
+    }
 }
 
 /// Owner, mode (file type bits included) and extended attributes of one object.
@@ -105,21 +112,37 @@ impl MetaValue {
     }
 }
 
-impl Repo {
-    /// Opens the repository at `path`, creating it in bare-user mode (the mode
-    /// for building: any user can write it, owners and modes live in xattrs)
-    /// when `path` holds no repository yet.
-    pub fn open_or_create_bare_user(path: &Path) -> Result<Repo> {
-        if !path.join("config").exists() {
-            std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
-            let repo = ::ostree::Repo::new_for_path(path);
-            repo.create(::ostree::RepoMode::BareUser, gio::Cancellable::NONE)
-                .with_context(|| format!("creating a bare-user OSTree repository at {}", path.display()))?;
-        }
-        Repo::open(path)
-    }
+/// Repository modes arbor writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// For building: files stored uncompressed, owners in an xattr.
+    BareUser,
+    /// For serving over HTTP: compressed objects.
+    Archive,
+}
 
-    /// Opens an existing repository.
+/// What a revision (ref or checksum) names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The commit checksum.
+    pub commit: String,
+    /// The ref it was resolved through (`None` when the revision was a checksum).
+    pub refname: Option<String>,
+}
+
+/// A commit's checksum, timestamp and string-valued metadata.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    /// Checksum.
+    pub commit: String,
+    /// Seconds since the epoch.
+    pub timestamp: u64,
+    /// Metadata entries whose values are strings.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Repo {
+    /// Opens an existing repository: the one way arbor opens one.
     pub fn open(path: &Path) -> Result<Repo> {
         let repo = ::ostree::Repo::new_for_path(path);
         repo.open(gio::Cancellable::NONE)
@@ -130,9 +153,60 @@ impl Repo {
         })
     }
 
+    /// Opens the repository at `path`, creating it in `mode` when `path` holds
+    /// no repository yet.
+    pub fn open_or_create(path: &Path, mode: Mode) -> Result<Repo> {
+        if !path.join("config").exists() {
+            std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+            let m = match mode {
+                Mode::BareUser => ::ostree::RepoMode::BareUser,
+                Mode::Archive => ::ostree::RepoMode::Archive,
+            };
+            let what = match mode {
+                Mode::BareUser => "a bare-user",
+                Mode::Archive => "an archive",
+            };
+            ::ostree::Repo::new_for_path(path)
+                .create(m, gio::Cancellable::NONE)
+                .with_context(|| format!("creating {what} OSTree repository at {}", path.display()))?;
+        }
+        Repo::open(path)
+    }
+
+    /// [`Repo::open_or_create`] in bare-user mode (the mode for building: any
+    /// user can write it, owners and modes live in xattrs).
+    pub fn open_or_create_bare_user(path: &Path) -> Result<Repo> {
+        Repo::open_or_create(path, Mode::BareUser)
+    }
+
+    /// The repository at `path`, `None` when there is none there.
+    pub fn open_if_exists(path: &Path) -> Result<Option<Repo>> {
+        if !path.join("config").exists() {
+            return Ok(None);
+        }
+        Repo::open(path).map(Some)
+    }
+
     /// The repository directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The libostree object, for the other files of this module.
+    pub(super) fn raw(&self) -> &::ostree::Repo {
+        &self.repo
+    }
+
+    /// The repository's mode; modes arbor does not write are an error.
+    pub fn mode(&self) -> Result<Mode> {
+        Ok(match self.repo.mode() {
+            ::ostree::RepoMode::Archive => Mode::Archive,
+            ::ostree::RepoMode::BareUser => Mode::BareUser,
+            other => bail!(
+                "{} is a {other:?} repository; arbor composes into bare-user (building) or archive (serving) repositories",
+                self.path.display()
+            ),
+        })
     }
 
     /// Whether objects can be streamed into this repository (archive mode
@@ -148,6 +222,98 @@ impl Repo {
             .resolve_rev(name, true)
             .with_context(|| format!("looking up ref {name} in {}", self.path.display()))?;
         Ok(rev.map(|s| s.to_string()))
+    }
+
+    /// The commit `rev` names, and the ref it was resolved through: the one
+    /// way arbor resolves a revision. A full checksum names itself, present
+    /// or not (see [`Repo::has_commit`]); anything else must be a ref.
+    pub fn resolve(&self, rev: &str) -> Result<Resolved> {
+        if ::ostree::validate_checksum_string(rev).is_ok() {
+            return Ok(Resolved {
+                commit: rev.to_string(),
+                refname: None,
+            });
+        }
+        match self.repo.resolve_rev(rev, true) {
+            Ok(Some(c)) => Ok(Resolved {
+                commit: c.to_string(),
+                refname: Some(rev.to_string()),
+            }),
+            Ok(None) => bail!(
+                "{} has no ref {rev} (and it is not a commit checksum)",
+                self.path.display()
+            ),
+            Err(e) => Err(e).with_context(|| format!("looking up {rev} in {}", self.path.display())),
+        }
+    }
+
+    /// [`Repo::resolve`], and the commit object must be in the repository.
+    pub fn resolve_present(&self, rev: &str) -> Result<String> {
+        let commit = self.resolve(rev)?.commit;
+        if !self.has_commit(&commit)? {
+            bail!("{rev}: no such commit in {}", self.path.display());
+        }
+        Ok(commit)
+    }
+
+    /// Whether the commit object `commit` is in the repository.
+    pub fn has_commit(&self, commit: &str) -> Result<bool> {
+        self.repo
+            .has_object(::ostree::ObjectType::Commit, commit, gio::Cancellable::NONE)
+            .with_context(|| format!("looking for commit {commit} in {}", self.path.display()))
+    }
+
+    /// The commit object `commit` (a checksum).
+    pub(super) fn load_commit(&self, commit: &str) -> Result<glib::Variant> {
+        let (variant, _) = self
+            .repo
+            .load_commit(commit)
+            .with_context(|| format!("loading commit {commit} from {}", self.path.display()))?;
+        Ok(variant)
+    }
+
+    /// The commit `rev` (a ref or checksum) names, with its timestamp and string metadata.
+    pub fn commit_info(&self, rev: &str) -> Result<CommitInfo> {
+        let commit = self.resolve(rev)?.commit;
+        let variant = self.load_commit(&commit)?;
+        let meta = variant.child_value(0);
+        let mut metadata = BTreeMap::new();
+        for i in 0..meta.n_children() {
+            let entry = meta.child_value(i);
+            let key = entry.child_value(0);
+            let value = entry.child_value(1).as_variant();
+            if let (Some(k), Some(v)) = (key.str(), value.as_ref().and_then(|v| v.str().map(String::from))) {
+                metadata.insert(k.to_string(), v);
+            }
+        }
+        Ok(CommitInfo {
+            commit,
+            timestamp: ::ostree::commit_get_timestamp(&variant),
+            metadata,
+        })
+    }
+
+    /// Up to `n` ancestors of `commit`, nearest first (stops where history is
+    /// not in the repository).
+    pub fn ancestors(&self, commit: &str, n: usize) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut cur = commit.to_string();
+        while out.len() < n {
+            let (variant, _) = self
+                .repo
+                .load_commit(&cur)
+                .with_context(|| format!("loading commit {cur}"))?;
+            let Some(parent) = ::ostree::commit_get_parent(&variant) else {
+                break;
+            };
+            let parent = parent.to_string();
+            if !self.has_commit(&parent)? {
+                break;
+            }
+            out.push(parent.clone());
+            cur = parent;
+        }
+        Ok(out)
     }
 
     /// Starts a transaction; it is aborted unless [`Transaction::commit`] is called.

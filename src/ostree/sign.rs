@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::{open, resolve_rev as resolve};
+use super::repo::Repo;
 use ::ostree::{gio, glib};
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::{Signer as _, SigningKey};
@@ -39,25 +39,24 @@ pub struct Verified {
     pub key: String,
 }
 
-/// Signs `commit` (a checksum or ref) in the repository at `repo` with the key
-/// in `secret_key_file`. The signature is appended to the commit's
+/// Signs `commit` (a checksum or ref) in `repo` with the key in
+/// `secret_key_file`. The signature is appended to the commit's
 /// `ostree.sign.ed25519`, unless that exact signature is already there; other
 /// detached metadata is kept.
-pub fn sign_commit(repo: &Path, commit: &str, secret_key_file: &Path) -> Result<Signed> {
+pub fn sign_commit(repo: &Repo, commit: &str, secret_key_file: &Path) -> Result<Signed> {
     let key = keys::read_secret_key(secret_key_file)?;
     sign_commit_with(repo, commit, &key)
 }
 
 /// [`sign_commit`] with a key already in memory.
-pub fn sign_commit_with(repo_path: &Path, commit: &str, key: &SigningKey) -> Result<Signed> {
-    let repo = open(repo_path)?;
-    let (csum, _) = resolve(&repo, repo_path, commit)?;
-    let data = load_commit(&repo, repo_path, &csum)?.data_as_bytes();
+pub fn sign_commit_with(repo: &Repo, commit: &str, key: &SigningKey) -> Result<Signed> {
+    let csum = repo.resolve(commit)?.commit;
+    let data = load_commit(repo, &csum)?.data_as_bytes();
     if let Err(why) = check_checksum(&data, &csum) {
         bail!("refusing to sign: {why}");
     }
     let signature = key.sign(&data).to_bytes().to_vec();
-    let existing = read_detached(&repo, &csum)
+    let existing = read_detached(repo, &csum)
         .with_context(|| format!("refusing to sign commit {csum}: its detached metadata is unusable"))?;
     let mut entries = match &existing {
         Some(d) => match signature_entries(d) {
@@ -84,7 +83,7 @@ pub fn sign_commit_with(repo_path: &Path, commit: &str, key: &SigningKey) -> Res
         });
     }
     entries.push(signature);
-    write_signatures(&repo, repo_path, &csum, existing.as_ref(), &entries)?;
+    write_signatures(repo, &csum, existing.as_ref(), &entries)?;
     Ok(Signed {
         commit: csum,
         key: public,
@@ -96,28 +95,27 @@ pub fn sign_commit_with(repo_path: &Path, commit: &str, key: &SigningKey) -> Res
 /// `entries` (unchecked), keeping the other detached metadata: for dropping a
 /// revoked key's signatures, copying signatures between repositories, and
 /// tests of the verifier. An empty list leaves an empty `aay`.
-pub fn replace_signatures(repo_path: &Path, commit: &str, entries: &[Vec<u8>]) -> Result<()> {
-    let repo = open(repo_path)?;
-    let (csum, _) = resolve(&repo, repo_path, commit)?;
+pub fn replace_signatures(repo: &Repo, commit: &str, entries: &[Vec<u8>]) -> Result<()> {
+    let csum = repo.resolve(commit)?.commit;
     let existing =
-        read_detached(&repo, &csum).with_context(|| format!("the detached metadata of commit {csum} is unusable"))?;
-    write_signatures(&repo, repo_path, &csum, existing.as_ref(), entries)
+        read_detached(repo, &csum).with_context(|| format!("the detached metadata of commit {csum} is unusable"))?;
+    write_signatures(repo, &csum, existing.as_ref(), entries)
 }
 
 /// Checks `commit` (a checksum or ref): one signature by a trusted,
 /// non-revoked key over its bytes, its bytes matching its checksum, and every
 /// binding in `binding`. Problems with the commit are reasons in the report;
 /// only failing to open the repository or find the commit is an error.
-pub fn check_commit(repo_path: &Path, commit: &str, trust: &Trust, binding: &Binding) -> Result<Report> {
-    let repo = open(repo_path)?;
-    let (csum, mut reached_through) = resolve(&repo, repo_path, commit)?;
-    let variant = untrusted(&load_commit(&repo, repo_path, &csum)?);
+pub fn check_commit(repo: &Repo, commit: &str, trust: &Trust, binding: &Binding) -> Result<Report> {
+    let resolved = repo.resolve(commit)?;
+    let (csum, mut reached_through) = (resolved.commit, resolved.refname);
+    let variant = untrusted(&load_commit(repo, &csum)?);
     let data = variant.data_as_bytes();
     let mut reasons = Vec::new();
     if let Err(why) = check_checksum(&data, &csum) {
         reasons.push(why);
     }
-    let signatures = match read_detached(&repo, &csum) {
+    let signatures = match read_detached(repo, &csum) {
         Ok(Some(d)) => signature_entries(&d),
         Ok(None) => Signatures::Missing,
         Err(e) => Signatures::Malformed(format!("{e:#}")),
@@ -133,11 +131,7 @@ pub fn check_commit(repo_path: &Path, commit: &str, trust: &Trust, binding: &Bin
     // ref when that ref points to it now.
     if reached_through.is_none()
         && let Some(r) = &binding.ref_name
-        && repo
-            .resolve_rev(r, true)
-            .ok()
-            .flatten()
-            .is_some_and(|c| c == csum.as_str())
+        && repo.resolve_ref(r).ok().flatten().is_some_and(|c| c == csum)
     {
         reached_through = Some(r.clone());
     }
@@ -159,7 +153,7 @@ pub fn check_commit(repo_path: &Path, commit: &str, trust: &Trust, binding: &Bin
 }
 
 /// [`check_commit`], as an error naming every reason when the commit does not pass.
-pub fn verify_commit(repo: &Path, commit: &str, trust: &Trust, binding: &Binding) -> Result<Verified> {
+pub fn verify_commit(repo: &Repo, commit: &str, trust: &Trust, binding: &Binding) -> Result<Verified> {
     let report = check_commit(repo, commit, trust, binding)?;
     match (report.valid, report.key) {
         (true, Some(key)) => Ok(Verified {
@@ -172,9 +166,10 @@ pub fn verify_commit(repo: &Path, commit: &str, trust: &Trust, binding: &Binding
 
 /// The commit object; its `data_as_bytes()` are the bytes exactly as stored,
 /// what the signature covers.
-fn load_commit(repo: &::ostree::Repo, path: &Path, csum: &str) -> Result<glib::Variant> {
-    repo.load_variant(::ostree::ObjectType::Commit, csum)
-        .with_context(|| format!("loading commit {csum} from {}", path.display()))
+fn load_commit(repo: &Repo, csum: &str) -> Result<glib::Variant> {
+    repo.raw()
+        .load_variant(::ostree::ObjectType::Commit, csum)
+        .with_context(|| format!("loading commit {csum} from {}", repo.path().display()))
 }
 
 /// A commit's checksum is the SHA-256 of its bytes; a mismatch means the
@@ -190,8 +185,9 @@ fn check_checksum(data: &[u8], csum: &str) -> Result<(), String> {
 
 /// The commit's detached metadata (`a{sv}`), refusing one that is not in
 /// normal form: libostree loads it as trusted data without checking.
-fn read_detached(repo: &::ostree::Repo, csum: &str) -> Result<Option<glib::Variant>> {
+fn read_detached(repo: &Repo, csum: &str) -> Result<Option<glib::Variant>> {
     let Some(v) = repo
+        .raw()
         .read_commit_detached_metadata(csum, gio::Cancellable::NONE)
         .with_context(|| format!("reading the detached metadata of commit {csum}"))?
     else {
@@ -251,18 +247,28 @@ pub(crate) fn signature_entries(detached: &glib::Variant) -> Signatures {
     Signatures::Entries(entries)
 }
 
-fn write_signatures(
-    repo: &::ostree::Repo,
-    path: &Path,
-    csum: &str,
-    existing: Option<&glib::Variant>,
-    entries: &[Vec<u8>],
-) -> Result<()> {
+/// The `{sv}` entry `ostree.sign.ed25519` → `aay` holding `entries`: the one
+/// place arbor builds ostree's ed25519 signature form.
+fn signatures_entry(entries: &[Vec<u8>]) -> glib::Variant {
     let aay = glib::Variant::array_from_iter_with_type(
         glib::VariantTy::BYTE_STRING,
         entries.iter().map(|e| glib::Variant::array_from_fixed_array(e)),
     );
-    let ours = glib::variant::DictEntry::new(METADATA_KEY.to_string(), aay).to_variant();
+    glib::variant::DictEntry::new(METADATA_KEY.to_string(), aay).to_variant()
+}
+
+fn sv_dict(items: impl IntoIterator<Item = glib::Variant>) -> glib::Variant {
+    glib::Variant::array_from_iter_with_type(glib::VariantTy::new("{sv}").expect("static type string"), items)
+}
+
+/// An `a{sv}` holding only `ostree.sign.ed25519` with `key`'s signature over
+/// `data`: what ostree's ed25519 signer writes for a summary or a delta superblock.
+pub(super) fn signature_dict(data: &[u8], key: &SigningKey) -> glib::Variant {
+    sv_dict([signatures_entry(&[key.sign(data).to_bytes().to_vec()])])
+}
+
+fn write_signatures(repo: &Repo, csum: &str, existing: Option<&glib::Variant>, entries: &[Vec<u8>]) -> Result<()> {
+    let ours = signatures_entry(entries);
     // Other keys keep their order; ours replaces itself in place or comes last.
     let mut items = Vec::new();
     let mut placed = false;
@@ -282,11 +288,15 @@ fn write_signatures(
     if !placed {
         items.push(ours);
     }
-    let dict =
-        glib::Variant::array_from_iter_with_type(glib::VariantTy::new("{sv}").expect("static type string"), items);
     // Written atomically (temp file and rename) by libostree.
-    repo.write_commit_detached_metadata(csum, Some(&dict), gio::Cancellable::NONE)
-        .with_context(|| format!("writing the detached metadata of commit {csum} in {}", path.display()))
+    repo.raw()
+        .write_commit_detached_metadata(csum, Some(&sv_dict(items)), gio::Cancellable::NONE)
+        .with_context(|| {
+            format!(
+                "writing the detached metadata of commit {csum} in {}",
+                repo.path().display()
+            )
+        })
 }
 
 fn string_field(meta: &glib::Variant, key: &str) -> Result<Field<String>, String> {
@@ -328,8 +338,8 @@ mod tests {
     use super::*;
 
     /// A bare-user repository with one commit carrying `arbor.arch`.
-    fn repo_with_commit(dir: &Path) -> Result<(std::path::PathBuf, String)> {
-        use crate::ostree::repo::{Dir, FileMeta, MetaValue, Repo};
+    fn repo_with_commit(dir: &Path) -> Result<(Repo, String)> {
+        use crate::ostree::repo::{Dir, FileMeta, MetaValue};
         let path = dir.join("repo");
         let repo = Repo::open_or_create_bare_user(&path)?;
         let tx = repo.transaction()?;
@@ -337,21 +347,21 @@ mod tests {
         meta.insert(ARCH_KEY.to_string(), MetaValue::Str("aarch64".into()));
         let c = tx.write_commit(&Dir::new(FileMeta::root_dir(0o755)), "t", &meta, 0)?;
         tx.commit("t/ref", &c)?;
-        Ok((path, c))
+        Ok((repo, c))
     }
 
     #[test]
     fn sign_keeps_other_detached_keys_and_is_idempotent() -> Result<()> {
         let tmp = tempfile::tempdir()?;
-        let (path, c) = repo_with_commit(tmp.path())?;
-        let repo = open(&path)?;
+        let (repo, c) = repo_with_commit(tmp.path())?;
         let other = glib::variant::DictEntry::new("x.other".to_string(), "kept".to_variant()).to_variant();
         let dict = glib::Variant::array_from_iter_with_type(glib::VariantTy::new("{sv}").expect("type"), [other]);
-        repo.write_commit_detached_metadata(&c, Some(&dict), gio::Cancellable::NONE)?;
+        repo.raw()
+            .write_commit_detached_metadata(&c, Some(&dict), gio::Cancellable::NONE)?;
 
         let k = SigningKey::from_bytes(&[9; 32]);
-        assert!(sign_commit_with(&path, "t/ref", &k)?.added);
-        assert!(!sign_commit_with(&path, &c, &k)?.added);
+        assert!(sign_commit_with(&repo, "t/ref", &k)?.added);
+        assert!(!sign_commit_with(&repo, &c, &k)?.added);
         let d = read_detached(&repo, &c)?.context("detached metadata")?;
         assert_eq!(
             lookup(&d, "x.other")
@@ -375,7 +385,7 @@ mod tests {
             board: None,
             ref_name: Some("t/ref".into()),
         };
-        let v = verify_commit(&path, &c, &trust, &binding)?;
+        let v = verify_commit(&repo, &c, &trust, &binding)?;
         assert_eq!(v.key, keys::encode_public(&k.verifying_key()));
         Ok(())
     }
@@ -383,14 +393,14 @@ mod tests {
     #[test]
     fn a_signature_key_of_the_wrong_type_blocks_signing() -> Result<()> {
         let tmp = tempfile::tempdir()?;
-        let (path, c) = repo_with_commit(tmp.path())?;
-        let repo = open(&path)?;
+        let (repo, c) = repo_with_commit(tmp.path())?;
         let bad = glib::variant::DictEntry::new(METADATA_KEY.to_string(), "nope".to_variant()).to_variant();
         let dict = glib::Variant::array_from_iter_with_type(glib::VariantTy::new("{sv}").expect("type"), [bad]);
-        repo.write_commit_detached_metadata(&c, Some(&dict), gio::Cancellable::NONE)?;
+        repo.raw()
+            .write_commit_detached_metadata(&c, Some(&dict), gio::Cancellable::NONE)?;
         let err = format!(
             "{:#}",
-            sign_commit_with(&path, &c, &SigningKey::from_bytes(&[1; 32])).unwrap_err()
+            sign_commit_with(&repo, &c, &SigningKey::from_bytes(&[1; 32])).unwrap_err()
         );
         assert!(err.contains("has type s, not aay"), "{err}");
         Ok(())

@@ -16,7 +16,7 @@ pub struct DeployRequest<'a> {
     /// The staging directory that becomes the root filesystem's top.
     pub sysroot: &'a Path,
     /// The repository holding the commit.
-    pub source_repo: &'a Path,
+    pub source_repo: &'a super::repo::Repo,
     /// A ref or commit checksum in `source_repo`.
     pub rev: &'a str,
     /// The stateroot (`ostree/deploy/<osname>`).
@@ -48,9 +48,10 @@ pub struct Deployed {
 pub fn deploy(req: &DeployRequest) -> Result<Deployed> {
     let cancel = gio::Cancellable::NONE;
     let shown = req.sysroot.display();
-    let source = super::open(req.source_repo)?;
-    let (commit, refname) = super::resolve_rev(&source, req.source_repo, req.rev)?;
-    refuse_linked_boot_files(&source, &commit)?;
+    let source = req.source_repo;
+    let resolved = source.resolve(req.rev)?;
+    let (commit, refname) = (resolved.commit, resolved.refname);
+    refuse_linked_boot_files(source.raw(), &commit)?;
     std::fs::create_dir_all(req.sysroot).with_context(|| format!("creating {shown}"))?;
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(req.sysroot)));
     sysroot
@@ -69,13 +70,13 @@ pub fn deploy(req: &DeployRequest) -> Result<Deployed> {
         .init_osname(req.osname, cancel)
         .with_context(|| format!("creating the stateroot {} in {shown}", req.osname))?;
 
-    let url = format!("file://{}", std::fs::canonicalize(req.source_repo)?.display());
+    let url = format!("file://{}", std::fs::canonicalize(source.path())?.display());
     let dict = glib::VariantDict::new(None);
     let refs = vec![refname.clone().unwrap_or_else(|| commit.clone())];
     dict.insert_value("refs", &refs.to_variant());
     dict.insert_value("flags", &(ostree::RepoPullFlags::NONE.bits() as i32).to_variant());
     repo.pull_with_options(&url, &dict.end(), None, cancel)
-        .with_context(|| format!("pulling {} from {} into {shown}", req.rev, req.source_repo.display()))?;
+        .with_context(|| format!("pulling {} from {} into {shown}", req.rev, source.path().display()))?;
 
     let origin_ref = match (&req.remote, &refname) {
         (Some((name, url)), Some(r)) => {

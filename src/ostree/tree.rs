@@ -11,39 +11,12 @@ use ostree::glib;
 use ostree::prelude::*;
 
 pub use super::repo::MetaValue as Meta;
-
-/// Repository modes arbor writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// For building: files stored uncompressed, owners in an xattr.
-    BareUser,
-    /// For serving over HTTP: compressed objects.
-    Archive,
-}
-
-/// Opens the repository at `path`, creating it in `mode` when it does not exist.
-pub fn open_or_create(path: &Path, mode: Mode) -> Result<ostree::Repo> {
-    let repo = ostree::Repo::new_for_path(path);
-    if path.join("config").exists() {
-        repo.open(gio::Cancellable::NONE)
-            .with_context(|| format!("opening OSTree repository {}", path.display()))?;
-    } else {
-        std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
-        let m = match mode {
-            Mode::BareUser => ostree::RepoMode::BareUser,
-            Mode::Archive => ostree::RepoMode::Archive,
-        };
-        repo.create(m, gio::Cancellable::NONE)
-            .with_context(|| format!("creating OSTree repository {}", path.display()))?;
-    }
-    Ok(repo)
-}
+use super::repo::Repo;
 
 /// Checks out `commits` in order into `dest` (created), as hardlinks into the
 /// repository; later commits add to earlier ones. Conflicting files must have
 /// been ruled out by the caller: identical files are allowed, others fail.
-pub fn checkout_union(repo_path: &Path, commits: &[String], dest: &Path) -> Result<()> {
-    let repo = open_or_create(repo_path, Mode::BareUser)?;
+pub fn checkout_union(repo: &Repo, commits: &[String], dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
     for commit in commits {
         let opts = ostree::RepoCheckoutAtOptions {
@@ -52,7 +25,8 @@ pub fn checkout_union(repo_path: &Path, commits: &[String], dest: &Path) -> Resu
             no_copy_fallback: true,
             ..Default::default()
         };
-        repo.checkout_at(Some(&opts), libc_at_fdcwd(), dest, commit, gio::Cancellable::NONE)
+        repo.raw()
+            .checkout_at(Some(&opts), libc_at_fdcwd(), dest, commit, gio::Cancellable::NONE)
             .with_context(|| format!("checking out {commit} into {}", dest.display()))?;
     }
     Ok(())
@@ -132,114 +106,19 @@ pub(super) fn finish_commit(repo: &ostree::Repo, mtree: &ostree::MutableTree, re
     Ok(checksum.to_string())
 }
 
-/// A commit's checksum, timestamp and string-valued metadata.
-#[derive(Debug, Clone)]
-pub struct CommitInfo {
-    /// Checksum.
-    pub commit: String,
-    /// Seconds since the epoch.
-    pub timestamp: u64,
-    /// Metadata entries whose values are strings.
-    pub metadata: BTreeMap<String, String>,
-}
-
-/// Reads the commit `rev` (a ref or checksum) names in the repository at `repo_path`.
-pub fn commit_info(repo_path: &Path, rev: &str) -> Result<CommitInfo> {
-    let repo = super::open(repo_path)?;
-    let (commit, _) = super::resolve_rev(&repo, repo_path, rev)?;
-    let (variant, _) = repo
-        .load_commit(&commit)
-        .with_context(|| format!("loading commit {commit} from {}", repo_path.display()))?;
-    let meta = variant.child_value(0);
-    let mut metadata = BTreeMap::new();
-    for i in 0..meta.n_children() {
-        let entry = meta.child_value(i);
-        let key = entry.child_value(0);
-        let value = entry.child_value(1).as_variant();
-        if let (Some(k), Some(v)) = (key.str(), value.as_ref().and_then(|v| v.str().map(String::from))) {
-            metadata.insert(k.to_string(), v);
-        }
-    }
-    Ok(CommitInfo {
-        commit,
-        timestamp: ::ostree::commit_get_timestamp(&variant),
-        metadata,
-    })
-}
-
-/// The commit a ref points at and its string metadata (for input hashes and versions).
-pub fn ref_metadata(repo_path: &Path, refname: &str) -> Result<Option<(String, BTreeMap<String, String>)>> {
-    if !repo_path.join("config").exists() {
-        return Ok(None);
-    }
-    let repo = open_or_create(repo_path, Mode::BareUser)?;
-    let Some(commit) = repo
-        .resolve_rev(refname, true)
-        .with_context(|| format!("resolving {refname}"))?
-    else {
-        return Ok(None);
-    };
-    let (variant, _) = repo
-        .load_commit(&commit)
-        .with_context(|| format!("loading commit {commit}"))?;
-    let meta = variant.child_value(0);
-    let dict = glib::VariantDict::new(Some(&meta));
-    let mut out = BTreeMap::new();
-    for key in ["version", "arbor.inputhash"] {
-        if let Some(v) = dict.lookup_value(key, None)
-            && let Some(s) = v.str()
-        {
-            out.insert(key.to_string(), s.to_string());
-        }
-    }
-    Ok(Some((commit.to_string(), out)))
-}
-
-/// The mode of an existing repository, `None` when there is none at `path`.
-pub fn existing_mode(path: &Path) -> Result<Option<Mode>> {
-    if !path.join("config").exists() {
-        return Ok(None);
-    }
-    let repo = ostree::Repo::new_for_path(path);
-    repo.open(gio::Cancellable::NONE)
-        .with_context(|| format!("opening OSTree repository {}", path.display()))?;
-    Ok(Some(match repo.mode() {
-        ostree::RepoMode::Archive => Mode::Archive,
-        ostree::RepoMode::BareUser => Mode::BareUser,
-        other => bail!(
-            "{} is a {other:?} repository; arbor composes into bare-user (building) or archive (serving) repositories",
-            path.display()
-        ),
-    }))
-}
-
-/// The commit `refname` points at in the repository at `path`, if any.
-pub fn resolve_ref(path: &Path, refname: &str) -> Result<Option<String>> {
-    if !path.join("config").exists() {
-        return Ok(None);
-    }
-    let repo = ostree::Repo::new_for_path(path);
-    repo.open(gio::Cancellable::NONE)
-        .with_context(|| format!("opening OSTree repository {}", path.display()))?;
-    Ok(repo
-        .resolve_rev(refname, true)
-        .with_context(|| format!("resolving {refname}"))?
-        .map(|s| s.to_string()))
-}
-
 /// Copies `commit` and everything it references from `src` to `dst` (usually
 /// bare-user → archive), compressing content objects on `jobs` threads at once
 /// (libostree compresses on one core), then moves `refname` in `dst` in a final
 /// transaction: a crash before that leaves the ref as it was.
-pub fn copy_commit(src: &Path, dst: &Path, commit: &str, refname: &str, jobs: usize) -> Result<()> {
+pub fn copy_commit(src: &Repo, dst: &Repo, commit: &str, refname: &str, jobs: usize) -> Result<()> {
     copy_objects(src, dst, commit, Some(refname), jobs)
 }
 
 /// Like [`copy_commit`]; with `refname` `None` only the objects are copied
 /// (publishing moves every ref at the very end).
-pub fn copy_objects(src: &Path, dst: &Path, commit: &str, refname: Option<&str>, jobs: usize) -> Result<()> {
-    let src_repo = open_or_create(src, Mode::BareUser)?;
-    let dst_repo = open_or_create(dst, Mode::Archive)?;
+pub fn copy_objects(src: &Repo, dst: &Repo, commit: &str, refname: Option<&str>, jobs: usize) -> Result<()> {
+    let (src_repo, dst_repo) = (src.raw(), dst.raw());
+    let (src, dst) = (src.path(), dst.path());
     let objects = src_repo
         .traverse_commit(commit, 0, gio::Cancellable::NONE)
         .with_context(|| format!("listing the objects of {commit}"))?;
@@ -366,8 +245,9 @@ fn copy_files(src: &Path, dst: &Path, checksums: &[String]) -> Result<()> {
     if checksums.is_empty() {
         return Ok(());
     }
-    let src_repo = open_or_create(src, Mode::BareUser)?;
-    let dst_repo = open_or_create(dst, Mode::Archive)?;
+    // Handles of its own: libostree allows one transaction per repository object.
+    let (src_repo, dst_repo) = (Repo::open(src)?, Repo::open(dst)?);
+    let (src_repo, dst_repo) = (src_repo.raw(), dst_repo.raw());
     dst_repo
         .prepare_transaction(gio::Cancellable::NONE)
         .context("starting an OSTree transaction")?;
