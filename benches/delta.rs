@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use arbor::arch::Arch;
 use arbor::compose::tree::{Options, compose};
-use arbor::ostree::delta::{self, Pair};
+use arbor::ostree::publish::delta::{self, Pair};
 
 const BASE: &str = "filesystem, setup, bash, busybox, kernel, uboot-images-armv8";
 const STEPS: [&str; 4] = [

@@ -34,10 +34,10 @@ pub fn run_helper() -> Option<i32> {
     if first == crate::sandbox::init::ARG {
         return Some(crate::sandbox::init::main());
     }
-    let worker: fn(&[String]) -> anyhow::Result<()> = if first == crate::ostree::delta::WORKER_ARG {
-        crate::ostree::delta::worker_main
-    } else if first == crate::ostree::tree::COPY_WORKER_ARG {
-        crate::ostree::tree::copy_worker_main
+    let worker: fn(&[String]) -> anyhow::Result<()> = if first == crate::ostree::publish::delta::WORKER_ARG {
+        crate::ostree::publish::delta::worker_main
+    } else if first == crate::ostree::publish::copy::COPY_WORKER_ARG {
+        crate::ostree::publish::copy::copy_worker_main
     } else {
         return None;
     };

@@ -134,9 +134,9 @@ fn signed_superblocks_are_recognised_by_ostree_and_tampering_is_refused() {
     let fresh = t.path("fresh");
     ostree(&fresh, &["init", "--mode=bare-user"]);
     ostree(&fresh, &["pull-local", repo.to_str().unwrap(), a]);
-    let sb = arbor::ostree::delta::superblock_path(
+    let sb = arbor::ostree::publish::delta::superblock_path(
         &arbor::ostree::Repo::open(&repo).unwrap(),
-        &arbor::ostree::delta::Pair {
+        &arbor::ostree::publish::delta::Pair {
             from: Some(a.into()),
             to: b.into(),
         },

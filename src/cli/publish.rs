@@ -223,7 +223,7 @@ impl Verify {
 impl Delta {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
-        use crate::ostree::delta::{self, Pair};
+        use crate::ostree::publish::delta::{self, Pair};
         let repo = crate::ostree::Repo::open(&self.repo)?;
         let to = repo.resolve_present(&self.r#ref)?;
         let froms = match self.from.parse::<usize>() {
@@ -281,7 +281,7 @@ impl Delta {
 impl Publish {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
-        let opts = crate::ostree::delta::Options {
+        let opts = crate::ostree::publish::delta::Options {
             max_part_mb: self.max_part_size,
             bsdiff: !self.no_bsdiff,
             inline_parts: false,

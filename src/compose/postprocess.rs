@@ -39,7 +39,7 @@ pub struct Report {
     /// Paths removed by remove-files / remove-from-packages / documentation / install-langs.
     pub removed: Vec<String>,
     /// Entries copied unchanged from the packages where a directory could not be renamed.
-    pub copied: Vec<crate::ostree::layers::Copied>,
+    pub copied: Vec<crate::ostree::commit::layers::Copied>,
     /// The overlay's upper directory (see [`run`]).
     upper: Option<PathBuf>,
 }
@@ -508,7 +508,7 @@ fn note_copy(dst: &Dir, name: impl AsRef<Path>, from: &str, to: &str, report: &m
     let md = dst
         .symlink_metadata(name.as_ref())
         .with_context(|| format!("looking at /{to}"))?;
-    report.copied.push(crate::ostree::layers::Copied {
+    report.copied.push(crate::ostree::commit::layers::Copied {
         from: format!("/{from}"),
         to: format!("/{to}"),
         ino: cap_std::fs::MetadataExt::ino(&md),

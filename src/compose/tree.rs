@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::resolve::{self, Resolved};
 use crate::failpoint;
-use crate::ostree::tree::{self as otree, Meta};
+use crate::ostree::commit::{self as ocommit, Meta};
 use crate::ostree::{Mode, Repo};
 use crate::rpm::header::{self, HeaderInfo};
 use crate::treefile::{Initramfs, Treefile};
@@ -251,11 +251,11 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     let metadata = commit_metadata(tf, &resolved, &version, &input_hash, &skipped);
     let parent = previous.as_ref().map(|(c, _)| c.as_str());
     let build = Repo::open(&build_repo)?;
-    let (commit, applied) = crate::ostree::layers::commit_layers(
+    let (commit, applied) = crate::ostree::commit::layers::commit_layers(
         &build,
         &commits,
         &report.copied,
-        &otree::CommitRequest {
+        &ocommit::CommitRequest {
             dir: &upper,
             refname: &tf.treeref,
             subject: &format!("{} {version}", tf.treeref),
@@ -276,7 +276,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     }
     if target_mode == Mode::Archive {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        otree::copy_commit(&build, &Repo::open(&opts.repo)?, &commit, &tf.treeref, cores)?;
+        crate::ostree::publish::copy::copy_commit(&build, &Repo::open(&opts.repo)?, &commit, &tf.treeref, cores)?;
     }
     stage("compose::ref-written", &mut clock)?;
     crate::pkgcache::checkouts::prune(&opts.cache_dir, &layers);

@@ -1,13 +1,11 @@
 //! libostree through the `ostree` crate; glib types stay inside this module.
 
 pub mod bundle;
-pub mod delta;
-pub mod layers;
+pub mod commit;
 pub mod publish;
 pub mod repo;
 pub mod sign;
 pub mod sysroot;
-pub mod tree;
 
 pub use repo::{CommitInfo, Mode, Repo, Resolved};
 

@@ -77,7 +77,7 @@ fn group(commits: &[String]) -> Vec<(String, Vec<String>)> {
 fn check_out(repo: &Path, dir: &Path, key: &str, commits: &[String]) -> Result<()> {
     let tmp = dir.join(format!(".tmp-{}-{key}", std::process::id()));
     remove_tree(&tmp);
-    crate::ostree::tree::checkout_union(&crate::ostree::Repo::open(repo)?, commits, &tmp)?;
+    crate::ostree::commit::checkout_union(&crate::ostree::Repo::open(repo)?, commits, &tmp)?;
     let dest = dir.join(key);
     match std::fs::rename(&tmp, &dest) {
         Ok(()) => Ok(()),

@@ -10,9 +10,11 @@ use ostree::gio;
 use ostree::glib;
 use serde::Serialize;
 
-use super::delta::{self, Pair};
-use super::repo::Repo;
-use super::tree;
+pub mod copy;
+pub mod delta;
+
+use crate::ostree::repo::Repo;
+use delta::Pair;
 
 /// What a published ref offers.
 #[derive(Debug, Clone, Serialize)]
@@ -78,9 +80,9 @@ pub fn publish(
     // 1. Objects (with the parent commit when the source has it, for deltas).
     let mut pairs = Vec::new();
     for commit in refs.values() {
-        tree::copy_objects(src, dest, commit, None, jobs)?;
+        copy::copy_objects(src, dest, commit, None, jobs)?;
         if let Some(parent) = src.ancestors(commit, 1)?.into_iter().next() {
-            tree::copy_objects(src, dest, &parent, None, jobs)?;
+            copy::copy_objects(src, dest, &parent, None, jobs)?;
             pairs.push(Pair {
                 from: Some(parent),
                 to: commit.clone(),
@@ -157,7 +159,7 @@ pub fn publish(
 pub fn sign_summary(repo: &Repo, key: &ed25519_dalek::SigningKey) -> Result<()> {
     let dest = repo.path();
     let summary = std::fs::read(dest.join("summary")).with_context(|| format!("reading {}/summary", dest.display()))?;
-    let dict = super::sign::signature_dict(&summary, key);
+    let dict = crate::ostree::sign::signature_dict(&summary, key);
     let mut tmp = tempfile::NamedTempFile::new_in(dest).context("creating summary.sig")?;
     std::io::Write::write_all(&mut tmp, &dict.data_as_bytes()).context("writing summary.sig")?;
     tmp.as_file().sync_all().context("syncing summary.sig")?;

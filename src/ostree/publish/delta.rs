@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::repo::Repo;
+use crate::ostree::repo::Repo;
 use anyhow::{Context, Result, bail};
 use ostree::gio;
 use ostree::glib;
@@ -212,7 +212,7 @@ pub fn sign_superblock(path: &Path, key: &ed25519_dalek::SigningKey) -> Result<(
     let wrapped = glib::Variant::tuple_from_iter([
         SIGNED_MAGIC.to_be().to_variant(),
         glib::Variant::array_from_fixed_array(&bytes),
-        super::sign::signature_dict(&bytes, key),
+        crate::ostree::sign::signature_dict(&bytes, key),
     ]);
     let dir = path.parent().context("superblock without a directory")?;
     let mut tmp =
@@ -245,7 +245,7 @@ fn signed_parts(bytes: &[u8]) -> Option<(Vec<u8>, crate::sign::Signatures)> {
         return None;
     }
     let superblock = v.child_value(1).fixed_array::<u8>().ok()?.to_vec();
-    Some((superblock, super::sign::signature_entries(&v.child_value(2))))
+    Some((superblock, crate::ostree::sign::signature_entries(&v.child_value(2))))
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use ostree::gio;
 use ostree::glib;
 use ostree::prelude::*;
 
-use super::repo::Repo;
-use super::tree::{CommitRequest, committed_meta, finish_commit};
+use super::{CommitRequest, committed_meta, finish_commit};
+use crate::ostree::repo::Repo;
 
 /// What the upper directory changed in the union of the packages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
