@@ -15,7 +15,7 @@
 mod header;
 mod index;
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -57,18 +57,14 @@ pub fn write(dbdir: &Path, packages: &[PathBuf], install_time: u32) -> Result<()
     }
 
     fs::create_dir_all(dbdir).with_context(|| format!("creating {}", dbdir.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".rpmdb.sqlite.")
-        .suffix(".tmp")
-        .tempfile_in(dbdir)
-        .with_context(|| format!("creating a temporary file in {}", dbdir.display()))?;
+    let dest = dbdir.join(FILE_NAME);
+    let tmp = crate::atomic::temp_beside(&dest)?;
     fill(tmp.path(), packages, install_time, color)
         .with_context(|| format!("writing the rpm database {}", tmp.path().display()))?;
     // rpm's database is world-readable: `rpm -q` works for every user.
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(0o644))
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("syncing {}", tmp.path().display()))?;
+        .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
 
     // A journal or WAL left by an earlier database would be replayed onto ours.
     for suffix in ["-journal", "-wal", "-shm"] {
@@ -79,13 +75,7 @@ pub fn write(dbdir: &Path, packages: &[PathBuf], install_time: u32) -> Result<()
             Err(e) => return Err(e).with_context(|| format!("removing {}", stale.display())),
         }
     }
-    let dest = dbdir.join(FILE_NAME);
-    tmp.persist(&dest)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming the database to {}", dest.display()))?;
-    File::open(dbdir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dbdir.display()))?;
+    crate::atomic::persist(tmp, &dest).with_context(|| format!("renaming the database to {}", dest.display()))?;
     tracing::debug!(path = %dest.display(), packages = packages.len(), "wrote the rpm database");
     Ok(())
 }

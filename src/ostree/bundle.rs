@@ -142,10 +142,7 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     let manifest = Manifest::new(entries);
     let sig = bundle::sign_manifest(&manifest.to_bytes(), opts.key);
 
-    let tmp = tempfile::Builder::new()
-        .prefix(".arbor-bundle-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let tmp = crate::atomic::temp_beside(opts.output)?;
     let out = BufWriter::new(tmp.as_file());
     let mtime = ::ostree::commit_get_timestamp(&commit_v);
     let mut out = bundle::write::write_archive(out, &manifest, &sig, mtime, open_member)
@@ -157,19 +154,13 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))
         .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("syncing the bundle {}", tmp.path().display()))?;
-    let file = tmp
-        .persist(opts.output)
-        .with_context(|| format!("renaming the bundle into place at {}", opts.output.display()))?;
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))?;
-    let size = file
+    let size = tmp
+        .as_file()
         .metadata()
-        .with_context(|| format!("reading the size of {}", opts.output.display()))?
+        .with_context(|| format!("reading the size of {}", tmp.path().display()))?
         .len();
+    crate::atomic::persist(tmp, opts.output)
+        .with_context(|| format!("renaming the bundle into place at {}", opts.output.display()))?;
     Ok(Created {
         path: opts.output.to_path_buf(),
         size,

@@ -214,14 +214,7 @@ pub fn sign_superblock(path: &Path, key: &ed25519_dalek::SigningKey) -> Result<(
         glib::Variant::array_from_fixed_array(&bytes),
         crate::ostree::sign::signature_dict(&bytes, key),
     ]);
-    let dir = path.parent().context("superblock without a directory")?;
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, &wrapped.data_as_bytes()).context("writing the signed superblock")?;
-    tmp.as_file().sync_all().context("syncing the signed superblock")?;
-    tmp.persist(path)
-        .with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    crate::atomic::write(path, &wrapped.data_as_bytes()).with_context(|| format!("replacing {}", path.display()))
 }
 
 /// Checks a signed superblock against `trust`; returns the key that signed it.

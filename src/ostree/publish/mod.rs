@@ -146,11 +146,8 @@ pub fn publish(
             },
         );
     }
-    let mut tmp = tempfile::NamedTempFile::new_in(dest.path()).context("creating the index")?;
-    serde_json::to_writer_pretty(&mut tmp, &index)?;
-    tmp.as_file().sync_all().context("syncing the index")?;
-    tmp.persist(dest.path().join("arbor-index.json"))
-        .context("writing arbor-index.json")?;
+    let json = serde_json::to_vec_pretty(&index).context("encoding arbor-index.json")?;
+    crate::atomic::write(&dest.path().join("arbor-index.json"), &json).context("writing arbor-index.json")?;
     Ok(index)
 }
 
@@ -160,11 +157,7 @@ pub fn sign_summary(repo: &Repo, key: &ed25519_dalek::SigningKey) -> Result<()> 
     let dest = repo.path();
     let summary = std::fs::read(dest.join("summary")).with_context(|| format!("reading {}/summary", dest.display()))?;
     let dict = crate::ostree::sign::signature_dict(&summary, key);
-    let mut tmp = tempfile::NamedTempFile::new_in(dest).context("creating summary.sig")?;
-    std::io::Write::write_all(&mut tmp, &dict.data_as_bytes()).context("writing summary.sig")?;
-    tmp.as_file().sync_all().context("syncing summary.sig")?;
-    tmp.persist(dest.join("summary.sig")).context("writing summary.sig")?;
-    Ok(())
+    crate::atomic::write(&dest.join("summary.sig"), &dict.data_as_bytes()).context("writing summary.sig")
 }
 
 /// Bytes of a delta's directory (superblock and parts).
