@@ -323,6 +323,17 @@ fn an_armv7_tree_composes_under_qemu_arm_and_its_image_boots() {
     );
 }
 
+/// A canary directory at the top of the host's / (so that the same path can
+/// also exist inside a tree, where the device would find it), and its name.
+fn host_canary() -> (tempfile::TempDir, String) {
+    let canary = tempfile::Builder::new()
+        .prefix("arbor-canary-")
+        .tempdir_in("/")
+        .unwrap();
+    let name = canary.path().file_name().unwrap().to_str().unwrap().to_string();
+    (canary, name)
+}
+
 /// A tree whose firmware, blob, kernel directory and `/etc/arbor` are symlinks
 /// aimed at the build host (absolute, a run of `../`, `/proc/self/environ`):
 /// `arbor image` resolves them inside the deployment, as the device would, and
@@ -331,13 +342,7 @@ fn an_armv7_tree_composes_under_qemu_arm_and_its_image_boots() {
 fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() {
     let (_, base) = composed();
     let t = tempfile::tempdir().unwrap();
-    // The host canary sits at the top of the host's /, so that the same path can
-    // also exist inside the tree (where the device would find it).
-    let canary = tempfile::Builder::new()
-        .prefix("arbor-canary-")
-        .tempdir_in("/")
-        .unwrap();
-    let cname = canary.path().file_name().unwrap().to_str().unwrap().to_string();
+    let (canary, cname) = host_canary();
     let host_secret = format!("HOST-SECRET-{cname}");
     let env_secret = format!("ENV-SECRET-{cname}");
     let device_bytes = format!("DEVICE-FIRMWARE-{cname}");
@@ -516,12 +521,7 @@ fn walk(dir: &Path) -> Vec<String> {
 fn boot_files_that_are_symlinks_are_refused_before_libostree_copies_them_into_boot() {
     let (_, base) = composed();
     let t = tempfile::tempdir().unwrap();
-    // At the top of the host's /, so that the same path also exists inside the tree.
-    let canary = tempfile::Builder::new()
-        .prefix("arbor-canary-")
-        .tempdir_in("/")
-        .unwrap();
-    let cname = canary.path().file_name().unwrap().to_str().unwrap().to_string();
+    let (canary, cname) = host_canary();
     let host_secret = format!("HOST-SECRET-{cname}");
     let device_bytes = format!("DEVICE-BOOT-{cname}");
     std::fs::write(canary.path().join("secret"), &host_secret).unwrap();
