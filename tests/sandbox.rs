@@ -184,6 +184,9 @@ fn a_symlinked_mount_point_in_the_tree_is_refused() {
         "{e}"
     );
     std::fs::remove_file(root.join("tmp")).unwrap();
+    std::fs::create_dir(root.join("tmp")).unwrap();
+    // /proc and /dev are never followed, even inside the tree.
+    let _ = std::fs::remove_dir(root.join("proc"));
     std::os::unix::fs::symlink("/etc", root.join("proc")).unwrap();
     let e = common::err(&run_in(&root, &[], &["/usr/sbin/busybox", "true"]));
     assert!(e.contains("the tree's /proc is not a directory"), "{e}");
