@@ -527,6 +527,12 @@ fn boot_files_that_are_symlinks_are_refused_before_libostree_copies_them_into_bo
     std::fs::write(canary.path().join("secret"), &host_secret).unwrap();
     std::fs::create_dir(canary.path().join("dtb")).unwrap();
     std::fs::write(canary.path().join("dtb/host.dtb"), &host_secret).unwrap();
+    // libostree puts os-release's PRETTY_NAME into the boot entry's title.
+    std::fs::write(
+        canary.path().join("os-release"),
+        format!("ID=host\nPRETTY_NAME=\"{host_secret}\"\n"),
+    )
+    .unwrap();
     let before = walk(canary.path());
 
     let repo = t.path().join("repo");
@@ -545,6 +551,10 @@ fn boot_files_that_are_symlinks_are_refused_before_libostree_copies_them_into_bo
         (format!("{kdir}/initramfs.img"), up.clone()),
         (format!("{kdir}/dtb"), canary.path().join("dtb").display().to_string()),
         (format!("{kdir}/dtb/{}", first_file(&repo, &format!("/{kdir}/dtb"))), up),
+        (
+            "usr/lib/os-release".to_string(),
+            canary.path().join("os-release").display().to_string(),
+        ),
     ];
     let mut failures = Vec::new();
     for (i, (link, target)) in cases.iter().enumerate() {
@@ -559,6 +569,11 @@ fn boot_files_that_are_symlinks_are_refused_before_libostree_copies_them_into_bo
         std::fs::create_dir_all(inside.join("dtb")).unwrap();
         std::fs::write(inside.join("secret"), &device_bytes).unwrap();
         std::fs::write(inside.join("dtb/board.dtb"), &device_bytes).unwrap();
+        std::fs::write(
+            inside.join("os-release"),
+            format!("ID=device\nPRETTY_NAME=\"{device_bytes}\"\n"),
+        )
+        .unwrap();
         let at = co.join(link);
         if at.symlink_metadata().unwrap().is_dir() {
             std::fs::remove_dir_all(&at).unwrap();

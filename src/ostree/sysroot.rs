@@ -123,6 +123,11 @@ const KERNEL_DIR_FILES: &[&str] = &["vmlinuz", "initramfs", "devicetree", ".vmli
 const LEGACY_FILES: &[&str] = &["vmlinuz-", "initramfs-", "devicetree-"];
 /// How many offending paths an error lists.
 const SHOWN_LINKS: usize = 8;
+/// The os-release files libostree reads, following links on the build host,
+/// for the boot entry's title.
+const OS_RELEASE: &[&str] = &["usr/lib/os-release", "usr/etc/os-release", "etc/os-release"];
+/// Most links followed from an os-release path.
+const OS_RELEASE_HOPS: usize = 8;
 
 /// Refuses a commit in which a file libostree's deploy copies into /boot (the
 /// kernel, initramfs, device trees), or a directory on the way to one, is a
@@ -166,6 +171,11 @@ fn refuse_linked_boot_files(repo: &ostree::Repo, commit: &str) -> Result<()> {
             }
         }
     }
+    for path in OS_RELEASE {
+        if let Some(escape) = link_leaving_the_tree(&root, path)? {
+            links.push(escape);
+        }
+    }
     if links.is_empty() {
         return Ok(());
     }
@@ -176,9 +186,63 @@ fn refuse_linked_boot_files(repo: &ostree::Repo, commit: &str) -> Result<()> {
     }
     bail!(
         "commit {commit}: boot files in the tree are symlinks, which libostree would follow on the build host when it copies \
-         them into /boot: {} (ship the kernel, initramfs and device trees as regular files)",
+         them into /boot: {} (ship the kernel, initramfs and device trees as regular files, and os-release links that \
+         stay inside the tree)",
         shown.join(", ")
     )
+}
+
+/// Follows `path` in the commit as the build host would through a checkout:
+/// `Some(description)` when a link on the way is absolute, climbs above the
+/// tree's root, or passes through another directory link (any of which the
+/// host resolves outside the deployment); `None` when it stays inside.
+fn link_leaving_the_tree(root: &gio::File, path: &str) -> Result<Option<String>> {
+    let mut at = path.to_string();
+    for _ in 0..OS_RELEASE_HOPS {
+        let info = match root.resolve_relative_path(&at).query_info(
+            "standard::type,standard::symlink-target",
+            gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+            gio::Cancellable::NONE,
+        ) {
+            Ok(info) => info,
+            Err(e) if e.matches(gio::IOErrorEnum::NotFound) || e.matches(gio::IOErrorEnum::NotDirectory) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e).with_context(|| format!("looking at /{at} in the commit")),
+        };
+        if info.file_type() != gio::FileType::SymbolicLink {
+            return Ok(None);
+        }
+        let target = info
+            .symlink_target()
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let shown = format!("/{at} (a symlink to {target})");
+        if target.starts_with('/') {
+            return Ok(Some(shown));
+        }
+        let mut parts: Vec<&str> = at.split('/').collect();
+        parts.pop();
+        for c in target.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    if parts.pop().is_none() {
+                        return Ok(Some(shown));
+                    }
+                }
+                c => parts.push(c),
+            }
+        }
+        for i in 1..parts.len() {
+            let prefix = parts[..i].join("/");
+            if kind(&root.resolve_relative_path(&prefix), &prefix)? == Some(gio::FileType::SymbolicLink) {
+                return Ok(Some(format!("{shown}, through the link /{prefix}")));
+            }
+        }
+        at = parts.join("/");
+    }
+    Ok(Some(format!("/{path} (more than {OS_RELEASE_HOPS} links)")))
 }
 
 /// The type of `file` (a symlink is not followed); `None` when it does not exist.
