@@ -247,6 +247,15 @@ fn as_root_scripts_run_in_a_cgroup_with_process_and_memory_limits() {
     }
     let t = tempfile::tempdir().unwrap();
     let root = tree(t.path(), "aarch64", &["filesystem", "busybox"]);
+    // The group a killed arbor left behind (no process has this pid) is pruned.
+    let hierarchy = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Path::new("/sys/fs/cgroup")
+    } else {
+        Path::new("/sys/fs/cgroup/pids")
+    };
+    let stale = hierarchy.join("arbor-sandbox-2147483646");
+    let _ = std::fs::create_dir(&stale);
+    assert!(stale.is_dir(), "{stale:?}");
     let script = "bb=/usr/sbin/busybox
         $bb cat /proc/self/cgroup
         n=0; for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
@@ -293,6 +302,7 @@ fn as_root_scripts_run_in_a_cgroup_with_process_and_memory_limits() {
         !Path::new("/sys/fs/cgroup").join(&group).exists() && !Path::new("/sys/fs/cgroup/pids").join(&group).exists(),
         "the sandbox's cgroup {group} is removed when it ends"
     );
+    assert!(!stale.exists(), "a stale group is pruned: {stale:?}");
 }
 
 #[test]

@@ -64,6 +64,9 @@ impl Cgroup {
     }
 
     fn make(&mut self, dir: &Path) -> Result<PathBuf> {
+        if let Some(parent) = dir.parent() {
+            prune_stale(parent);
+        }
         match std::fs::create_dir(dir) {
             Ok(()) => {}
             // Left by a sandbox that was killed: reuse it (it holds no process now).
@@ -85,6 +88,22 @@ impl Drop for Cgroup {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
+        }
+    }
+}
+
+/// Removes the groups of sandboxes whose arbor was killed before it could:
+/// `arbor-sandbox-PID` where no process PID exists (a group that still holds
+/// a process is not empty, and the kernel refuses to remove it).
+fn prune_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("arbor-sandbox-")) else {
+            continue;
+        };
+        if pid.bytes().all(|b| b.is_ascii_digit()) && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir(e.path());
         }
     }
 }
