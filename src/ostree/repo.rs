@@ -141,6 +141,18 @@ pub struct CommitInfo {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Runs `work` inside an OSTree transaction of `repo`, which `work` commits
+/// itself; on an error the transaction is aborted, so nothing it staged stays.
+pub fn in_transaction<T>(repo: &::ostree::Repo, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    repo.prepare_transaction(gio::Cancellable::NONE)
+        .context("starting an OSTree transaction")?;
+    let result = work();
+    if result.is_err() {
+        let _ = repo.abort_transaction(gio::Cancellable::NONE);
+    }
+    result
+}
+
 impl Repo {
     /// Opens an existing repository: the one way arbor opens one.
     pub fn open(path: &Path) -> Result<Repo> {

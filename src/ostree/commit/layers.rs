@@ -96,9 +96,7 @@ pub fn commit_layers(
     req: &CommitRequest,
 ) -> Result<(String, Applied)> {
     let repo = repo.raw();
-    repo.prepare_transaction(gio::Cancellable::NONE)
-        .context("starting an OSTree transaction")?;
-    let result = (|| -> Result<(String, Applied)> {
+    crate::ostree::repo::in_transaction(repo, || {
         let mtree = ostree::MutableTree::new();
         for commit in commits {
             let (root, _) = repo
@@ -121,11 +119,7 @@ pub fn commit_layers(
         apply_upper(repo, &mtree, req.dir, "", &sources, &mut applied)?;
         let checksum = finish_commit(repo, &mtree, req)?;
         Ok((checksum, applied))
-    })();
-    if result.is_err() {
-        let _ = repo.abort_transaction(gio::Cancellable::NONE);
-    }
-    result
+    })
 }
 
 enum Entry {

@@ -71,10 +71,7 @@ pub fn copy_objects(src: &Repo, dst: &Repo, commit: &str, refname: Option<&str>,
     })?;
     // Metadata last, the commit object after its trees, then the ref.
     meta.sort_by_key(|(kind, _)| *kind == ostree::ObjectType::Commit);
-    dst_repo
-        .prepare_transaction(gio::Cancellable::NONE)
-        .context("starting an OSTree transaction")?;
-    let result = (|| -> Result<()> {
+    crate::ostree::repo::in_transaction(dst_repo, || {
         for (kind, csum) in &meta {
             let v = src_repo
                 .load_variant(*kind, csum)
@@ -94,11 +91,7 @@ pub fn copy_objects(src: &Repo, dst: &Repo, commit: &str, refname: Option<&str>,
             .commit_transaction(gio::Cancellable::NONE)
             .context("committing the OSTree transaction")?;
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = dst_repo.abort_transaction(gio::Cancellable::NONE);
-    }
-    result
+    })
 }
 
 /// The hidden first argument of an object-copy worker process.
@@ -152,10 +145,7 @@ fn copy_files(src: &Path, dst: &Path, checksums: &[String]) -> Result<()> {
     // Handles of its own: libostree allows one transaction per repository object.
     let (src_repo, dst_repo) = (Repo::open(src)?, Repo::open(dst)?);
     let (src_repo, dst_repo) = (src_repo.raw(), dst_repo.raw());
-    dst_repo
-        .prepare_transaction(gio::Cancellable::NONE)
-        .context("starting an OSTree transaction")?;
-    let result = (|| -> Result<()> {
+    crate::ostree::repo::in_transaction(dst_repo, || {
         for csum in checksums {
             let (input, info, xattrs) = src_repo
                 .load_file(csum, gio::Cancellable::NONE)
@@ -172,9 +162,5 @@ fn copy_files(src: &Path, dst: &Path, checksums: &[String]) -> Result<()> {
             .commit_transaction(gio::Cancellable::NONE)
             .context("committing the OSTree transaction")?;
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = dst_repo.abort_transaction(gio::Cancellable::NONE);
-    }
-    result
+    })
 }

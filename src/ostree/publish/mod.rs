@@ -103,15 +103,15 @@ pub fn publish(
         delta::generate_signed(dest, &pairs, delta_opts, jobs, key)?;
     }
     // 3. Refs, then the summary that lists them and the deltas.
-    dest_repo
-        .prepare_transaction(gio::Cancellable::NONE)
-        .context("starting an OSTree transaction")?;
-    for (r, c) in refs {
-        dest_repo.transaction_set_ref(None, r, Some(c));
-    }
-    dest_repo
-        .commit_transaction(gio::Cancellable::NONE)
-        .context("writing the refs")?;
+    crate::ostree::repo::in_transaction(dest_repo, || {
+        for (r, c) in refs {
+            dest_repo.transaction_set_ref(None, r, Some(c));
+        }
+        dest_repo
+            .commit_transaction(gio::Cancellable::NONE)
+            .context("writing the refs")?;
+        Ok(())
+    })?;
     dest_repo
         .regenerate_summary(None, gio::Cancellable::NONE)
         .context("regenerating the summary")?;
