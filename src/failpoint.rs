@@ -18,6 +18,12 @@ pub const ALL: &[&str] = &[
     "compose::ref-written",
     "image::deployed",
     "image::partitions-written",
+    "device::commit-pulled",
+    "device::content-pulled",
+    "device::deployed",
+    "device::entries-written",
+    "device::bootfile",
+    "device::bootfiles-written",
 ];
 
 /// Checks the failpoint `name`.

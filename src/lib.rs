@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod cli;
 pub mod compose;
 pub mod decompress;
+pub mod device;
 pub mod failpoint;
 pub mod host;
 pub mod image;

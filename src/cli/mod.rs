@@ -54,6 +54,13 @@ enum Command {
     Rollback(device::Rollback),
     /// Device: deploy a specific commit or version.
     Deploy(device::Deploy),
+    /// Device: follow another ref (or variant) from now on, deploying its newest commit.
+    Rebase(device::Rebase),
+    /// Device: remove deployments no boot entry lists and unreferenced objects.
+    Cleanup(device::Cleanup),
+    /// Device: show or change the update remote.
+    #[command(subcommand)]
+    Remote(device::Remote),
     /// Device: layer extra packages on top of the base commit.
     Install(device::Install),
     /// Run a command inside a tree, in the scriptlet sandbox (qemu-user for foreign arches).
@@ -82,6 +89,9 @@ impl Cli {
             Command::Upgrade(c) => c.run(),
             Command::Rollback(c) => c.run(),
             Command::Deploy(c) => c.run(),
+            Command::Rebase(c) => c.run(),
+            Command::Cleanup(c) => c.run(),
+            Command::Remote(c) => c.run(),
             Command::Install(c) => c.run(),
             Command::Run(c) => c.run(),
             Command::Pkg(c) => c.run(),

@@ -268,7 +268,13 @@ impl Delta {
         let jobs = self
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-        delta::generate_signed(&repo, &pairs, &opts, jobs, key.as_ref())?;
+        delta::generate_signed(
+            &repo,
+            &pairs,
+            &opts,
+            jobs,
+            key.as_ref().map_or(delta::Signing::None, delta::Signing::Wrapped),
+        )?;
         if self.json {
             return super::print_json(&pairs);
         }

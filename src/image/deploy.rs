@@ -57,6 +57,7 @@ pub(super) fn deploy(plan: &Plan, bar: &Progress) -> Result<Deployed> {
     crate::failpoint::hit("image::deployed")?;
     let kernel = kernel_version(&tree)?;
     install_keys(&tree, &opts.keys)?;
+    record_board(&root_dir, &plan.board)?;
     bar.inc();
     Ok(Deployed {
         staging,
@@ -89,6 +90,15 @@ fn kernel_version(tree: &Tree) -> Result<String> {
         Some(k) => Ok(k),
         None => bail!("the tree has no kernel (/usr/lib/modules/*/vmlinuz): add a kernel package to the treefile"),
     }
+}
+
+/// Records the board beside the sysroot's repository (outside every
+/// deployment, so it stays through updates): the device verbs render its
+/// bootloader files from it.
+fn record_board(root_dir: &Path, board: &crate::board::Board) -> Result<()> {
+    let text = crate::input::read_text(&board.source, "board file", crate::input::CONFIG_CAP)?;
+    crate::atomic::write_beneath(root_dir, crate::device::BOARD_FILE, text.as_bytes())
+        .with_context(|| format!("recording board {} in the sysroot", board.name))
 }
 
 /// Where the device reads the public keys it trusts for updates.

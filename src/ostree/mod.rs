@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod commit;
 pub mod publish;
+pub mod pull;
 pub mod repo;
 pub mod sign;
 pub mod sysroot;

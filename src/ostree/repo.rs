@@ -139,6 +139,8 @@ pub struct CommitInfo {
     pub timestamp: u64,
     /// Metadata entries whose values are strings.
     pub metadata: BTreeMap<String, String>,
+    /// Metadata entries whose values are string lists (`as`).
+    pub lists: BTreeMap<String, Vec<String>>,
 }
 
 /// Runs `work` inside an OSTree transaction of `repo`, which `work` commits
@@ -163,6 +165,11 @@ impl Repo {
             repo,
             path: path.to_path_buf(),
         })
+    }
+
+    /// Wraps a repository libostree already opened (a sysroot's), found at `path`.
+    pub(super) fn from_raw(repo: ::ostree::Repo, path: PathBuf) -> Repo {
+        Repo { repo, path }
     }
 
     /// Opens the repository at `path`, creating it in `mode` when `path` holds
@@ -289,20 +296,80 @@ impl Repo {
         let commit = self.resolve(rev)?.commit;
         let variant = self.load_commit(&commit)?;
         let meta = variant.child_value(0);
-        let mut metadata = BTreeMap::new();
+        let (mut metadata, mut lists) = (BTreeMap::new(), BTreeMap::new());
         for i in 0..meta.n_children() {
             let entry = meta.child_value(i);
-            let key = entry.child_value(0);
-            let value = entry.child_value(1).as_variant();
-            if let (Some(k), Some(v)) = (key.str(), value.as_ref().and_then(|v| v.str().map(String::from))) {
-                metadata.insert(k.to_string(), v);
+            let Some(key) = entry.child_value(0).str().map(String::from) else {
+                continue;
+            };
+            let Some(value) = entry.child_value(1).as_variant() else {
+                continue;
+            };
+            if let Some(v) = value.str() {
+                metadata.insert(key, v.to_string());
+            } else if value.type_().as_str() == "as"
+                && let Some(l) = value.get::<Vec<String>>()
+            {
+                lists.insert(key, l);
             }
         }
         Ok(CommitInfo {
             commit,
             timestamp: ::ostree::commit_get_timestamp(&variant),
             metadata,
+            lists,
         })
+    }
+
+    /// Deletes the commit object `commit`, its detached metadata and its
+    /// partial-pull marker (a refused update's, pulled alone).
+    pub fn delete_commit(&self, commit: &str) -> Result<()> {
+        let cancel = gio::Cancellable::NONE;
+        for t in [::ostree::ObjectType::CommitMeta, ::ostree::ObjectType::Commit] {
+            if self
+                .repo
+                .has_object(t, commit, cancel)
+                .with_context(|| format!("looking for {commit} in {}", self.path.display()))?
+            {
+                self.repo
+                    .delete_object(t, commit, cancel)
+                    .with_context(|| format!("deleting {commit} from {}", self.path.display()))?;
+            }
+        }
+        let partial = self.path.join("state").join(format!("{commit}.commitpartial"));
+        match std::fs::remove_file(&partial) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", partial.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes of what libostree's deploy copies into /boot from `commit`: each
+    /// kernel directory's vmlinuz, initramfs and device trees.
+    pub fn boot_files_size(&self, commit: &str) -> Result<u64> {
+        let cancel = gio::Cancellable::NONE;
+        let (root, _) = self
+            .repo
+            .read_commit(commit, cancel)
+            .with_context(|| format!("reading commit {commit}"))?;
+        let modules = root.resolve_relative_path("usr/lib/modules");
+        let mut total = 0;
+        for kdir in children(&modules)? {
+            if kdir.1 != gio::FileType::Directory {
+                continue;
+            }
+            let k = modules.child(&kdir.0);
+            for (name, _) in children(&k)? {
+                if ["vmlinuz", "initramfs", "dtb", "devicetree"]
+                    .iter()
+                    .any(|p| name.starts_with(p))
+                {
+                    total += size_beneath(&k.child(&name))?;
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// Up to `n` ancestors of `commit`, nearest first (stops where history is
@@ -552,6 +619,48 @@ fn metadata_variant(metadata: &BTreeMap<String, MetaValue>) -> glib::Variant {
         glib::variant::DictEntry::new(k.clone(), inner).to_variant()
     });
     glib::Variant::array_from_iter_with_type(glib::VariantTy::new("{sv}").expect("static type string"), entries)
+}
+
+/// The entries of a directory in a commit (none when it is missing).
+fn children(dir: &gio::File) -> Result<Vec<(String, gio::FileType)>> {
+    let cancel = gio::Cancellable::NONE;
+    let iter = match dir.enumerate_children(
+        "standard::name,standard::type",
+        gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+        cancel,
+    ) {
+        Ok(i) => i,
+        Err(e) if e.matches(gio::IOErrorEnum::NotFound) => return Ok(Vec::new()),
+        Err(e) => return Err(e).context("listing a directory of a commit"),
+    };
+    let mut out = Vec::new();
+    while let Some(info) = iter.next_file(cancel).context("listing a directory of a commit")? {
+        out.push((info.name().to_string_lossy().into_owned(), info.file_type()));
+    }
+    Ok(out)
+}
+
+/// Bytes of the regular files at or beneath `f` in a commit.
+fn size_beneath(f: &gio::File) -> Result<u64> {
+    let cancel = gio::Cancellable::NONE;
+    let info = f
+        .query_info(
+            "standard::type,standard::size",
+            gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+            cancel,
+        )
+        .context("reading a file's size in a commit")?;
+    match info.file_type() {
+        gio::FileType::Regular => Ok(info.size().max(0) as u64),
+        gio::FileType::Directory => {
+            let mut total = 0;
+            for (name, _) in children(f)? {
+                total += size_beneath(&f.child(&name))?;
+            }
+            Ok(total)
+        }
+        _ => Ok(0),
+    }
 }
 
 #[cfg(test)]

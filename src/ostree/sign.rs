@@ -263,7 +263,7 @@ fn sv_dict(items: impl IntoIterator<Item = glib::Variant>) -> glib::Variant {
 
 /// An `a{sv}` holding only `ostree.sign.ed25519` with `key`'s signature over
 /// `data`: what ostree's ed25519 signer writes for a summary or a delta superblock.
-pub(super) fn signature_dict(data: &[u8], key: &SigningKey) -> glib::Variant {
+pub(crate) fn signature_dict(data: &[u8], key: &SigningKey) -> glib::Variant {
     sv_dict([signatures_entry(&[key.sign(data).to_bytes().to_vec()])])
 }
 

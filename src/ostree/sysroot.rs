@@ -317,3 +317,205 @@ mod tests {
         );
     }
 }
+
+/// A deployment as the device verbs see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeploymentInfo {
+    /// Position in boot order (0: what the next boot picks).
+    pub index: usize,
+    /// The stateroot.
+    pub osname: String,
+    /// The commit deployed.
+    pub commit: String,
+    /// libostree's deployment serial (several deployments of one commit).
+    pub serial: i32,
+    /// libostree's boot checksum.
+    pub bootcsum: String,
+    /// The origin refspec (`remote:ref`), when the origin file has one.
+    pub origin: Option<String>,
+    /// Pinned deployments are never removed by cleanup.
+    pub pinned: bool,
+    /// The running system booted this one.
+    pub booted: bool,
+    /// The deployment directory, relative to the sysroot.
+    pub dir: PathBuf,
+}
+
+/// An existing, loaded OSTree sysroot (a device's root filesystem, running or
+/// mounted on a build host): the one handle the device verbs use.
+pub struct Sysroot {
+    raw: ostree::Sysroot,
+    path: PathBuf,
+    repo: super::repo::Repo,
+}
+
+impl Sysroot {
+    /// Opens and loads the sysroot at `path` (`/` on the running system).
+    pub fn open(path: &Path) -> Result<Sysroot> {
+        let shown = path.display();
+        if !path.join("ostree/repo/config").is_file() || !path.join("ostree/deploy").is_dir() {
+            bail!(
+                "{shown} is not an OSTree sysroot (no ostree/repo and ostree/deploy): give the root filesystem of an \
+                 arbor image with --sysroot, with its boot partition mounted at boot/"
+            );
+        }
+        let raw = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
+        raw.load(gio::Cancellable::NONE)
+            .with_context(|| format!("loading the OSTree sysroot {shown}"))?;
+        let repo = super::repo::Repo::from_raw(raw.repo(), path.join("ostree/repo"));
+        Ok(Sysroot {
+            raw,
+            path: path.to_path_buf(),
+            repo,
+        })
+    }
+
+    /// The sysroot's top directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sysroot's repository.
+    pub fn repo(&self) -> &super::repo::Repo {
+        &self.repo
+    }
+
+    /// Reloads the deployments from disk (after another handle changed them).
+    pub fn reload(&self) -> Result<()> {
+        self.raw
+            .load(gio::Cancellable::NONE)
+            .with_context(|| format!("reloading the OSTree sysroot {}", self.path.display()))
+    }
+
+    /// The deployments in boot order.
+    pub fn deployments(&self) -> Vec<DeploymentInfo> {
+        let booted = self.raw.booted_deployment();
+        self.raw
+            .deployments()
+            .iter()
+            .enumerate()
+            .map(|(index, d)| DeploymentInfo {
+                index,
+                osname: d.osname().to_string(),
+                commit: d.csum().to_string(),
+                serial: d.deployserial(),
+                bootcsum: d.bootcsum().to_string(),
+                origin: d
+                    .origin()
+                    .and_then(|o| o.string("origin", "refspec").ok())
+                    .map(|s| s.to_string()),
+                pinned: d.is_pinned(),
+                booted: booted.as_ref().is_some_and(|b| b.equal(d)),
+                dir: PathBuf::from(self.raw.deployment_dirpath(d).as_str()),
+            })
+            .collect()
+    }
+
+    /// Deploys `commit` (already in the repository) in front of the others,
+    /// with `refspec` as its origin: libostree's three-way /etc merge from
+    /// the current default, its kernel arguments, then the boot entries.
+    /// Older unpinned deployments other than the previous default and the
+    /// booted one leave the boot entries; their files stay until [`Sysroot::cleanup`],
+    /// so a bootloader configuration written before that still finds them.
+    pub fn deploy(&self, osname: &str, commit: &str, refspec: &str) -> Result<DeploymentInfo> {
+        let cancel = gio::Cancellable::NONE;
+        let shown = self.path.display();
+        let merge = self.raw.merge_deployment(Some(osname));
+        let origin = self.raw.origin_new_from_refspec(refspec);
+        // The merge deployment's kernel arguments, less the ostree= libostree adds
+        // (an empty list would be taken as "no arguments", not "keep them").
+        let kargs: Vec<String> = merge
+            .as_ref()
+            .and_then(|m| m.bootconfig())
+            .and_then(|b| b.get("options"))
+            .map(|o| {
+                o.split_whitespace()
+                    .filter(|a| !a.starts_with("ostree="))
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let kargs: Vec<&str> = kargs.iter().map(String::as_str).collect();
+        let new = self
+            .raw
+            .deploy_tree(Some(osname), commit, Some(&origin), merge.as_ref(), &kargs, cancel)
+            .with_context(|| format!("deploying {commit} in {shown}"))?;
+        crate::failpoint::hit("device::deployed")?;
+        self.raw
+            .simple_write_deployment(
+                Some(osname),
+                &new,
+                merge.as_ref(),
+                ostree::SysrootSimpleWriteDeploymentFlags::NO_CLEAN,
+                cancel,
+            )
+            .with_context(|| format!("writing the boot entries of {shown}"))?;
+        self.reload()?;
+        self.deployments()
+            .into_iter()
+            .find(|d| d.commit == commit && d.index == 0)
+            .with_context(|| format!("{commit} is not the default deployment of {shown} after deploying it"))
+    }
+
+    /// Writes the deployments in the order of `indices` (positions in
+    /// [`Sysroot::deployments`]); the first boots next. Files of deployments
+    /// left out stay until [`Sysroot::cleanup`].
+    pub fn reorder(&self, indices: &[usize]) -> Result<()> {
+        let all = self.raw.deployments();
+        let mut order = Vec::new();
+        for &i in indices {
+            order.push(
+                all.get(i)
+                    .with_context(|| format!("no deployment {i} in {}", self.path.display()))?
+                    .clone(),
+            );
+        }
+        let opts = ostree::SysrootWriteDeploymentsOpts { do_postclean: false };
+        self.raw
+            .write_deployments_with_options(&order, &opts, gio::Cancellable::NONE)
+            .with_context(|| format!("writing the boot entries of {}", self.path.display()))?;
+        self.reload()
+    }
+
+    /// Removes what no boot entry references: old boot versions, deployments
+    /// left out, and unreferenced objects in the repository.
+    pub fn cleanup(&self) -> Result<()> {
+        self.raw
+            .cleanup(gio::Cancellable::NONE)
+            .with_context(|| format!("cleaning up {}", self.path.display()))
+    }
+
+    /// Takes libostree's sysroot lock without waiting: `false` when another
+    /// process holds it.
+    pub fn try_lock(&self) -> Result<bool> {
+        self.raw
+            .try_lock()
+            .with_context(|| format!("locking {}", self.path.display()))
+    }
+
+    /// The URL of the repository's remote `name`.
+    pub fn remote_url(&self, name: &str) -> Result<String> {
+        self.repo
+            .raw()
+            .remote_get_url(name)
+            .map(|u| u.to_string())
+            .with_context(|| format!("the repository of {} has no remote {name}", self.path.display()))
+    }
+
+    /// Points the remote `name` at `url` (written to the repository config).
+    pub fn set_remote_url(&self, name: &str, url: &str) -> Result<()> {
+        let repo = self.repo.raw();
+        let config = repo.copy_config();
+        config.set_string(&format!("remote \"{name}\""), "url", url);
+        repo.write_config(&config)
+            .with_context(|| format!("writing the repository config of {}", self.path.display()))
+    }
+
+    /// Points the ref `remote:name` at `commit` (a rebase's or upgrade's new ref).
+    pub fn set_remote_ref(&self, remote: &str, name: &str, commit: &str) -> Result<()> {
+        self.repo
+            .raw()
+            .set_ref_immediate(Some(remote), name, Some(commit), gio::Cancellable::NONE)
+            .with_context(|| format!("writing the ref {remote}:{name} in {}", self.path.display()))
+    }
+}

@@ -40,12 +40,17 @@ pub struct Pair {
 /// `XXREST` names the pair in ostree's modified base64 — the one place arbor
 /// names it. A pair whose checksums are not 64 hex digits names no delta.
 pub fn dir(repo: &Repo, pair: &Pair) -> Result<PathBuf> {
+    Ok(repo.path().join(relative_dir(pair)?))
+}
+
+/// [`dir`] relative to the repository (and to a server's URL).
+pub fn relative_dir(pair: &Pair) -> Result<PathBuf> {
     let name = match &pair.from {
         Some(f) => format!("{}-{}", mbase64(f)?, mbase64(&pair.to)?),
         None => mbase64(&pair.to)?,
     };
     let (head, rest) = name.split_at(2);
-    Ok(repo.path().join("deltas").join(head).join(rest))
+    Ok(Path::new("deltas").join(head).join(rest))
 }
 
 /// Where libostree keeps the superblock of a delta.
@@ -68,21 +73,43 @@ fn mbase64(hex_checksum: &str) -> Result<String> {
 /// Generates every pair, `jobs` at a time, signs each superblock when a key is
 /// given, then regenerates the summary (which records the superblocks' checksums).
 pub fn generate(repo: &Repo, pairs: &[Pair], opts: &Options, jobs: usize) -> Result<()> {
-    generate_signed(repo, pairs, opts, jobs, None)
+    generate_signed(repo, pairs, opts, jobs, Signing::None)
 }
 
-/// [`generate`] with an optional superblock signing key.
-pub fn generate_signed(
-    repo: &Repo,
-    pairs: &[Pair],
-    opts: &Options,
-    jobs: usize,
-    key: Option<&ed25519_dalek::SigningKey>,
-) -> Result<()> {
+/// How a superblock carries its signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signing<'a> {
+    /// Unsigned.
+    None,
+    /// ostree's signed form `(taya{sv})` in the superblock file itself, which
+    /// `ostree static-delta apply-offline` and bundles read. libostree 2022.7's
+    /// pull cannot read it ("Invalid checksum of length 0") unless it can
+    /// verify the signature, which Debian's build cannot (no libsodium).
+    Wrapped(&'a ed25519_dalek::SigningKey),
+    /// A plain superblock, which every libostree pulls, and its signature in
+    /// `superblock.sig` beside it (`a{sv}` like `summary.sig`): what
+    /// `arbor publish` serves, and what `arbor upgrade --check` verifies
+    /// before it trusts a delta's sizes.
+    Detached(&'a ed25519_dalek::SigningKey),
+}
+
+/// The detached signature file of a published superblock.
+pub const SUPERBLOCK_SIG: &str = "superblock.sig";
+
+/// [`generate`] with the superblocks signed as `signing` says.
+pub fn generate_signed(repo: &Repo, pairs: &[Pair], opts: &Options, jobs: usize, signing: Signing) -> Result<()> {
     generate_parallel(repo, pairs, opts, jobs)?;
-    if let Some(key) = key {
-        for p in pairs {
-            sign_superblock(&superblock_path(repo, p)?, key)?;
+    for p in pairs {
+        let path = superblock_path(repo, p)?;
+        match signing {
+            Signing::None => {}
+            Signing::Wrapped(key) => sign_superblock(&path, key)?,
+            Signing::Detached(key) => {
+                let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let dict = crate::ostree::sign::signature_dict(&bytes, key);
+                crate::atomic::write(&dir(repo, p)?.join(SUPERBLOCK_SIG), &dict.data_as_bytes())
+                    .with_context(|| format!("writing the signature of {}", path.display()))?;
+            }
         }
     }
     repo.raw()
@@ -231,7 +258,7 @@ pub fn verify_superblock(path: &Path, trust: &crate::sign::Trust) -> Result<ed25
 }
 
 /// The superblock bytes and signatures of a signed superblock, `None` when unsigned or malformed.
-fn signed_parts(bytes: &[u8]) -> Option<(Vec<u8>, crate::sign::Signatures)> {
+pub(crate) fn signed_parts(bytes: &[u8]) -> Option<(Vec<u8>, crate::sign::Signatures)> {
     let ty = glib::VariantTy::new("(taya{sv})").ok()?;
     let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from(bytes), ty);
     if !v.is_normal_form() || u64::from_be(v.child_value(0).get::<u64>()?) != SIGNED_MAGIC {

@@ -100,7 +100,13 @@ pub fn publish(
     // 2. Deltas (the generator also regenerates the summary, without our refs yet);
     // a ref's first commit has none unless from scratch.
     if !pairs.is_empty() {
-        delta::generate_signed(dest, &pairs, delta_opts, jobs, key)?;
+        delta::generate_signed(
+            dest,
+            &pairs,
+            delta_opts,
+            jobs,
+            key.map_or(delta::Signing::None, delta::Signing::Detached),
+        )?;
     }
     // 3. Refs, then the summary that lists them and the deltas.
     crate::ostree::repo::in_transaction(dest_repo, || {

@@ -1,0 +1,208 @@
+//! The device side: `arbor status`, `upgrade`, `deploy`, `rollback`,
+//! `rebase`, `cleanup` and `remote`, on the running system (`--sysroot /`) or
+//! on an image's root filesystem mounted anywhere (its boot partition mounted
+//! at `boot/`), through one [`Device`] handle.
+//!
+//! What the device is: its board (recorded by `arbor image` in
+//! `ostree/arbor/board.toml` beside the repository, so the sysroot carries it
+//! through every deployment), its arch (the board's), its update remote (the
+//! sysroot repository's config) and the keys it trusts (`/etc/arbor/keys` and
+//! `/etc/arbor/revoked` of the default deployment, carried by the /etc merge).
+
+pub mod bootfiles;
+pub mod status;
+pub mod update;
+
+use std::fs::File;
+use std::io::{Read as _, Seek as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::board::Board;
+use crate::image::tree::Tree;
+use crate::ostree::sysroot::{DeploymentInfo, Sysroot};
+use crate::sign::Trust;
+
+/// Where `arbor image` records the board, relative to the sysroot.
+pub const BOARD_FILE: &str = "ostree/arbor/board.toml";
+/// The lock one device operation holds, relative to the sysroot.
+const LOCK_FILE: &str = "ostree/arbor/lock";
+/// Trusted keys, in a deployment.
+pub const KEYS_DIR: &str = "/etc/arbor/keys";
+/// Revoked keys, in a deployment.
+pub const REVOKED_DIR: &str = "/etc/arbor/revoked";
+/// Most bytes of one key file.
+const MAX_KEY_FILE: u64 = 1 << 20;
+/// The stateroot `arbor image` creates (`--osname`).
+pub const DEFAULT_OSNAME: &str = "arbor";
+
+/// An opened device sysroot with its board.
+pub struct Device {
+    /// The libostree sysroot.
+    pub sysroot: Sysroot,
+    /// The board it runs on.
+    pub board: Board,
+    /// Where the board's firmware (FAT) partition is mounted, if it has one and it is.
+    pub firmware_dir: Option<PathBuf>,
+}
+
+/// Where to find a device.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The sysroot (`/` on the running system).
+    pub sysroot: PathBuf,
+    /// A board name or file, for sysroots whose image predates the board record.
+    pub board: Option<String>,
+    /// The firmware partition's mount point (default: `boot/firmware` in the sysroot).
+    pub firmware_dir: Option<PathBuf>,
+}
+
+impl Device {
+    /// Opens the sysroot and reads its board.
+    pub fn open(t: &Target) -> Result<Device> {
+        let sysroot = Sysroot::open(&t.sysroot)?;
+        let recorded = t.sysroot.join(BOARD_FILE);
+        let board = match &t.board {
+            Some(b) => crate::board::find(b)?,
+            None if recorded.exists() => crate::board::load(&recorded)?,
+            None => bail!(
+                "{} records no board ({} is missing: the image predates arbor's device record); give --board",
+                t.sysroot.display(),
+                recorded.display()
+            ),
+        };
+        let firmware_dir = match (&t.firmware_dir, board.partition(crate::board::Role::Firmware)) {
+            (Some(d), _) => Some(d.clone()),
+            (None, Some(_)) => Some(t.sysroot.join("boot/firmware")).filter(|d| d.is_dir()),
+            (None, None) => None,
+        };
+        Ok(Device {
+            sysroot,
+            board,
+            firmware_dir,
+        })
+    }
+
+    /// The deployment the next boot picks (libostree's first), if any.
+    pub fn default_deployment(&self) -> Result<DeploymentInfo> {
+        self.sysroot
+            .deployments()
+            .into_iter()
+            .next()
+            .with_context(|| format!("{} has no deployments", self.sysroot.path().display()))
+    }
+
+    /// The running deployment, else the default one: what an update must not be older than.
+    pub fn current(&self) -> Result<DeploymentInfo> {
+        let all = self.sysroot.deployments();
+        match all.iter().find(|d| d.booted) {
+            Some(d) => Ok(d.clone()),
+            None => self.default_deployment(),
+        }
+    }
+
+    /// The keys the deployment `d` trusts.
+    pub fn trust(&self, d: &DeploymentInfo) -> Result<Trust> {
+        let root = self.sysroot.path().join(&d.dir);
+        let tree = Tree::open(&root)?;
+        let trusted = read_keys(&tree, KEYS_DIR)?;
+        if trusted.is_empty() {
+            bail!(
+                "the deployment {} trusts no key: {KEYS_DIR} is empty or missing (arbor image --keys installs them)",
+                root.display()
+            );
+        }
+        Ok(Trust {
+            trusted,
+            revoked: read_keys(&tree, REVOKED_DIR)?,
+        })
+    }
+
+    /// Takes the device lock for `what` (one operation at a time); refused
+    /// with the holder's description when another process has it.
+    pub fn lock(&self, what: &str) -> Result<Lock> {
+        let path = self.sysroot.path().join(LOCK_FILE);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening the lock {}", path.display()))?;
+        let flock = match nix::fcntl::Flock::lock(file.try_clone()?, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut holder = String::new();
+                let _ = (&mut file).take(512).read_to_string(&mut holder);
+                bail!(
+                    "another arbor operation holds {}: {}; wait for it to finish",
+                    path.display(),
+                    holder.trim()
+                );
+            }
+            Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        };
+        file.set_len(0)?;
+        file.rewind()?;
+        let _ = write!(file, "pid {} ({what})", std::process::id());
+        Ok(Lock { _flock: flock })
+    }
+}
+
+/// Held while one device operation runs; released on drop (or when the process dies).
+pub struct Lock {
+    _flock: nix::fcntl::Flock<File>,
+}
+
+/// Public keys in every regular file of `dir` in the deployment (resolved inside it).
+fn read_keys(tree: &Tree, dir: &str) -> Result<Vec<ed25519_dalek::VerifyingKey>> {
+    let Some(d) = tree.open_dir(dir)? else {
+        return Ok(Vec::new());
+    };
+    let mut names = Vec::new();
+    for e in d.entries().with_context(|| format!("listing {dir}"))? {
+        let e = e.with_context(|| format!("listing {dir}"))?;
+        if e.file_type()?.is_file()
+            && let Some(n) = e.file_name().to_str()
+        {
+            names.push(n.to_string());
+        }
+    }
+    names.sort();
+    let mut keys = Vec::new();
+    for n in names {
+        let path = format!("{dir}/{n}");
+        let Some(bytes) = tree.read(&path, MAX_KEY_FILE)? else {
+            continue;
+        };
+        let text = String::from_utf8(bytes).with_context(|| format!("{path}: not UTF-8 text"))?;
+        keys.extend(crate::sign::keys::parse_public_keys(&text).with_context(|| format!("in {path}"))?);
+    }
+    Ok(keys)
+}
+
+/// `remote:ref` split; a refspec without a remote has none.
+pub fn split_refspec(refspec: &str) -> (Option<&str>, &str) {
+    match refspec.split_once(':') {
+        Some((r, n)) => (Some(r), n),
+        None => (None, refspec),
+    }
+}
+
+/// The sysroot's path a message shows.
+pub fn shown(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn refspecs_split_at_the_first_colon() {
+        assert_eq!(super::split_refspec("origin:a/b"), (Some("origin"), "a/b"));
+        assert_eq!(super::split_refspec("a/b"), (None, "a/b"));
+    }
+}

@@ -1,0 +1,408 @@
+//! `arbor upgrade`, `deploy`, `rebase`, `rollback` and `cleanup`.
+//!
+//! Verify before content: the commit object (with its detached signatures) is
+//! pulled alone and checked — a trusted, unrevoked ed25519 signature over its
+//! bytes; `arbor.arch` and `arbor.boards` matching this device;
+//! `ostree.ref-binding` naming the ref followed; not older than the current
+//! deployment unless allowed — and only then is its content pulled (libostree
+//! picks the static delta from the commit the ref points to now). A refused
+//! commit object is deleted again: refs, deployments and bootloader files are
+//! untouched.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Device, split_refspec};
+use crate::ostree::pull::{self, Pull, Report};
+use crate::ostree::sysroot::DeploymentInfo;
+use crate::sign::{Binding, Trust};
+
+/// How an update runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Accept a commit older than the current deployment.
+    pub allow_downgrade: bool,
+    /// Cancel a pull when nothing arrives for this long.
+    pub stall: Duration,
+    /// libostree's network retries per request.
+    pub retries: u32,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            allow_downgrade: false,
+            stall: Duration::from_secs(60),
+            retries: 5,
+        }
+    }
+}
+
+/// What a verb found or did (`--json` prints it).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    /// `no-update`, `available`, `deployed`, `rolled-back`, `cleaned`.
+    pub result: &'static str,
+    /// The commit concerned.
+    pub commit: String,
+    /// Its version.
+    pub version: Option<String>,
+    /// The origin (`remote:ref`).
+    pub origin: Option<String>,
+    /// Bytes the update downloads (`--check`), or downloaded.
+    pub download_bytes: Option<u64>,
+    /// The key whose signature verified.
+    pub key: Option<String>,
+    /// Bootloader files replaced.
+    pub bootloader_files: Vec<String>,
+}
+
+/// Where updates come from for the default deployment.
+struct Source {
+    remote: String,
+    url: String,
+    refname: String,
+}
+
+fn source(dev: &Device, refspec_override: Option<&str>) -> Result<Source> {
+    let d = dev.default_deployment()?;
+    let origin = d.origin.clone().with_context(|| {
+        format!(
+            "the default deployment {} has no origin refspec to update from",
+            d.commit
+        )
+    })?;
+    let (cur_remote, _) = split_refspec(&origin);
+    let spec = refspec_override.unwrap_or(&origin);
+    let (remote, refname) = split_refspec(spec);
+    let remote = remote
+        .or(cur_remote)
+        .with_context(|| format!("origin {origin} names no remote (expected remote:ref)"))?
+        .to_string();
+    let url = dev.sysroot.remote_url(&remote)?;
+    Ok(Source {
+        remote,
+        url,
+        refname: refname.to_string(),
+    })
+}
+
+/// `arbor upgrade --check`: the newest commit of the origin's ref, verified,
+/// and its download size. `result` is `no-update` or `available`.
+pub fn check(dev: &Device, opts: &Options) -> Result<Outcome> {
+    let src = source(dev, None)?;
+    let current = dev.current()?;
+    let trust = dev.trust(&dev.default_deployment()?)?;
+    let target = head(&src, &trust)?;
+    if target == current.commit {
+        return Ok(outcome(dev, "no-update", &target, &src, None, None, vec![]));
+    }
+    let verified = fetch_verified(dev, &src, &target, &trust, &current, opts.allow_downgrade)?;
+    let size = pull::delta_download_size(&src.url, &current.commit, &target, &trust)?;
+    Ok(outcome(dev, "available", &target, &src, size, Some(verified), vec![]))
+}
+
+/// `arbor upgrade`: pull, verify and deploy the newest commit of the origin's ref.
+pub fn upgrade(dev: &Device, opts: &Options, on_report: &(dyn Fn(&Report) + Sync)) -> Result<Outcome> {
+    let _lock = dev.lock("upgrade")?;
+    let src = source(dev, None)?;
+    let trust = dev.trust(&dev.default_deployment()?)?;
+    let target = head(&src, &trust)?;
+    let current = dev.current()?;
+    if target == current.commit || target == dev.default_deployment()?.commit {
+        return Ok(outcome(dev, "no-update", &target, &src, None, None, vec![]));
+    }
+    apply(dev, &src, &target, &trust, &current, opts, on_report)
+}
+
+/// `arbor deploy REV`: a commit checksum or a version of the origin's ref
+/// (looked up in its history on the server). Older commits are allowed: the
+/// user named this one.
+pub fn deploy(dev: &Device, rev: &str, opts: &Options, on_report: &(dyn Fn(&Report) + Sync)) -> Result<Outcome> {
+    let _lock = dev.lock("deploy")?;
+    let src = source(dev, None)?;
+    let trust = dev.trust(&dev.default_deployment()?)?;
+    let current = dev.current()?;
+    let target = if ::ostree::validate_checksum_string(rev).is_ok() {
+        rev.to_string()
+    } else {
+        find_version(dev, &src, &trust, rev, opts)?
+    };
+    let opts = Options {
+        allow_downgrade: true,
+        ..opts.clone()
+    };
+    apply(dev, &src, &target, &trust, &current, &opts, on_report)
+}
+
+/// `arbor rebase [REMOTE:]REF`: the newest commit of another ref; the origin changes.
+pub fn rebase(dev: &Device, refspec: &str, opts: &Options, on_report: &(dyn Fn(&Report) + Sync)) -> Result<Outcome> {
+    let _lock = dev.lock("rebase")?;
+    let src = source(dev, Some(refspec))?;
+    let trust = dev.trust(&dev.default_deployment()?)?;
+    let current = dev.current()?;
+    let target = head(&src, &trust)?;
+    let opts = Options {
+        allow_downgrade: true,
+        ..opts.clone()
+    };
+    apply(dev, &src, &target, &trust, &current, &opts, on_report)
+}
+
+/// `arbor rollback`: the second deployment in boot order becomes the first
+/// (a second rollback goes back).
+pub fn rollback(dev: &Device) -> Result<Outcome> {
+    let _lock = dev.lock("rollback")?;
+    let all = dev.sysroot.deployments();
+    if all.len() < 2 {
+        bail!(
+            "{} has {} deployment(s): nothing to roll back to",
+            dev.sysroot.path().display(),
+            all.len()
+        );
+    }
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.swap(0, 1);
+    dev.sysroot.reorder(&order)?;
+    crate::failpoint::hit("device::entries-written")?;
+    let files = super::bootfiles::render(dev)?;
+    crate::failpoint::hit("device::bootfiles-written")?;
+    dev.sysroot.cleanup()?;
+    let now = dev.default_deployment()?;
+    let (remote, refname) = now.origin.as_deref().map(split_refspec).unwrap_or((None, ""));
+    let src = Source {
+        remote: remote.unwrap_or_default().to_string(),
+        url: String::new(),
+        refname: refname.to_string(),
+    };
+    Ok(outcome(
+        dev,
+        "rolled-back",
+        &now.commit,
+        &src,
+        None,
+        None,
+        files.written,
+    ))
+}
+
+/// `arbor cleanup`: removes deployments no boot entry lists, old boot
+/// versions and unreferenced objects, and commit objects of refused updates.
+pub fn cleanup(dev: &Device) -> Result<()> {
+    let _lock = dev.lock("cleanup")?;
+    dev.sysroot.cleanup()
+}
+
+/// The commit the server's verified summary lists for the source's ref.
+fn head(src: &Source, trust: &Trust) -> Result<String> {
+    let summary = pull::summary(&src.url, trust)?;
+    summary.refs.get(&src.refname).cloned().with_context(|| {
+        format!(
+            "{}/summary lists no ref {} (it has: {})",
+            src.url,
+            src.refname,
+            summary.refs.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+/// Pulls the commit object alone (when not present) and checks it; a refused
+/// commit pulled here is deleted again. Returns the key that verified.
+fn fetch_verified(
+    dev: &Device,
+    src: &Source,
+    commit: &str,
+    trust: &Trust,
+    current: &DeploymentInfo,
+    allow_downgrade: bool,
+) -> Result<String> {
+    let repo = dev.sysroot.repo();
+    let had = repo.has_commit(commit)?;
+    if !had {
+        pull::pull(
+            repo,
+            &Pull {
+                remote: &src.remote,
+                url: &src.url,
+                refname: None,
+                commit,
+                commit_only: true,
+                not_older_than: None,
+                stall: Duration::from_secs(60),
+                retries: 5,
+                depth: 0,
+            },
+            &|_| {},
+        )?;
+    }
+    crate::failpoint::hit("device::commit-pulled")?;
+    let binding = Binding {
+        arch: Some(dev.board.arch),
+        board: Some(dev.board.name.clone()),
+        ref_name: Some(src.refname.clone()),
+    };
+    let report = crate::ostree::sign::check_commit(repo, commit, trust, &binding)?;
+    let mut reasons = report.reasons.clone();
+    let new = repo.commit_info(commit)?;
+    let cur = repo.commit_info(&current.commit)?;
+    if new.timestamp < cur.timestamp && !allow_downgrade {
+        reasons.push(format!(
+            "it is older than the current deployment (version {} of {} < version {} of {}); --allow-downgrade accepts it",
+            new.metadata.get("version").map(String::as_str).unwrap_or("?"),
+            new.timestamp,
+            cur.metadata.get("version").map(String::as_str).unwrap_or("?"),
+            cur.timestamp
+        ));
+    }
+    match (reasons.is_empty(), report.key) {
+        (true, Some(key)) => Ok(key),
+        _ => {
+            if !had {
+                repo.delete_commit(commit)?;
+            }
+            bail!(
+                "the update {commit} from {} ({}) is refused, nothing was changed: {}",
+                src.url,
+                src.refname,
+                reasons.join("; ")
+            )
+        }
+    }
+}
+
+/// Verify, pull the content, check space, deploy, render the bootloader
+/// files, clean up.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    dev: &Device,
+    src: &Source,
+    target: &str,
+    trust: &Trust,
+    current: &DeploymentInfo,
+    opts: &Options,
+    on_report: &(dyn Fn(&Report) + Sync),
+) -> Result<Outcome> {
+    let key = fetch_verified(dev, src, target, trust, current, opts.allow_downgrade)?;
+    let repo = dev.sysroot.repo();
+    let size = pull::delta_download_size(&src.url, &current.commit, target, trust).unwrap_or(None);
+    check_space(
+        &dev.sysroot.path().join("ostree"),
+        size.unwrap_or(0),
+        "the root filesystem",
+    )?;
+    let transferred = pull::pull(
+        repo,
+        &Pull {
+            remote: &src.remote,
+            url: &src.url,
+            refname: Some(&src.refname),
+            commit: target,
+            commit_only: false,
+            not_older_than: (!opts.allow_downgrade).then_some(current.commit.as_str()),
+            stall: opts.stall,
+            retries: opts.retries,
+            depth: 0,
+        },
+        on_report,
+    )?;
+    crate::failpoint::hit("device::content-pulled")?;
+    let boot_bytes = repo.boot_files_size(target)?;
+    check_space(&dev.sysroot.path().join("boot"), boot_bytes, "/boot")?;
+    let osname = dev.default_deployment()?.osname;
+    let refspec = format!("{}:{}", src.remote, src.refname);
+    dev.sysroot.deploy(&osname, target, &refspec)?;
+    crate::failpoint::hit("device::entries-written")?;
+    let files = super::bootfiles::render(dev)?;
+    crate::failpoint::hit("device::bootfiles-written")?;
+    dev.sysroot.cleanup()?;
+    Ok(outcome(
+        dev,
+        "deployed",
+        target,
+        src,
+        Some(transferred.bytes),
+        Some(key),
+        files.written,
+    ))
+}
+
+/// Refuses when the filesystem holding `dir` has less than `need` bytes free
+/// (plus a margin), with the numbers.
+fn check_space(dir: &std::path::Path, need: u64, what: &str) -> Result<()> {
+    const MARGIN: u64 = 8 << 20;
+    let st = nix::sys::statvfs::statvfs(dir).with_context(|| format!("checking free space on {}", dir.display()))?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if free < need.saturating_add(MARGIN) {
+        bail!(
+            "not enough space on {what} ({}): the update needs {} MiB and {} MiB are free (with an {} MiB margin); \
+             nothing was changed; `arbor cleanup` removes what no deployment uses",
+            dir.display(),
+            need.div_ceil(1 << 20),
+            free >> 20,
+            MARGIN >> 20
+        );
+    }
+    Ok(())
+}
+
+/// The commit of the ref's history on the server whose `version` is `version`.
+fn find_version(dev: &Device, src: &Source, trust: &Trust, version: &str, opts: &Options) -> Result<String> {
+    const DEPTH: i32 = 100;
+    let head = head(src, trust)?;
+    let repo = dev.sysroot.repo();
+    pull::pull(
+        repo,
+        &Pull {
+            remote: &src.remote,
+            url: &src.url,
+            refname: None,
+            commit: &head,
+            commit_only: true,
+            not_older_than: None,
+            stall: opts.stall,
+            retries: opts.retries,
+            depth: DEPTH,
+        },
+        &|_| {},
+    )?;
+    let mut candidates = vec![head.clone()];
+    candidates.extend(repo.ancestors(&head, DEPTH as usize)?);
+    for c in &candidates {
+        if repo.commit_info(c)?.metadata.get("version").map(String::as_str) == Some(version) {
+            return Ok(c.clone());
+        }
+    }
+    bail!(
+        "no commit with version {version} in the last {} commits of {} on {}",
+        candidates.len(),
+        src.refname,
+        src.url
+    )
+}
+
+fn outcome(
+    dev: &Device,
+    result: &'static str,
+    commit: &str,
+    src: &Source,
+    download_bytes: Option<u64>,
+    key: Option<String>,
+    bootloader_files: Vec<String>,
+) -> Outcome {
+    let version = dev
+        .sysroot
+        .repo()
+        .commit_info(commit)
+        .ok()
+        .and_then(|i| i.metadata.get("version").cloned());
+    Outcome {
+        result,
+        commit: commit.to_string(),
+        version,
+        origin: (!src.remote.is_empty()).then(|| format!("{}:{}", src.remote, src.refname)),
+        download_bytes,
+        key,
+        bootloader_files,
+    }
+}
