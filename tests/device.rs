@@ -1,0 +1,604 @@
+//! The device client on real images: `arbor image` v1 → attach it with loop
+//! devices and mount its partitions → `arbor upgrade --sysroot` from a real
+//! HTTP server on 127.0.0.1 serving `arbor publish` output → boot it in qemu
+//! → `arbor rollback` → boot again. Refused updates leave every byte of the
+//! sysroot's state as it was.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+#[path = "common/http.rs"]
+mod http;
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use common::{arbor, ok_json, run};
+use sha2::Digest as _;
+
+const REF: &str = "arbor/aarch64/sample-minimal";
+/// v1's commit time; v2 is a day later, the downgrade a day earlier.
+const EPOCH: u64 = 1_704_067_200;
+
+/// Composes, signs and publishes v1 and v2 of the sample tree, and images v1
+/// for each board once, pointing at the server that serves them.
+struct World {
+    dir: tempfile::TempDir,
+    server: http::Server,
+    v1: String,
+    v2: String,
+}
+
+fn world() -> &'static World {
+    static W: OnceLock<World> = OnceLock::new();
+    W.get_or_init(|| {
+        common::sample_repo();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // v2 adds a package: a delta with real content.
+        let tf1 = treefiles(d, "tf1", |t| t);
+        let tf2 = treefiles(d, "tf2", |t| t.replace("  - busybox\n", "  - busybox strace\n"));
+        let v1 = compose(d, &tf1, "repo", EPOCH);
+        run(arbor().arg("keygen").arg("-o").arg(d.join("key")));
+        run(arbor().args(["keygen", "-o"]).arg(d.join("other-key")));
+        sign_and_publish(d, "repo", "key", "pub");
+        let server = http::Server::start(d.join("pub"));
+        for board in ["qemu-virt-aarch64", "rpi3"] {
+            run(arbor()
+                .args(["image", "--ref", REF, "--board", board, "--repo"])
+                .arg(d.join("repo"))
+                .arg("-o")
+                .arg(d.join(format!("{board}.img")))
+                .args(["--remote", &server.url, "--keys"])
+                .arg(d.join("key.pub")));
+        }
+        let v2 = compose(d, &tf2, "repo", EPOCH + 86_400);
+        sign_and_publish(d, "repo", "key", "pub");
+        World { dir, server, v1, v2 }
+    })
+}
+
+impl World {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+}
+
+/// Copies of the shipped treefiles in `d/name`, the top one edited by `edit`,
+/// with a repo file pointing at the sample repository.
+fn treefiles(d: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let out = d.join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(common::root().join("treefiles")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let text = if p.file_name().unwrap() == "sample-minimal.yaml" {
+                edit(text)
+            } else {
+                text
+            };
+            std::fs::write(out.join(p.file_name().unwrap()), text).unwrap();
+        }
+    }
+    std::fs::write(
+        out.join("sample.repo"),
+        format!(
+            "[arbor-sample]\nname=sample\nbaseurl={}\ngpgcheck=0\n",
+            common::sample_url()
+        ),
+    )
+    .unwrap();
+    out.join("sample-minimal.yaml")
+}
+
+/// Composes `treefile` into `d/repo` with the given commit time; the commit.
+fn compose(d: &Path, treefile: &Path, repo: &str, epoch: u64) -> String {
+    let out = arbor()
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .args(["compose", "tree", "--arch", "aarch64", "--json", "--repo"])
+        .arg(d.join(repo))
+        .arg("--cache-dir")
+        .arg(d.join("cache"))
+        .arg(treefile)
+        .output()
+        .unwrap();
+    ok_json(&out)["commit"].as_str().unwrap().to_string()
+}
+
+fn sign_and_publish(d: &Path, repo: &str, key: &str, public: &str) {
+    run(arbor()
+        .args(["sign", "--repo"])
+        .arg(d.join(repo))
+        .arg("--key")
+        .arg(d.join(key))
+        .arg(REF));
+    run(arbor()
+        .args(["publish", "--repo"])
+        .arg(d.join(repo))
+        .arg("--to")
+        .arg(d.join(public))
+        .arg("--sign-key")
+        .arg(d.join(key)));
+}
+
+/// An image's partitions attached to loop devices and mounted: root at the
+/// top, /boot at boot/, the firmware partition (if any) at boot/firmware.
+struct Mounted {
+    top: PathBuf,
+    mounts: Vec<PathBuf>,
+    loops: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Mounted {
+    fn new(image: &Path) -> Mounted {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("sysroot");
+        std::fs::create_dir(&top).unwrap();
+        let table: serde_json::Value = serde_json::from_str(&run(Command::new("sfdisk").arg("-J").arg(image))).unwrap();
+        let mut m = Mounted {
+            top: top.clone(),
+            mounts: Vec::new(),
+            loops: Vec::new(),
+            _dir: dir,
+        };
+        let mut by_label = std::collections::BTreeMap::new();
+        for p in table["partitiontable"]["partitions"].as_array().unwrap() {
+            let (start, size) = (p["start"].as_u64().unwrap() * 512, p["size"].as_u64().unwrap() * 512);
+            let dev = run(Command::new("losetup")
+                .args([
+                    "-f",
+                    "--show",
+                    "-o",
+                    &start.to_string(),
+                    "--sizelimit",
+                    &size.to_string(),
+                ])
+                .arg(image))
+            .trim()
+            .to_string();
+            m.loops.push(dev.clone());
+            let label = run(Command::new("blkid").args(["-s", "LABEL", "-o", "value", &dev]))
+                .trim()
+                .to_string();
+            by_label.insert(label, dev);
+        }
+        // This VM's kernel has no vfat driver: the firmware partition is then
+        // left unmounted (U-Boot reads extlinux.conf from the ext4 /boot).
+        let vfat = std::fs::read_to_string("/proc/filesystems")
+            .unwrap()
+            .contains("\tvfat\n");
+        for (label, at) in [("root", ""), ("boot", "boot"), ("RPI-FW", "boot/firmware")] {
+            if label == "RPI-FW" && !vfat {
+                eprintln!("note: the kernel has no vfat: the firmware partition stays unmounted");
+                continue;
+            }
+            if let Some(dev) = by_label.get(label) {
+                let target = top.join(at);
+                std::fs::create_dir_all(&target).unwrap();
+                run(Command::new("mount").arg(dev).arg(&target));
+                m.mounts.push(target);
+            }
+        }
+        m
+    }
+
+    fn arg(&self) -> &Path {
+        &self.top
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        for t in self.mounts.iter().rev() {
+            let _ = Command::new("umount").arg(t).status();
+        }
+        for l in &self.loops {
+            let _ = Command::new("losetup").arg("-d").arg(l).status();
+        }
+    }
+}
+
+/// A copy of the board's v1 image (sparse, so it is quick) and its manifest.
+fn image_copy(board: &str, dir: &Path) -> PathBuf {
+    let w = world();
+    let img = dir.join(format!("{board}.img"));
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(w.path(&format!("{board}.img")))
+        .arg(&img));
+    std::fs::copy(
+        w.path(&format!("{board}.img.json")),
+        dir.join(format!("{board}.img.json")),
+    )
+    .unwrap();
+    img
+}
+
+/// `arbor VERB --sysroot MNT ARGS…`.
+fn device(verb: &[&str], m: &Mounted, extra: &[&str]) -> Output {
+    arbor()
+        .args(verb)
+        .arg("--sysroot")
+        .arg(m.arg())
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn status(m: &Mounted) -> serde_json::Value {
+    ok_json(&device(&["status", "--json"], m, &[]))
+}
+
+fn commits(s: &serde_json::Value) -> Vec<String> {
+    s["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["commit"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `ostree admin status` agrees with `arbor status --json`, and fsck is clean.
+fn agrees_with_ostree(m: &Mounted) {
+    let s = status(m);
+    let text = run(Command::new("ostree")
+        .args(["admin", "status", "--sysroot"])
+        .arg(m.arg()));
+    let theirs: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start_matches(['*', ' ']);
+            let (_, rest) = l.split_once(' ')?;
+            let (c, _) = rest.split_once('.')?;
+            (c.len() == 64).then(|| c.to_string())
+        })
+        .collect();
+    assert_eq!(commits(&s), theirs, "{text}\n{s}");
+    let fsck = run(Command::new("ostree")
+        .arg("fsck")
+        .arg("--repo")
+        .arg(m.top.join("ostree/repo")));
+    assert!(fsck.contains("no errors found"), "{fsck}");
+}
+
+/// Boots the image and returns the marker line (the commit it booted).
+fn boot(img: &Path, expect: &str) -> String {
+    let out = arbor()
+        .args(["image", "boot-test", "--json", "--expect-commit", expect])
+        .arg(img)
+        .output()
+        .unwrap();
+    ok_json(&out)["line"].as_str().unwrap().to_string()
+}
+
+fn needs_root() -> bool {
+    if !common::is_root() {
+        eprintln!("skipped: needs root (loop devices and mounts)");
+        return false;
+    }
+    true
+}
+
+fn upgrade_boot_rollback_boot(board: &str) {
+    let w = world();
+    let t = tempfile::tempdir().unwrap();
+    let img = image_copy(board, t.path());
+    {
+        let m = Mounted::new(&img);
+        let s = status(&m);
+        assert_eq!(commits(&s), [w.v1.clone()]);
+        assert_eq!(s["board"], board);
+        assert_eq!(s["deployments"][0]["signature"]["valid"], true, "{s}");
+        agrees_with_ostree(&m);
+
+        let check = device(&["upgrade", "--check", "--json"], &m, &[]);
+        let v = ok_json(&check);
+        assert_eq!(v["result"], "available", "{v}");
+        assert_eq!(v["commit"], w.v2.as_str());
+        let size = v["download_bytes"].as_u64().unwrap();
+        assert!(size > 0, "{v}");
+        w.server.take();
+        let up = device(&["upgrade", "--json"], &m, &[]);
+        let out = String::from_utf8_lossy(&up.stdout).to_string();
+        assert!(up.status.success(), "{out}{}", String::from_utf8_lossy(&up.stderr));
+        let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(last["result"], "deployed", "{out}");
+        assert!(out.contains("\"event\":\"progress\""), "JSON progress lines: {out}");
+        let requests = w.server.take();
+        assert!(
+            requests.iter().any(|r| r.contains("/deltas/")),
+            "the upgrade used the static delta: {requests:?}"
+        );
+        assert_eq!(commits(&status(&m)), [w.v2.clone(), w.v1.clone()]);
+        agrees_with_ostree(&m);
+        let again = device(&["upgrade", "--check"], &m, &[]);
+        assert_eq!(again.status.code(), Some(77), "no update: exit 77");
+        if board == "rpi3" && m.top.join("boot/firmware/cmdline.txt").exists() {
+            let cmdline = std::fs::read_to_string(m.top.join("boot/firmware/cmdline.txt")).unwrap();
+            let entries = std::fs::read_to_string(m.top.join("boot/extlinux/extlinux.conf")).unwrap();
+            let ostree_arg = cmdline.split_whitespace().find(|a| a.starts_with("ostree=")).unwrap();
+            assert!(
+                entries.contains(ostree_arg),
+                "cmdline.txt follows the new default: {cmdline}"
+            );
+        }
+    }
+    assert!(boot(&img, &w.v2).contains(&format!("commit={}", w.v2)));
+    {
+        let m = Mounted::new(&img);
+        let r = device(&["rollback", "--json"], &m, &[]);
+        assert_eq!(ok_json(&r)["commit"], w.v1.as_str());
+        assert_eq!(commits(&status(&m)), [w.v1.clone(), w.v2.clone()]);
+        agrees_with_ostree(&m);
+    }
+    assert!(boot(&img, &w.v1).contains(&format!("commit={}", w.v1)));
+}
+
+#[test]
+fn qemu_virt_upgrades_over_http_boots_the_new_commit_and_rolls_back() {
+    if needs_root() {
+        upgrade_boot_rollback_boot("qemu-virt-aarch64");
+    }
+}
+
+#[test]
+fn rpi3_upgrades_with_its_fat_firmware_partition_and_rolls_back() {
+    if needs_root() {
+        upgrade_boot_rollback_boot("rpi3");
+    }
+}
+
+/// Everything a refused update must leave as it was: deployments, refs, and
+/// every file of /boot (and the firmware partition), hashed.
+fn fingerprint(m: &Mounted) -> String {
+    let mut out = run(Command::new("ostree")
+        .args(["admin", "status", "--sysroot"])
+        .arg(m.arg()));
+    out += &run(Command::new("ostree")
+        .arg("refs")
+        .arg("--repo")
+        .arg(m.top.join("ostree/repo")));
+    out += &run(Command::new("ostree")
+        .args(["refs", "origin"])
+        .arg("--repo")
+        .arg(m.top.join("ostree/repo")));
+    let mut files = Vec::new();
+    walk(&m.top.join("boot"), &mut files);
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        out += &format!("{} {}\n", f.display(), hex::encode(sha2::Sha256::digest(&bytes)));
+    }
+    out
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = rd.map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for p in entries {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            walk(&p, out);
+        } else if meta.is_file() {
+            out.push(p);
+        }
+    }
+}
+
+/// Serves a copy of the published repository, changed by `tamper`, and
+/// points the device's remote at it; the upgrade must fail saying `expect`.
+fn refused(m: &Mounted, name: &str, tamper: impl FnOnce(&Path), extra: &[&str], expect: &str) {
+    let w = world();
+    let public = w.path(&format!("pub-{name}"));
+    let _ = std::fs::remove_dir_all(&public);
+    run(Command::new("cp").arg("-a").arg(w.path("pub")).arg(&public));
+    tamper(&public);
+    let server = http::Server::start(public);
+    run(arbor()
+        .args(["remote", "set-url", "origin", &server.url, "--sysroot"])
+        .arg(m.arg()));
+    let before = fingerprint(m);
+    let out = device(&["upgrade"], m, extra);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{name}: the upgrade was accepted");
+    assert!(err.contains(expect), "{name}: expected {expect:?} in: {err}");
+    assert_eq!(before, fingerprint(m), "{name}: the sysroot changed");
+    let fsck = run(Command::new("ostree")
+        .arg("fsck")
+        .arg("--repo")
+        .arg(m.top.join("ostree/repo")));
+    assert!(fsck.contains("no errors found"), "{name}: {fsck}");
+}
+
+/// The path of a loose object in an archive repository.
+fn object(public: &Path, csum: &str, ext: &str) -> PathBuf {
+    public
+        .join("objects")
+        .join(&csum[..2])
+        .join(format!("{}.{ext}", &csum[2..]))
+}
+
+#[test]
+fn refused_updates_leave_deployments_refs_and_boot_files_byte_identical() {
+    if !needs_root() {
+        return;
+    }
+    let w = world();
+    let t = tempfile::tempdir().unwrap();
+    let img = image_copy("qemu-virt-aarch64", t.path());
+    let m = Mounted::new(&img);
+    let v2 = w.v2.clone();
+    let v1 = w.v1.clone();
+
+    refused(
+        &m,
+        "unsigned",
+        |p| std::fs::remove_file(object(p, &v2, "commitmeta")).unwrap(),
+        &[],
+        "not signed",
+    );
+    refused(
+        &m,
+        "other-bytes",
+        |p| {
+            std::fs::copy(object(p, &v1, "commitmeta"), object(p, &v2, "commitmeta")).unwrap();
+        },
+        &[],
+        "verifies",
+    );
+    // A commit signed by a key the device does not trust.
+    let other = w.path("repo-other-key");
+    let _ = std::fs::remove_dir_all(&other);
+    run(Command::new("cp").arg("-a").arg(w.path("repo")).arg(&other));
+    std::fs::remove_file(
+        other
+            .join("objects")
+            .join(&v2[..2])
+            .join(format!("{}.commitmeta", &v2[2..])),
+    )
+    .unwrap();
+    run(arbor()
+        .args(["sign", "--repo"])
+        .arg(&other)
+        .arg("--key")
+        .arg(w.path("other-key"))
+        .arg(&v2));
+    let other_meta = other
+        .join("objects")
+        .join(&v2[..2])
+        .join(format!("{}.commitmeta", &v2[2..]));
+    refused(
+        &m,
+        "unknown-key",
+        |p| {
+            std::fs::copy(&other_meta, object(p, &v2, "commitmeta")).unwrap();
+        },
+        &[],
+        "verifies",
+    );
+    refused(
+        &m,
+        "tampered-summary",
+        |p| {
+            let s = p.join("summary");
+            let mut b = std::fs::read(&s).unwrap();
+            let n = b.len() / 2;
+            b[n] ^= 1;
+            std::fs::write(&s, b).unwrap();
+        },
+        &[],
+        "summary is refused",
+    );
+    refused(
+        &m,
+        "tampered-summary-sig",
+        |p| {
+            let s = p.join("summary.sig");
+            let mut b = std::fs::read(&s).unwrap();
+            let n = b.len() - 10;
+            b[n] ^= 1;
+            std::fs::write(&s, b).unwrap();
+        },
+        &[],
+        "summary is refused",
+    );
+    // A server that corrupts the delta: libostree's checksums catch it.
+    refused(
+        &m,
+        "corrupt-delta-part",
+        |p| {
+            let mut parts = Vec::new();
+            walk(&p.join("deltas"), &mut parts);
+            let part = parts.iter().find(|f| f.ends_with("0")).unwrap();
+            let mut b = std::fs::read(part).unwrap();
+            let n = b.len() / 2;
+            b[n] ^= 0x55;
+            std::fs::write(part, b).unwrap();
+        },
+        &[],
+        "pulling",
+    );
+    refused(
+        &m,
+        "truncated-delta-part",
+        |p| {
+            let mut parts = Vec::new();
+            walk(&p.join("deltas"), &mut parts);
+            let part = parts.iter().find(|f| f.ends_with("0")).unwrap();
+            let b = std::fs::read(part).unwrap();
+            std::fs::write(part, &b[..b.len() / 2]).unwrap();
+        },
+        &[],
+        "pulling",
+    );
+    // Revoked: the device's /etc/arbor/revoked lists the signing key.
+    let s = status(&m);
+    let deploy_dir = m.top.join("ostree/deploy/arbor/deploy").join(format!(
+        "{}.{}",
+        s["deployments"][0]["commit"].as_str().unwrap(),
+        s["deployments"][0]["serial"]
+    ));
+    let revoked = deploy_dir.join("etc/arbor/revoked");
+    std::fs::create_dir_all(&revoked).unwrap();
+    std::fs::copy(w.path("key.pub"), revoked.join("key.pub")).unwrap();
+    refused(&m, "revoked", |_| {}, &[], "revoked");
+    std::fs::remove_dir_all(&revoked).unwrap();
+
+    // After every refusal, the real server's update still applies.
+    run(arbor()
+        .args(["remote", "set-url", "origin", &w.server.url, "--sysroot"])
+        .arg(m.arg()));
+    let up = device(&["upgrade"], &m, &[]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    assert_eq!(commits(&status(&m)), [v2, v1]);
+    agrees_with_ostree(&m);
+}
+
+#[test]
+fn one_operation_at_a_time_and_clear_errors_for_a_bad_sysroot() {
+    let e = common::err(
+        &arbor()
+            .args(["status", "--sysroot", "/nonexistent/card"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("/nonexistent/card") && e.contains("not an OSTree sysroot"),
+        "{e}"
+    );
+    if !needs_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let img = image_copy("qemu-virt-aarch64", t.path());
+    let m = Mounted::new(&img);
+    // Hold the device lock as another arbor would.
+    let lock = m.top.join("ostree/arbor/lock");
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .arg("-c")
+        .arg(format!(
+            "echo 'pid 4242 (upgrade)' > '{}'; exec sleep 30",
+            lock.display()
+        ))
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let e = common::err(&device(&["rollback"], &m, &[]));
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(holder.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = holder.wait();
+    assert!(
+        e.contains("another arbor operation holds") && e.contains("pid 4242 (upgrade)"),
+        "{e}"
+    );
+    let e = common::err(&device(&["rollback"], &m, &[]));
+    assert!(e.contains("nothing to roll back to"), "{e}");
+}
