@@ -290,7 +290,7 @@ fn upgrade_boot_rollback_boot(board: &str) {
     {
         let m = Mounted::new(&img);
         let s = status(&m);
-        assert_eq!(commits(&s), [w.v1.clone()]);
+        assert_eq!(commits(&s), std::slice::from_ref(&w.v1));
         assert_eq!(s["board"], board);
         assert_eq!(s["deployments"][0]["signature"]["valid"], true, "{s}");
         agrees_with_ostree(&m);
