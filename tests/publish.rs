@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 mod common;
+#[allow(dead_code)] // the request log is for other tests
 #[path = "common/http.rs"]
 mod http;
 
