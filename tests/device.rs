@@ -37,9 +37,18 @@ fn world() -> &'static World {
         common::sample_repo();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        // v2 adds a package: a delta with real content.
+        // v2 adds a package and three files of 900 kB: a delta with real
+        // content, in several parts.
         let tf1 = treefiles(d, "tf1", |t| t);
-        let tf2 = treefiles(d, "tf2", |t| t.replace("  - busybox\n", "  - busybox strace\n"));
+        let tf2 = treefiles(d, "tf2", |t| {
+            t.replace("  - busybox\n", "  - busybox strace\n") + "postprocess-script: v2.sh\n"
+        });
+        std::fs::write(
+            d.join("tf2/v2.sh"),
+            "#!/usr/sbin/busybox sh\nbb=/usr/sbin/busybox\n$bb mkdir -p /usr/share/arbor-v2\n\
+             for i in 1 2 3; do $bb head -c 900000 /dev/urandom > /usr/share/arbor-v2/blob$i; done\n",
+        )
+        .unwrap();
         let v1 = compose(d, &tf1, "repo", EPOCH);
         run(arbor().arg("keygen").arg("-o").arg(d.join("key")));
         run(arbor().args(["keygen", "-o"]).arg(d.join("other-key")));
@@ -121,7 +130,9 @@ fn sign_and_publish(d: &Path, repo: &str, key: &str, public: &str) {
         .arg("--to")
         .arg(d.join(public))
         .arg("--sign-key")
-        .arg(d.join(key)));
+        .arg(d.join(key))
+        // Small parts, as for a flaky link: an interrupted pull keeps the parts it has.
+        .args(["--max-part-size", "1"]));
 }
 
 /// An image's partitions attached to loop devices and mounted: root at the
@@ -601,4 +612,162 @@ fn one_operation_at_a_time_and_clear_errors_for_a_bad_sysroot() {
     );
     let e = common::err(&device(&["rollback"], &m, &[]));
     assert!(e.contains("nothing to roll back to"), "{e}");
+}
+
+/// What the faulty server does to requests whose path contains its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Serve normally.
+    None,
+    /// Send half the body, then close the connection.
+    Drop,
+    /// Send half the body, then stop sending (and keep the connection open).
+    Stall,
+    /// Answer with this status and no body.
+    Status(u16),
+    /// Claim and send only half the body: a wrong length.
+    Short,
+}
+
+/// A loopback file server that injects one fault and counts the bytes it sent.
+struct FaultyServer {
+    url: String,
+    fault: std::sync::Arc<std::sync::Mutex<(Fault, String)>>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FaultyServer {
+    fn start(root: PathBuf) -> FaultyServer {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let fault = std::sync::Arc::new(std::sync::Mutex::new((Fault::None, String::new())));
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (f2, s2) = (fault.clone(), sent.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (root, fault, sent) = (root.clone(), f2.clone(), s2.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut first = String::new();
+                    if reader.read_line(&mut first).is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let Ok(body) = std::fs::read(root.join(path.trim_start_matches('/'))) else {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        return;
+                    };
+                    let (f, target) = fault.lock().unwrap().clone();
+                    let f = if !target.is_empty() && path.contains(&target) {
+                        f
+                    } else {
+                        Fault::None
+                    };
+                    let half = body.len() / 2;
+                    let (status, claimed, send) = match f {
+                        Fault::None => ("200 OK".to_string(), body.len(), body.len()),
+                        Fault::Drop | Fault::Stall => ("200 OK".to_string(), body.len(), half),
+                        Fault::Short => ("200 OK".to_string(), half, half),
+                        Fault::Status(code) => (format!("{code} Fault"), 0, 0),
+                    };
+                    let head = format!("HTTP/1.1 {status}\r\nContent-Length: {claimed}\r\nConnection: close\r\n\r\n");
+                    if stream
+                        .write_all(head.as_bytes())
+                        .and_then(|_| stream.write_all(&body[..send]))
+                        .is_ok()
+                    {
+                        sent.fetch_add(send as u64, Ordering::Relaxed);
+                    }
+                    let _ = stream.flush();
+                    if f == Fault::Stall {
+                        std::thread::sleep(std::time::Duration::from_secs(120));
+                    }
+                });
+            }
+        });
+        FaultyServer { url, fault, sent }
+    }
+
+    fn set(&self, f: Fault, target: &str) {
+        *self.fault.lock().unwrap() = (f, target.to_string());
+    }
+
+    fn take_sent(&self) -> u64 {
+        self.sent.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[test]
+fn network_faults_name_the_url_and_a_rerun_fetches_less_than_the_whole_update() {
+    if !needs_root() {
+        return;
+    }
+    let w = world();
+    let mut delta_files = Vec::new();
+    walk(&w.path("pub/deltas"), &mut delta_files);
+    let parts: Vec<&PathBuf> = delta_files
+        .iter()
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().parse::<u32>().is_ok())
+        .collect();
+    assert!(parts.len() >= 2, "the update has several delta parts: {delta_files:?}");
+    let whole: u64 = delta_files.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    // The last part is the one that fails.
+    let last = parts
+        .iter()
+        .max_by_key(|p| p.file_name().unwrap().to_str().unwrap().parse::<u32>().unwrap())
+        .unwrap();
+    let target = format!(
+        "{}/{}",
+        last.parent().unwrap().file_name().unwrap().to_str().unwrap(),
+        last.file_name().unwrap().to_str().unwrap()
+    );
+    let server = FaultyServer::start(w.path("pub"));
+    for (fault, expect) in [
+        (Fault::Drop, ""),
+        (Fault::Stall, "no data arrived for 3 s"),
+        (Fault::Status(500), ""),
+        (Fault::Status(404), ""),
+        (Fault::Short, ""),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let img = image_copy("qemu-virt-aarch64", t.path());
+        let m = Mounted::new(&img);
+        run(arbor()
+            .args(["remote", "set-url", "origin", &server.url, "--sysroot"])
+            .arg(m.arg()));
+        server.set(fault, &target);
+        server.take_sent();
+        let before = fingerprint(&m);
+        let out = device(&["upgrade", "--stall-timeout", "3", "--retries", "0"], &m, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{fault:?}: the upgrade went through");
+        assert!(err.contains(&server.url), "{fault:?}: the error names the URL: {err}");
+        assert!(err.contains(expect), "{fault:?}: {expect:?} in {err}");
+        assert_eq!(before, fingerprint(&m), "{fault:?}: a failed pull changed the sysroot");
+        server.set(Fault::None, "");
+        server.take_sent();
+        let out = device(&["upgrade", "--json"], &m, &[]);
+        assert!(
+            out.status.success(),
+            "{fault:?}: rerun: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let again = server.take_sent();
+        assert!(
+            again < whole,
+            "{fault:?}: the rerun fetched {again} bytes, the whole delta is {whole}: it should resume"
+        );
+        assert_eq!(commits(&status(&m)), [w.v2.clone(), w.v1.clone()], "{fault:?}");
+        agrees_with_ostree(&m);
+    }
 }
