@@ -771,3 +771,174 @@ fn network_faults_name_the_url_and_a_rerun_fetches_less_than_the_whole_update() 
         agrees_with_ostree(&m);
     }
 }
+
+/// The commit the bootloader's default entry boots, after checking that the
+/// entry is whole: its kernel and initramfs exist on /boot and its `ostree=`
+/// argument leads to a deployment of that commit whose kernel they are.
+fn booted_by_default(m: &Mounted) -> String {
+    let conf = std::fs::read_to_string(m.top.join("boot/extlinux/extlinux.conf")).unwrap();
+    let default = conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("default "))
+        .unwrap_or_else(|| panic!("no default entry: {conf}"))
+        .trim()
+        .to_string();
+    let mut in_entry = false;
+    let (mut kernel, mut initrd, mut append) = (None, None, None);
+    for l in conf.lines().map(str::trim) {
+        if let Some(label) = l.strip_prefix("label ") {
+            in_entry = label.trim() == default;
+        } else if in_entry {
+            if let Some(k) = l.strip_prefix("kernel ") {
+                kernel = Some(k.trim().to_string());
+            } else if let Some(i) = l.strip_prefix("initrd ") {
+                initrd = Some(i.trim().to_string());
+            } else if let Some(a) = l.strip_prefix("append ") {
+                append = Some(a.trim().to_string());
+            }
+        }
+    }
+    let (kernel, append) = (kernel.unwrap(), append.unwrap());
+    for f in [Some(&kernel), initrd.as_ref()].into_iter().flatten() {
+        let p = m.top.join("boot").join(f.trim_start_matches('/'));
+        assert!(p.is_file(), "the default entry's {f} is missing: {conf}");
+    }
+    let arg = append
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("ostree="))
+        .unwrap_or_else(|| panic!("no ostree= in {append}"));
+    let dir = std::fs::canonicalize(m.top.join(arg.trim_start_matches('/')))
+        .unwrap_or_else(|e| panic!("ostree={arg} does not resolve in the root filesystem ({e}): {conf}"));
+    assert!(dir.is_dir(), "{dir:?}");
+    let bootcsum = arg.split('/').nth(4).unwrap();
+    assert!(
+        kernel.contains(bootcsum),
+        "the kernel {kernel} is not the deployment's ({bootcsum})"
+    );
+    let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+    name.split('.').next().unwrap().to_string()
+}
+
+/// A small seeded generator: the same seed gives the same kill moments.
+fn next(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *seed >> 33
+}
+
+#[test]
+fn killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes() {
+    if !needs_root() {
+        return;
+    }
+    let w = world();
+    let (v1, v2) = (w.v1.clone(), w.v2.clone());
+    let check_after = |m: &Mounted, what: &str| {
+        let b = booted_by_default(m);
+        assert!(
+            b == v1 || b == v2,
+            "{what}: the default entry boots {b}, neither v1 nor v2"
+        );
+        agrees_with_ostree(m);
+    };
+    // Failpoints: every stage of upgrade, deploy and bootloader rendering.
+    for fp in [
+        "device::commit-pulled",
+        "device::content-pulled",
+        "device::deployed",
+        "device::entries-written",
+        "device::bootfile",
+        "device::bootfiles-written",
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let m = Mounted::new(&image_copy("qemu-virt-aarch64", t.path()));
+        let out = arbor()
+            .env("ARBOR_FAILPOINT", fp)
+            .args(["upgrade", "--sysroot"])
+            .arg(m.arg())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{fp}: the failpoint did not stop the upgrade");
+        check_after(&m, fp);
+        let out = device(&["upgrade"], &m, &[]);
+        assert!(
+            out.status.success(),
+            "{fp}: rerun: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(booted_by_default(&m), v2, "{fp}: after the rerun");
+        assert_eq!(commits(&status(&m))[0], v2, "{fp}");
+        // Rollback, killed at its stages, then finished by the next verb.
+        if [
+            "device::entries-written",
+            "device::bootfile",
+            "device::bootfiles-written",
+        ]
+        .contains(&fp)
+        {
+            let out = arbor()
+                .env("ARBOR_FAILPOINT", fp)
+                .args(["rollback", "--sysroot"])
+                .arg(m.arg())
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{fp}: rollback went through");
+            check_after(&m, &format!("rollback at {fp}"));
+            let out = device(&["cleanup"], &m, &[]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(
+                booted_by_default(&m),
+                commits(&status(&m))[0],
+                "{fp}: cleanup settles the boot files"
+            );
+        }
+    }
+
+    // SIGKILL at seeded random moments of an upgrade.
+    let runs: u64 = std::env::var("ARBOR_KILL_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let mut seed: u64 = std::env::var("ARBOR_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20261205);
+    let timed = {
+        let t = tempfile::tempdir().unwrap();
+        let m = Mounted::new(&image_copy("qemu-virt-aarch64", t.path()));
+        let started = std::time::Instant::now();
+        run(arbor().args(["upgrade", "--sysroot"]).arg(m.arg()));
+        started.elapsed()
+    };
+    let span = timed.as_millis().max(50) as u64;
+    let (mut before_new, mut killed) = (0, 0);
+    for i in 0..runs {
+        let t = tempfile::tempdir().unwrap();
+        let m = Mounted::new(&image_copy("qemu-virt-aarch64", t.path()));
+        let delay = next(&mut seed) % span;
+        let mut child = arbor().args(["upgrade", "--sysroot"]).arg(m.arg()).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let what = format!("run {i}, killed after {delay} ms");
+        check_after(&m, &what);
+        if booted_by_default(&m) == v1 {
+            before_new += 1;
+        }
+        let out = device(&["upgrade"], &m, &[]);
+        assert!(
+            out.status.success(),
+            "{what}: rerun: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(booted_by_default(&m), v2, "{what}: after the rerun");
+    }
+    eprintln!(
+        "kill matrix: {runs} SIGKILL runs over {span} ms (seed {}), {killed} killed mid-run, {before_new} left on v1",
+        std::env::var("ARBOR_KILL_SEED").unwrap_or_else(|_| "20261205".into())
+    );
+}

@@ -106,6 +106,7 @@ pub fn check(dev: &Device, opts: &Options) -> Result<Outcome> {
 /// `arbor upgrade`: pull, verify and deploy the newest commit of the origin's ref.
 pub fn upgrade(dev: &Device, opts: &Options, on_report: &(dyn Fn(&Report) + Sync)) -> Result<Outcome> {
     let _lock = dev.lock("upgrade")?;
+    settle(dev)?;
     let src = source(dev, None)?;
     let trust = dev.trust(&dev.default_deployment()?)?;
     let target = head(&src, &trust)?;
@@ -121,6 +122,7 @@ pub fn upgrade(dev: &Device, opts: &Options, on_report: &(dyn Fn(&Report) + Sync
 /// user named this one.
 pub fn deploy(dev: &Device, rev: &str, opts: &Options, on_report: &(dyn Fn(&Report) + Sync)) -> Result<Outcome> {
     let _lock = dev.lock("deploy")?;
+    settle(dev)?;
     let src = source(dev, None)?;
     let trust = dev.trust(&dev.default_deployment()?)?;
     let current = dev.current()?;
@@ -139,6 +141,7 @@ pub fn deploy(dev: &Device, rev: &str, opts: &Options, on_report: &(dyn Fn(&Repo
 /// `arbor rebase [REMOTE:]REF`: the newest commit of another ref; the origin changes.
 pub fn rebase(dev: &Device, refspec: &str, opts: &Options, on_report: &(dyn Fn(&Report) + Sync)) -> Result<Outcome> {
     let _lock = dev.lock("rebase")?;
+    settle(dev)?;
     let src = source(dev, Some(refspec))?;
     let trust = dev.trust(&dev.default_deployment()?)?;
     let current = dev.current()?;
@@ -154,6 +157,7 @@ pub fn rebase(dev: &Device, refspec: &str, opts: &Options, on_report: &(dyn Fn(&
 /// (a second rollback goes back).
 pub fn rollback(dev: &Device) -> Result<Outcome> {
     let _lock = dev.lock("rollback")?;
+    settle(dev)?;
     let all = dev.sysroot.deployments();
     if all.len() < 2 {
         bail!(
@@ -191,7 +195,18 @@ pub fn rollback(dev: &Device) -> Result<Outcome> {
 /// versions and unreferenced objects, and commit objects of refused updates.
 pub fn cleanup(dev: &Device) -> Result<()> {
     let _lock = dev.lock("cleanup")?;
-    dev.sysroot.cleanup()
+    settle(dev).map(|_| ())
+}
+
+/// Completes what an interrupted operation left: the bootloader files are
+/// rendered again from libostree's boot entries (written only where they
+/// differ) and what no entry lists is cleaned up. Every mutating verb starts
+/// with it, under the lock, so a run killed between libostree's entry swap
+/// and arbor's files is finished by the next one.
+fn settle(dev: &Device) -> Result<super::bootfiles::Rendered> {
+    let files = super::bootfiles::render(dev)?;
+    dev.sysroot.cleanup()?;
+    Ok(files)
 }
 
 /// The commit the server's verified summary lists for the source's ref.

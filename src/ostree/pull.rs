@@ -145,6 +145,11 @@ pub fn pull(repo: &Repo, pull: &Pull, on_report: &(dyn Fn(&Report) + Sync)) -> R
             .pull_with_options(pull.remote, &options, Some(&progress.0), Some(&cancel));
         done.store(true, Ordering::Release);
         let _ = watchdog.join();
+        // Removes the idle source the progress object queued on the main
+        // context: it holds no reference, and a later pull iterating the same
+        // context would otherwise call into the freed object (a hang on its
+        // mutex, or GLib's "invalid non-instantiatable type" warning).
+        progress.0.finish();
         r
     });
     let what = if pull.commit_only { "the commit object of" } else { "" };
