@@ -78,17 +78,26 @@ impl World {
 /// Copies of the shipped treefiles in `d/name`, the top one edited by `edit`,
 /// with a repo file pointing at the sample repository.
 fn treefiles(d: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    treefiles_with(d, name, |file, text| {
+        if file == "sample-minimal.yaml" {
+            edit(text)
+        } else {
+            text
+        }
+    })
+}
+
+/// [`treefiles`], with `edit` given every file's name and text.
+fn treefiles_with(d: &Path, name: &str, edit: impl Fn(&str, String) -> String) -> PathBuf {
     let out = d.join(name);
     std::fs::create_dir_all(&out).unwrap();
     for e in std::fs::read_dir(common::root().join("treefiles")).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "yaml") {
-            let text = std::fs::read_to_string(&p).unwrap();
-            let text = if p.file_name().unwrap() == "sample-minimal.yaml" {
-                edit(text)
-            } else {
-                text
-            };
+            let text = edit(
+                p.file_name().unwrap().to_str().unwrap(),
+                std::fs::read_to_string(&p).unwrap(),
+            );
             std::fs::write(out.join(p.file_name().unwrap()), text).unwrap();
         }
     }
@@ -105,9 +114,13 @@ fn treefiles(d: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
 
 /// Composes `treefile` into `d/repo` with the given commit time; the commit.
 fn compose(d: &Path, treefile: &Path, repo: &str, epoch: u64) -> String {
+    compose_arch(d, treefile, repo, epoch, "aarch64")
+}
+
+fn compose_arch(d: &Path, treefile: &Path, repo: &str, epoch: u64, arch: &str) -> String {
     let out = arbor()
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
-        .args(["compose", "tree", "--arch", "aarch64", "--json", "--repo"])
+        .args(["compose", "tree", "--arch", arch, "--json", "--repo"])
         .arg(d.join(repo))
         .arg("--cache-dir")
         .arg(d.join("cache"))
@@ -408,7 +421,13 @@ fn refused(m: &Mounted, name: &str, tamper: impl FnOnce(&Path), extra: &[&str], 
     let _ = std::fs::remove_dir_all(&public);
     run(Command::new("cp").arg("-a").arg(w.path("pub")).arg(&public));
     tamper(&public);
-    let server = http::Server::start(public);
+    refused_from(m, name, &public, extra, expect);
+}
+
+/// The upgrade from a server publishing `public` fails saying `expect`, and
+/// changes nothing.
+fn refused_from(m: &Mounted, name: &str, public: &Path, extra: &[&str], expect: &str) {
+    let server = http::Server::start(public.to_path_buf());
     run(arbor()
         .args(["remote", "set-url", "origin", &server.url, "--sysroot"])
         .arg(m.arg()));
@@ -941,4 +960,108 @@ fn killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes() {
         "kill matrix: {runs} SIGKILL runs over {span} ms (seed {}), {killed} killed mid-run, {before_new} left on v1",
         std::env::var("ARBOR_KILL_SEED").unwrap_or_else(|_| "20261205".into())
     );
+}
+
+/// Commits a device must refuse, each signed with the trusted key and
+/// published as the device's ref in its own directory `pub-NAME`.
+fn variants() -> &'static World {
+    static V: OnceLock<()> = OnceLock::new();
+    let w = world();
+    V.get_or_init(|| {
+        let d = w.dir.path();
+        let variant = |name: &str, tf: PathBuf, epoch: u64, arch: &str| {
+            let repo = format!("repo-{name}");
+            let _ = std::fs::remove_dir_all(d.join(&repo));
+            run(Command::new("cp").arg("-a").arg(d.join("repo")).arg(d.join(&repo)));
+            let commit = compose_arch(d, &tf, &repo, epoch, arch);
+            // The device's ref now names this commit.
+            let r = d.join(&repo);
+            let repo_arg = format!("--repo={}", r.display());
+            run(Command::new("ostree").args(["refs", &repo_arg, "--delete", REF]));
+            run(Command::new("ostree").args(["refs", &repo_arg, &format!("--create={REF}"), &commit]));
+            sign_and_publish(d, &repo, "key", &format!("pub-{name}"));
+            commit
+        };
+        let other_board = treefiles_with(d, "tf-board", |f, t| {
+            if f == "sample-aarch64.yaml" {
+                t.replace("  - qemu-virt-aarch64\n  - rpi3\n", "")
+            } else {
+                t
+            }
+        });
+        variant("other-board", other_board, EPOCH + 2 * 86_400, "aarch64");
+        let other_ref = treefiles(d, "tf-ref", |t| t.replace("sample-minimal\n", "sample-other\n"));
+        variant("other-ref", other_ref, EPOCH + 2 * 86_400, "aarch64");
+        variant(
+            "other-arch",
+            d.join("tf1/sample-armv7.yaml"),
+            EPOCH + 2 * 86_400,
+            "armv7hl",
+        );
+        variant("older", d.join("tf1/sample-minimal.yaml"), EPOCH - 86_400, "aarch64");
+    });
+    w
+}
+
+#[test]
+fn commits_for_another_board_arch_or_ref_and_downgrades_are_refused() {
+    if !needs_root() {
+        return;
+    }
+    let w = variants();
+    let t = tempfile::tempdir().unwrap();
+    let m = Mounted::new(&image_copy("qemu-virt-aarch64", t.path()));
+    for (name, expect) in [
+        ("other-board", "not built for board qemu-virt-aarch64"),
+        ("other-ref", "not bound to ref arbor/aarch64/sample-minimal"),
+        ("other-arch", "built for arch armv7hl, not aarch64"),
+        ("older", "older than the current deployment"),
+    ] {
+        refused_from(&m, name, &w.path(&format!("pub-{name}")), &[], expect);
+    }
+    // A downgrade is accepted when asked for.
+    let out = device(&["upgrade", "--allow-downgrade"], &m, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = status(&m);
+    assert_eq!(s["deployments"][0]["timestamp"], EPOCH - 86_400, "{s}");
+    agrees_with_ostree(&m);
+}
+
+#[test]
+fn an_offline_bundle_upgrades_without_a_network_and_boots_and_one_for_another_board_is_refused() {
+    if !needs_root() {
+        return;
+    }
+    let w = variants();
+    let t = tempfile::tempdir().unwrap();
+    let bundle = |repo: &str, to: &str, out: &Path| {
+        run(arbor()
+            .args(["bundle", "create", "--repo"])
+            .arg(w.path(repo))
+            .args(["--from", &w.v1, "--to", to, "-o"])
+            .arg(out)
+            .arg("--key")
+            .arg(w.path("key")));
+    };
+    let good = t.path().join("v2.arbor");
+    bundle("repo", &w.v2, &good);
+    let other = t.path().join("other-board.arbor");
+    bundle("repo-other-board", REF, &other);
+    let img = image_copy("qemu-virt-aarch64", t.path());
+    {
+        let m = Mounted::new(&img);
+        // No server: the remote points nowhere.
+        run(arbor()
+            .args(["remote", "set-url", "origin", "http://127.0.0.1:9/", "--sysroot"])
+            .arg(m.arg()));
+        let before = fingerprint(&m);
+        let e = common::err(&device(&["upgrade"], &m, &["--bundle", other.to_str().unwrap()]));
+        assert!(e.contains("not this aarch64 qemu-virt-aarch64"), "{e}");
+        assert_eq!(before, fingerprint(&m), "a refused bundle changed the sysroot");
+        let out = device(&["upgrade", "--json"], &m, &["--bundle", good.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(commits(&status(&m)), [w.v2.clone(), w.v1.clone()]);
+        agrees_with_ostree(&m);
+    }
+    assert!(boot(&img, &w.v2).contains(&format!("commit={}", w.v2)));
 }

@@ -180,11 +180,15 @@ impl Status {
 impl Upgrade {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
-        if self.bundle.is_some() {
-            return not_implemented("upgrade --bundle", "the device client issue, part 1");
-        }
         let dev = self.at.open()?;
         let opts = self.net.options(self.allow_downgrade);
+        if let Some(file) = &self.bundle {
+            if self.check {
+                bail!("--check reads the server; `arbor bundle verify` checks a bundle file");
+            }
+            let o = update::upgrade_bundle(&dev, file, &opts)?;
+            return show(&o, self.net.json);
+        }
         if self.check {
             let o = update::check(&dev, &opts)?;
             show(&o, self.net.json)?;

@@ -153,6 +153,74 @@ pub fn rebase(dev: &Device, refspec: &str, opts: &Options, on_report: &(dyn Fn(&
     apply(dev, &src, &target, &trust, &current, &opts, on_report)
 }
 
+/// `arbor upgrade --bundle FILE`: the offline path. The bundle is verified
+/// with the device's keys (manifest, every member, the commit's signature)
+/// and must be for this board and arch, from a commit this device has; its
+/// delta goes into the sysroot's repository, then the same commit checks and
+/// deploy as a pull. No network.
+pub fn upgrade_bundle(dev: &Device, file: &std::path::Path, opts: &Options) -> Result<Outcome> {
+    let _lock = dev.lock("upgrade --bundle")?;
+    settle(dev)?;
+    let default = dev.default_deployment()?;
+    let trust = dev.trust(&default)?;
+    let current = dev.current()?;
+    let origin = default
+        .origin
+        .clone()
+        .with_context(|| format!("the default deployment {} has no origin", default.commit))?;
+    let (remote, refname) = split_refspec(&origin);
+    let src = Source {
+        remote: remote.unwrap_or("origin").to_string(),
+        url: file.display().to_string(),
+        refname: refname.to_string(),
+    };
+    let shown = file.display();
+    // What the bundle says about itself is checked again on the commit below;
+    // these refusals come first so nothing is applied for another device.
+    let board = crate::ostree::bundle::verify_file(file, &trust)?.board;
+    let arch = dev.board.arch.rpm_name();
+    if board.arch != arch || !board.boards.contains(&dev.board.name) {
+        bail!(
+            "bundle {shown} is for arch {} and boards [{}], not this {arch} {}; nothing was changed",
+            board.arch,
+            board.boards.join(", "),
+            dev.board.name
+        );
+    }
+    let repo = dev.sysroot.repo();
+    if let Some(from) = &board.from
+        && !repo.has_commit(from)?
+    {
+        bail!(
+            "bundle {shown} updates from commit {from}, which this device does not have (it runs {}); nothing was changed",
+            current.commit
+        );
+    }
+    if board.to == default.commit {
+        return Ok(outcome(dev, "no-update", &board.to, &src, None, None, vec![]));
+    }
+    crate::ostree::bundle::apply_file(repo, file, &trust)?;
+    crate::failpoint::hit("device::content-pulled")?;
+    let key = fetch_verified(dev, &src, &board.to, &trust, &current, opts.allow_downgrade)?;
+    let boot_bytes = repo.boot_files_size(&board.to)?;
+    check_space(&dev.sysroot.path().join("boot"), boot_bytes, "/boot")?;
+    dev.sysroot.deploy(&default.osname, &board.to, &origin)?;
+    crate::failpoint::hit("device::entries-written")?;
+    dev.sysroot.set_remote_ref(&src.remote, &src.refname, &board.to)?;
+    let files = super::bootfiles::render(dev)?;
+    crate::failpoint::hit("device::bootfiles-written")?;
+    dev.sysroot.cleanup()?;
+    Ok(outcome(
+        dev,
+        "deployed",
+        &board.to,
+        &src,
+        std::fs::metadata(file).ok().map(|m| m.len()),
+        Some(key),
+        files.written,
+    ))
+}
+
 /// `arbor rollback`: the second deployment in boot order becomes the first
 /// (a second rollback goes back).
 pub fn rollback(dev: &Device) -> Result<Outcome> {

@@ -175,6 +175,31 @@ pub fn verify_file(path: &Path, trust: &Trust) -> Result<Verified> {
         .with_context(|| format!("bundle {} is refused", path.display()))
 }
 
+/// Verifies the bundle at `path` against `trust` and, only when every check
+/// passes, applies its delta into `repo` (objects and the target commit; no
+/// ref moves). The delta passes through a temporary file in the repository's
+/// `tmp/`, removed afterwards.
+pub fn apply_file(repo: &Repo, path: &Path, trust: &Trust) -> Result<Verified> {
+    let f = File::open(path).with_context(|| format!("opening the bundle {}", path.display()))?;
+    let mut delta = tempfile::Builder::new()
+        .prefix("arbor-bundle-delta-")
+        .tempfile_in(repo.path().join("tmp"))
+        .with_context(|| format!("creating a temporary file in {}/tmp", repo.path().display()))?;
+    let verified = bundle::read::verify(BufReader::new(f), trust, &GlibDecoder, delta.as_file_mut())
+        .with_context(|| format!("bundle {} is refused", path.display()))?;
+    delta.as_file().sync_all().context("syncing the bundle's delta")?;
+    super::repo::in_transaction(repo.raw(), || {
+        repo.raw()
+            .static_delta_execute_offline(&gio::File::for_path(delta.path()), false, gio::Cancellable::NONE)
+            .with_context(|| format!("applying the delta of bundle {}", path.display()))?;
+        repo.raw()
+            .commit_transaction(gio::Cancellable::NONE)
+            .with_context(|| format!("committing the objects of bundle {}", path.display()))?;
+        Ok(())
+    })?;
+    Ok(verified)
+}
+
 /// One self-contained delta file (parts inline) at `dest`.
 fn generate_delta(repo: &Repo, from: Option<&str>, to: &str, dest: &Path) -> Result<()> {
     let params = glib::VariantDict::new(None);
