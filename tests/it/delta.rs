@@ -1,9 +1,7 @@
 //! `arbor delta` against the real ostree CLI: deltas between two composes and
 //! from scratch, listed, shown and applied offline into a fresh repository.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use common::{Scratch, arbor, ok_json, ostree, run, sample_url};
 

@@ -3,12 +3,7 @@
 //! accept, with deltas, a summary and a JSON index, and no package cache refs;
 //! a from-scratch delta only when asked for.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
-#[allow(dead_code)] // the request log is for other tests
-#[path = "common/http.rs"]
-mod http;
+use crate::common::{self, http};
 
 use common::{Scratch, arbor, ok_json, ostree, run, sample_url};
 use std::path::{Path, PathBuf};

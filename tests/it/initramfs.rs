@@ -2,9 +2,7 @@
 //! kernel gets `/usr/lib/modules/$kver/initramfs.img`, read back with the
 //! real `cpio`; composing again gives the same commit.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};

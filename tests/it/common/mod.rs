@@ -1,9 +1,10 @@
 //! Shared test harness: the sample repository is built once (per input change)
-//! and shared by every test binary; a file lock keeps parallel test binaries
-//! from building it at the same time.
+//! and shared by every test; a file lock keeps another test run (or another
+//! checkout's `cargo test` on the same target directory) from building it at
+//! the same time.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-#![allow(dead_code)]
+pub mod http;
+pub mod peak;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -79,6 +80,15 @@ pub fn ostree(repo: &Path, args: &[&str]) -> String {
     run(Command::new("ostree")
         .arg(format!("--repo={}", repo.display()))
         .args(args))
+}
+
+/// The name libtest gives test `name` of the module at `module_path` (`module_path!()`),
+/// for `--exact` when a test runs another test of this binary in a child process.
+pub fn test_name(module_path: &str, name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_crate, module)) => format!("{module}::{name}"),
+        None => name.to_string(),
+    }
 }
 
 /// The `arbor` binary under test, without progress bars.

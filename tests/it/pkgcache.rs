@@ -1,8 +1,7 @@
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 //! The package cache against real aarch64 RPMs of the sample repository,
 //! checked with the real `ostree` CLI and with `rpm2cpio | cpio` extraction.
 
-mod common;
+use crate::common;
 
 use common::ostree;
 

@@ -1,9 +1,7 @@
 //! The sample repository against the real tools: rpm reads and verifies every
 //! package, libsolv loads the createrepo_c metadata, the binaries are real ARM.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -94,7 +92,7 @@ fn createrepo_metadata_loads_in_libsolv_and_every_package_is_installable() {
     assert!(dump.contains(&want), "dumpsolv says:\n{}", &dump[..dump.len().min(400)]);
     for arch in ["aarch64", "armv7hl", "x86_64"] {
         // installcheck prints one "can't install" block per broken arch package (it does
-        // not check noarch ones: needs-missing-lib is broken on purpose, see tests/solve.rs).
+        // not check noarch ones: needs-missing-lib is broken on purpose, see tests/it/solve.rs).
         let out = Command::new("installcheck").arg(arch).arg(&primary).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(

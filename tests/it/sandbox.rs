@@ -2,9 +2,7 @@
 //! aarch64 programs from the sample repository under qemu-user in a private
 //! binfmt_misc instance.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -3,9 +3,7 @@
 //! and directories arbor itself writes shipped as symlinks; and a script that
 //! fills the disk is named.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use std::process::Command;
 

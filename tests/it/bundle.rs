@@ -2,10 +2,7 @@
 //! a bundle applies with `ostree static-delta apply-offline`, and damaged or
 //! forged bundles are refused with a message naming the cause.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
-mod peak;
+use crate::common::{self, peak};
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};

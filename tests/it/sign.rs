@@ -1,9 +1,7 @@
 //! `arbor keygen|sign|verify` against the real ostree CLI, with the signatures
 //! checked independently by Python's `cryptography` (Debian's /usr/bin/python3).
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};

@@ -1,9 +1,7 @@
 //! `arbor compose tree` running package scriptlets, triggers and postprocess
 //! scripts: aarch64 ones under qemu-user in the sandbox, lua natively.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use std::process::Command;
 

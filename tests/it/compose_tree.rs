@@ -1,9 +1,7 @@
 //! `arbor compose tree` against the real ostree and rpm tools: the commit's
 //! layout, determinism, incremental imports, --no-scripts, crash safety.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,9 +1,7 @@
 //! `arbor image` against the real partitioning, filesystem and ostree tools,
 //! and booting the images in qemu (`arbor image boot-test`).
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

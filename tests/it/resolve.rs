@@ -2,11 +2,7 @@
 //! http://, libsolv for the target arch, verified downloads, lockfiles, and
 //! the errors a user gets for bad input.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
-#[path = "common/http.rs"]
-mod http;
+use crate::common::{self, http};
 
 fn resolve(t: &Scratch, arch: &str, extra: &[&str]) -> Output {
     t.run(&["compose", "resolve", "--arch", arch], extra, &[])

@@ -1,8 +1,6 @@
 //! The `arbor` binary as a user runs it.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use common::{arbor, package, run};
 

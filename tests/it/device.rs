@@ -4,11 +4,7 @@
 //! → `arbor rollback` → boot again. Refused updates leave every byte of the
 //! sysroot's state as it was.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
-#[path = "common/http.rs"]
-mod http;
+use crate::common::{self, http};
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,6 @@
 //! `arbor flash` against real loop devices, and bmaps against the real
 //! `bmaptool` (Debian package bmap-tools). Loop-device tests need root and
 //! return early, saying why, without it.
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
 use std::fs::File;
 use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;

@@ -2,9 +2,7 @@
 //! verifies what we write, and what we write matches what rpm itself writes
 //! with `rpm -i --justdb` for the same packages.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
