@@ -33,7 +33,9 @@ fn unimplemented_verbs_say_so_and_fail() {
 }
 
 #[test]
-fn image_and_flash_name_what_is_wrong_before_any_work() {
+#[ignore = "needs root: arbor image needs root (and says that first)"]
+fn image_names_what_is_wrong_before_any_work() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let out = arbor()
         .args(["image", "--repo", "no-repo", "--ref", "x", "--board", "rpi4", "-o"])
@@ -43,6 +45,12 @@ fn image_and_flash_name_what_is_wrong_before_any_work() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("no-repo"), "{err}");
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "nothing written");
+}
+
+#[test]
+fn flash_names_what_is_wrong_before_any_work() {
+    let t = tempfile::tempdir().unwrap();
     // A regular file is not a block device: refused, and left alone.
     let img = t.path().join("i.img");
     std::fs::write(&img, b"not an image").unwrap();

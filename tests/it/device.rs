@@ -282,14 +282,6 @@ fn boot(img: &Path, expect: &str) -> String {
     ok_json(&out)["line"].as_str().unwrap().to_string()
 }
 
-fn needs_root() -> bool {
-    if !common::is_root() {
-        eprintln!("skipped: needs root (loop devices and mounts)");
-        return false;
-    }
-    true
-}
-
 fn upgrade_boot_rollback_boot(board: &str) {
     let w = world();
     let t = tempfile::tempdir().unwrap();
@@ -346,17 +338,17 @@ fn upgrade_boot_rollback_boot(board: &str) {
 }
 
 #[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn qemu_virt_upgrades_over_http_boots_the_new_commit_and_rolls_back() {
-    if needs_root() {
-        upgrade_boot_rollback_boot("qemu-virt-aarch64");
-    }
+    common::need_root();
+    upgrade_boot_rollback_boot("qemu-virt-aarch64");
 }
 
 #[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn rpi3_upgrades_with_its_fat_firmware_partition_and_rolls_back() {
-    if needs_root() {
-        upgrade_boot_rollback_boot("rpi3");
-    }
+    common::need_root();
+    upgrade_boot_rollback_boot("rpi3");
 }
 
 /// Everything a refused update must leave as it was: deployments, refs, and
@@ -430,10 +422,9 @@ fn object(public: &Path, csum: &str, ext: &str) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn refused_updates_leave_deployments_refs_and_boot_files_byte_identical() {
-    if !needs_root() {
-        return;
-    }
+    common::need_root();
     let w = world();
     let t = tempfile::tempdir().unwrap();
     let img = image_copy("qemu-virt-aarch64", t.path());
@@ -566,7 +557,7 @@ fn refused_updates_leave_deployments_refs_and_boot_files_byte_identical() {
 }
 
 #[test]
-fn one_operation_at_a_time_and_clear_errors_for_a_bad_sysroot() {
+fn a_path_that_is_not_a_sysroot_is_a_clear_error() {
     let e = common::err(
         &arbor()
             .args(["status", "--sysroot", "/nonexistent/card"])
@@ -577,9 +568,12 @@ fn one_operation_at_a_time_and_clear_errors_for_a_bad_sysroot() {
         e.contains("/nonexistent/card") && e.contains("not an OSTree sysroot"),
         "{e}"
     );
-    if !needs_root() {
-        return;
-    }
+}
+
+#[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
+fn one_operation_at_a_time_and_clear_errors_for_a_bad_sysroot() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let img = image_copy("qemu-virt-aarch64", t.path());
     let m = Mounted::new(&img);
@@ -704,10 +698,9 @@ impl FaultyServer {
 }
 
 #[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn network_faults_name_the_url_and_a_rerun_fetches_less_than_the_whole_update() {
-    if !needs_root() {
-        return;
-    }
+    common::need_root();
     let w = world();
     let mut delta_files = Vec::new();
     walk(&w.path("pub/deltas"), &mut delta_files);
@@ -824,10 +817,9 @@ fn next(seed: &mut u64) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes() {
-    if !needs_root() {
-        return;
-    }
+    common::need_root();
     let w = world();
     let (v1, v2) = (w.v1.clone(), w.v2.clone());
     let check_after = |m: &Mounted, what: &str| {

@@ -1,5 +1,6 @@
 //! `arbor image` against the real partitioning, filesystem and ostree tools,
-//! and booting the images in qemu (`arbor image boot-test`).
+//! and booting the images in qemu (`arbor image boot-test`). `arbor image`
+//! needs root, and so does every test here.
 
 use crate::common;
 
@@ -82,7 +83,9 @@ fn part<'a>(v: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn qemu_virt_image_is_accepted_by_sfdisk_e2fsck_and_ostree() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let key = t.path().join("device-key");
     run(arbor().arg("keygen").arg("-o").arg(&key));
@@ -155,7 +158,9 @@ fn qemu_virt_image_is_accepted_by_sfdisk_e2fsck_and_ostree() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn rpi3_image_has_a_fat_firmware_partition_with_config_and_uboot() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let v = image("rpi3", t.path(), &[]);
     let img = PathBuf::from(v["file"].as_str().unwrap());
@@ -189,7 +194,9 @@ fn rpi3_image_has_a_fat_firmware_partition_with_config_and_uboot() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn the_same_inputs_give_the_same_image_bytes() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let a = image("qemu-virt-aarch64", &t.path().join("a"), &[]);
     let b = image("qemu-virt-aarch64", &t.path().join("b"), &[]);
@@ -202,7 +209,9 @@ fn the_same_inputs_give_the_same_image_bytes() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn an_image_for_another_arch_or_an_unknown_board_is_refused_before_any_work() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let (_, repo) = composed();
     let out = image_cmd(
@@ -229,7 +238,9 @@ fn an_image_for_another_arch_or_an_unknown_board_is_refused_before_any_work() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn the_qemu_virt_image_boots_to_the_deployed_commit() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let v = image("qemu-virt-aarch64", t.path(), &[]);
     let line = boot_line(&v, None);
@@ -245,7 +256,9 @@ fn the_qemu_virt_image_boots_to_the_deployed_commit() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn the_rpi3_image_boots_in_qemu_raspi3b_through_uboot() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let v = image("rpi3", t.path(), &[]);
     let line = boot_line(&v, None);
@@ -253,7 +266,9 @@ fn the_rpi3_image_boots_in_qemu_raspi3b_through_uboot() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn a_build_killed_at_any_point_leaves_nothing_at_the_output_path() {
+    common::need_root();
     let (_, repo) = composed();
     let t = tempfile::tempdir().unwrap();
     let out_path = t.path().join("disk.img");
@@ -277,7 +292,9 @@ fn a_build_killed_at_any_point_leaves_nothing_at_the_output_path() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn a_gpt_board_gets_a_valid_gpt_and_boots() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let board = t.path().join("virt-gpt.toml");
     let text = std::fs::read_to_string(common::root().join("boards/qemu-virt-aarch64.toml")).unwrap();
@@ -300,7 +317,9 @@ fn a_gpt_board_gets_a_valid_gpt_and_boots() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn an_armv7_tree_composes_under_qemu_arm_and_its_image_boots() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let (repo, c) = compose_shipped(t.path(), "armv7hl", "sample-armv7.yaml");
     let out = image_cmd(
@@ -337,7 +356,9 @@ fn host_canary() -> (tempfile::TempDir, String) {
 /// `arbor image` resolves them inside the deployment, as the device would, and
 /// neither reads nor writes the host through them.
 #[test]
+#[ignore = "needs root: arbor image needs root, and the canaries are files in the host's /"]
 fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() {
+    common::need_root();
     let (_, base) = composed();
     let t = tempfile::tempdir().unwrap();
     let (canary, cname) = host_canary();
@@ -516,7 +537,9 @@ fn walk(dir: &Path) -> Vec<String> {
 /// the build host, so `arbor image` checks the commit first and refuses the
 /// link by its path in the tree; the host's bytes never reach the image.
 #[test]
+#[ignore = "needs root: arbor image needs root, and the canaries are files in the host's /"]
 fn boot_files_that_are_symlinks_are_refused_before_libostree_copies_them_into_boot() {
+    common::need_root();
     let (_, base) = composed();
     let t = tempfile::tempdir().unwrap();
     let (canary, cname) = host_canary();

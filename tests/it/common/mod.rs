@@ -201,9 +201,19 @@ pub fn err(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Whether we run as root; tests that need it say so when skipped.
+/// Whether we run as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// First line of a test marked `#[ignore = "needs root: WHY"]` (`make test` runs
+/// those as root): run without root all the same, it fails saying so.
+pub fn need_root() {
+    assert!(
+        is_root(),
+        "this test needs root (see its #[ignore] reason); without root it is left out unless \
+         --include-ignored asks for it"
+    );
 }
 
 /// The host's binfmt_misc registrations (names), sorted: arbor must never change them.
