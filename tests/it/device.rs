@@ -4,7 +4,7 @@
 //! → `arbor rollback` → boot again. Refused updates leave every byte of the
 //! sysroot's state as it was.
 
-use crate::common::{self, http};
+use crate::common::{self, Deadline as _, http};
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -108,7 +108,7 @@ fn compose(d: &Path, treefile: &Path, repo: &str, epoch: u64) -> String {
         .arg("--cache-dir")
         .arg(d.join("cache"))
         .arg(treefile)
-        .output()
+        .timed_output()
         .unwrap();
     ok_json(&out)["commit"].as_str().unwrap().to_string()
 }
@@ -201,10 +201,10 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         for t in self.mounts.iter().rev() {
-            let _ = Command::new("umount").arg(t).status();
+            let _ = Command::new("umount").arg(t).timed_status();
         }
         for l in &self.loops {
-            let _ = Command::new("losetup").arg("-d").arg(l).status();
+            let _ = Command::new("losetup").arg("-d").arg(l).timed_status();
         }
     }
 }
@@ -232,7 +232,7 @@ fn device(verb: &[&str], m: &Mounted, extra: &[&str]) -> Output {
         .arg("--sysroot")
         .arg(m.arg())
         .args(extra)
-        .output()
+        .timed_output()
         .unwrap()
 }
 
@@ -277,7 +277,7 @@ fn boot(img: &Path, expect: &str) -> String {
     let out = arbor()
         .args(["image", "boot-test", "--json", "--expect-commit", expect])
         .arg(img)
-        .output()
+        .timed_output()
         .unwrap();
     ok_json(&out)["line"].as_str().unwrap().to_string()
 }
@@ -561,7 +561,7 @@ fn a_path_that_is_not_a_sysroot_is_a_clear_error() {
     let e = common::err(
         &arbor()
             .args(["status", "--sysroot", "/nonexistent/card"])
-            .output()
+            .timed_output()
             .unwrap(),
     );
     assert!(
@@ -587,7 +587,7 @@ fn one_operation_at_a_time_and_clear_errors_for_a_bad_sysroot() {
             lock.display()
         ))
         .process_group(0)
-        .spawn()
+        .timed_spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let e = common::err(&device(&["rollback"], &m, &[]));
@@ -845,7 +845,7 @@ fn killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes() {
             .env("ARBOR_FAILPOINT", fp)
             .args(["upgrade", "--sysroot"])
             .arg(m.arg())
-            .output()
+            .timed_output()
             .unwrap();
         assert!(!out.status.success(), "{fp}: the failpoint did not stop the upgrade");
         check_after(&m, fp);
@@ -869,7 +869,7 @@ fn killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes() {
                 .env("ARBOR_FAILPOINT", fp)
                 .args(["rollback", "--sysroot"])
                 .arg(m.arg())
-                .output()
+                .timed_output()
                 .unwrap();
             assert!(!out.status.success(), "{fp}: rollback went through");
             check_after(&m, &format!("rollback at {fp}"));
@@ -905,7 +905,11 @@ fn killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes() {
         let t = tempfile::tempdir().unwrap();
         let m = Mounted::new(&image_copy("qemu-virt-aarch64", t.path()));
         let delay = next(&mut seed) % span;
-        let mut child = arbor().args(["upgrade", "--sysroot"]).arg(m.arg()).spawn().unwrap();
+        let mut child = arbor()
+            .args(["upgrade", "--sysroot"])
+            .arg(m.arg())
+            .timed_spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay));
         if child.try_wait().unwrap().is_none() {
             killed += 1;

@@ -11,7 +11,7 @@ use arbor::image::compress::{self, Compression};
 use arbor::image::flash::{FlashOptions, flash, verify};
 use arbor::runner::Tool;
 
-use crate::common;
+use crate::common::{self, Deadline as _};
 
 const MIB: u64 = 1 << 20;
 
@@ -282,7 +282,7 @@ fn refuses_a_loop_device_backed_by_the_system_disk() {
         .arg(&img)
         .arg(&over.dev)
         .stdin(std::process::Stdio::null())
-        .output()
+        .timed_output()
         .unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -396,7 +396,7 @@ fn bmaptool() -> Tool {
         Path::new("/usr/bin/bmaptool").exists() || which("bmaptool"),
         "bmaptool is missing: install bmap-tools (scripts/setup)"
     );
-    Tool::new("bmaptool")
+    Tool::new("bmaptool").timeout(common::deadline::timeout())
 }
 
 fn which(tool: &str) -> bool {

@@ -2,7 +2,7 @@
 //! and booting the images in qemu (`arbor image boot-test`). `arbor image`
 //! needs root, and so does every test here.
 
-use crate::common;
+use crate::common::{self, Deadline as _};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,7 +30,7 @@ fn compose_shipped(dir: &Path, arch: &str, treefile: &str) -> (PathBuf, serde_js
         .arg("--cache-dir")
         .arg(dir.join("cache"))
         .arg(common::root().join("treefiles").join(treefile))
-        .output()
+        .timed_output()
         .unwrap();
     let v = ok_json(&out);
     (repo, v)
@@ -57,7 +57,7 @@ fn image(board: &str, dir: &Path, extra: &[&str]) -> serde_json::Value {
     )
     .arg("--json")
     .args(extra)
-    .output()
+    .timed_output()
     .unwrap();
     ok_json(&out)
 }
@@ -69,7 +69,7 @@ fn boot_line(image: &serde_json::Value, board: Option<&Path>) -> String {
     if let Some(b) = board {
         c.arg("--board").arg(b);
     }
-    let out = c.arg(image["file"].as_str().unwrap()).output().unwrap();
+    let out = c.arg(image["file"].as_str().unwrap()).timed_output().unwrap();
     ok_json(&out)["line"].as_str().unwrap().to_string()
 }
 
@@ -203,7 +203,7 @@ fn the_same_inputs_give_the_same_image_bytes() {
     let same = Command::new("cmp")
         .arg(a["file"].as_str().unwrap())
         .arg(b["file"].as_str().unwrap())
-        .status()
+        .timed_status()
         .unwrap();
     assert!(same.success(), "two builds of the same commit and board differ");
 }
@@ -220,7 +220,7 @@ fn an_image_for_another_arch_or_an_unknown_board_is_refused_before_any_work() {
         "qemu-virt-armv7",
         &t.path().join("x.img"),
     )
-    .output()
+    .timed_output()
     .unwrap();
     let e = common::err(&out);
     assert!(e.contains("aarch64 tree") && e.contains("qemu-virt-armv7"), "{e}");
@@ -230,7 +230,7 @@ fn an_image_for_another_arch_or_an_unknown_board_is_refused_before_any_work() {
         "no-such-board",
         &t.path().join("x.img"),
     )
-    .output()
+    .timed_output()
     .unwrap();
     let e = common::err(&out);
     assert!(e.contains("no-such-board"), "{e}");
@@ -275,7 +275,7 @@ fn a_build_killed_at_any_point_leaves_nothing_at_the_output_path() {
     for fp in arbor::failpoint::ALL.iter().filter(|f| f.starts_with("image::")) {
         let out = image_cmd(repo, "arbor/aarch64/sample-minimal", "qemu-virt-aarch64", &out_path)
             .env("ARBOR_FAILPOINT", fp)
-            .output()
+            .timed_output()
             .unwrap();
         assert!(!out.status.success(), "{fp}: expected a kill");
         for p in [
@@ -329,7 +329,7 @@ fn an_armv7_tree_composes_under_qemu_arm_and_its_image_boots() {
         &t.path().join("armv7.img"),
     )
     .arg("--json")
-    .output()
+    .timed_output()
     .unwrap();
     let v = ok_json(&out);
     assert_eq!(v["commit"], c["commit"]);
@@ -438,7 +438,7 @@ fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() 
         .arg("--keys")
         .arg(&pubkey)
         .env("ARBOR_TEST_CANARY", &env_secret)
-        .output()
+        .timed_output()
         .unwrap();
     let mut failures = Vec::new();
     let after = host_listing();
@@ -476,7 +476,7 @@ fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() 
             .arg("-i")
             .arg(&fat)
             .arg(format!("::/{name}"))
-            .output()
+            .timed_output()
             .unwrap();
         if got.stdout != device_bytes.as_bytes() {
             failures.push(format!(
@@ -501,7 +501,7 @@ fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() 
             v["deploy_dir"].as_str().unwrap().trim_start_matches('/')
         ))
         .arg(format!("{}?offset={}", img.display(), root["start"]))
-        .output()
+        .timed_output()
         .unwrap();
     if installed.stdout != std::fs::read(&pubkey).unwrap() {
         failures.push(format!(
@@ -618,7 +618,7 @@ fn boot_files_that_are_symlinks_are_refused_before_libostree_copies_them_into_bo
         let img = t.path().join(format!("h-{i}.img"));
         let out = image_cmd(&repo, &branch, "qemu-virt-aarch64", &img)
             .arg("--json")
-            .output()
+            .timed_output()
             .unwrap();
         if !out.status.success() {
             let e = common::err(&out);

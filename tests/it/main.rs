@@ -2,8 +2,12 @@
 //! module per area, `common` shared by all of them. One binary links
 //! libostree, libsolv and lua once instead of once per file, and shares one
 //! sample repository build (`common::sample_repo`) across every test.
+//!
+//! Every process a test starts runs under a deadline (`common::deadline`): the
+//! `Command` methods that wait without one are disallowed here (clippy.toml).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+#![warn(clippy::disallowed_methods)]
 
 mod common;
 

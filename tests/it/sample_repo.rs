@@ -1,7 +1,7 @@
 //! The sample repository against the real tools: rpm reads and verifies every
 //! package, libsolv loads the createrepo_c metadata, the binaries are real ARM.
 
-use crate::common;
+use crate::common::{self, Deadline as _};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -93,7 +93,11 @@ fn createrepo_metadata_loads_in_libsolv_and_every_package_is_installable() {
     for arch in ["aarch64", "armv7hl", "x86_64"] {
         // installcheck prints one "can't install" block per broken arch package (it does
         // not check noarch ones: needs-missing-lib is broken on purpose, see tests/it/solve.rs).
-        let out = Command::new("installcheck").arg(arch).arg(&primary).output().unwrap();
+        let out = Command::new("installcheck")
+            .arg(arch)
+            .arg(&primary)
+            .timed_output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && text.trim().is_empty(),

@@ -2,7 +2,7 @@
 //! aarch64 programs from the sample repository under qemu-user in a private
 //! binfmt_misc instance.
 
-use crate::common;
+use crate::common::{self, Deadline as _};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -21,7 +21,7 @@ fn tree(dir: &Path, arch: &str, names: &[&str]) -> PathBuf {
             .arg("-c")
             .arg(&sh)
             .current_dir(&root)
-            .output()
+            .timed_output()
             .unwrap();
         assert!(out.status.success(), "{sh}: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -35,7 +35,7 @@ fn run_in(root: &Path, extra: &[&str], cmd: &[&str]) -> Output {
         .arg(root)
         .arg("--")
         .args(cmd)
-        .output()
+        .timed_output()
         .unwrap()
 }
 
@@ -323,7 +323,7 @@ fn runs_without_root_mapping_the_caller_to_root() {
     let chown = Command::new("chown")
         .args(["-R", "65534:65534"])
         .arg(t.path())
-        .status()
+        .timed_status()
         .unwrap();
     assert!(chown.success());
     let exe = env!("CARGO_BIN_EXE_arbor");
@@ -344,7 +344,7 @@ fn runs_without_root_mapping_the_caller_to_root() {
             "-c",
             "/usr/sbin/busybox id -u; echo ok > /etc/rootless",
         ])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(
         out.status.success(),

@@ -3,8 +3,11 @@
 //! checkout's `cargo test` on the same target directory) from building it at
 //! the same time.
 
+pub mod deadline;
 pub mod http;
 pub mod peak;
+
+pub use deadline::Deadline;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -57,7 +60,7 @@ pub fn metadata(kind: &str) -> PathBuf {
 
 /// Runs a command, asserting success; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let out = cmd.timed_output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed with {}:\nstdout:\n{}\nstderr:\n{}",
@@ -151,7 +154,7 @@ impl Scratch {
             .arg("--cache-dir")
             .arg(self.path("cache"))
             .arg(self.path("t.yaml"));
-        c.args(extra).output().unwrap()
+        c.args(extra).timed_output().unwrap()
     }
 }
 

@@ -122,6 +122,7 @@ pub fn watch(cmd: &mut Command, timeout: Duration) -> Watched {
             Ok(())
         });
     }
+    #[allow(clippy::disallowed_methods)] // its own kill-timeout, below
     let mut child = c
         .spawn()
         .unwrap_or_else(|e| panic!("starting {c:?} (GNU time must be installed at /usr/bin/time): {e}"));
