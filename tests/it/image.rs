@@ -1,9 +1,8 @@
 //! `arbor image` against the real partitioning, filesystem and ostree tools,
-//! and booting the images in qemu (`arbor image boot-test`).
+//! and booting the images in qemu (`arbor image boot-test`). `arbor image`
+//! needs root, and so does every test here.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common::{self, Deadline as _};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +30,7 @@ fn compose_shipped(dir: &Path, arch: &str, treefile: &str) -> (PathBuf, serde_js
         .arg("--cache-dir")
         .arg(dir.join("cache"))
         .arg(common::root().join("treefiles").join(treefile))
-        .output()
+        .timed_output()
         .unwrap();
     let v = ok_json(&out);
     (repo, v)
@@ -58,7 +57,7 @@ fn image(board: &str, dir: &Path, extra: &[&str]) -> serde_json::Value {
     )
     .arg("--json")
     .args(extra)
-    .output()
+    .timed_output()
     .unwrap();
     ok_json(&out)
 }
@@ -70,7 +69,7 @@ fn boot_line(image: &serde_json::Value, board: Option<&Path>) -> String {
     if let Some(b) = board {
         c.arg("--board").arg(b);
     }
-    let out = c.arg(image["file"].as_str().unwrap()).output().unwrap();
+    let out = c.arg(image["file"].as_str().unwrap()).timed_output().unwrap();
     ok_json(&out)["line"].as_str().unwrap().to_string()
 }
 
@@ -84,7 +83,9 @@ fn part<'a>(v: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn qemu_virt_image_is_accepted_by_sfdisk_e2fsck_and_ostree() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let key = t.path().join("device-key");
     run(arbor().arg("keygen").arg("-o").arg(&key));
@@ -157,7 +158,9 @@ fn qemu_virt_image_is_accepted_by_sfdisk_e2fsck_and_ostree() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn rpi3_image_has_a_fat_firmware_partition_with_config_and_uboot() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let v = image("rpi3", t.path(), &[]);
     let img = PathBuf::from(v["file"].as_str().unwrap());
@@ -191,20 +194,24 @@ fn rpi3_image_has_a_fat_firmware_partition_with_config_and_uboot() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn the_same_inputs_give_the_same_image_bytes() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let a = image("qemu-virt-aarch64", &t.path().join("a"), &[]);
     let b = image("qemu-virt-aarch64", &t.path().join("b"), &[]);
     let same = Command::new("cmp")
         .arg(a["file"].as_str().unwrap())
         .arg(b["file"].as_str().unwrap())
-        .status()
+        .timed_status()
         .unwrap();
     assert!(same.success(), "two builds of the same commit and board differ");
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn an_image_for_another_arch_or_an_unknown_board_is_refused_before_any_work() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let (_, repo) = composed();
     let out = image_cmd(
@@ -213,7 +220,7 @@ fn an_image_for_another_arch_or_an_unknown_board_is_refused_before_any_work() {
         "qemu-virt-armv7",
         &t.path().join("x.img"),
     )
-    .output()
+    .timed_output()
     .unwrap();
     let e = common::err(&out);
     assert!(e.contains("aarch64 tree") && e.contains("qemu-virt-armv7"), "{e}");
@@ -223,7 +230,7 @@ fn an_image_for_another_arch_or_an_unknown_board_is_refused_before_any_work() {
         "no-such-board",
         &t.path().join("x.img"),
     )
-    .output()
+    .timed_output()
     .unwrap();
     let e = common::err(&out);
     assert!(e.contains("no-such-board"), "{e}");
@@ -231,7 +238,9 @@ fn an_image_for_another_arch_or_an_unknown_board_is_refused_before_any_work() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn the_qemu_virt_image_boots_to_the_deployed_commit() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let v = image("qemu-virt-aarch64", t.path(), &[]);
     let line = boot_line(&v, None);
@@ -247,7 +256,9 @@ fn the_qemu_virt_image_boots_to_the_deployed_commit() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn the_rpi3_image_boots_in_qemu_raspi3b_through_uboot() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let v = image("rpi3", t.path(), &[]);
     let line = boot_line(&v, None);
@@ -255,14 +266,16 @@ fn the_rpi3_image_boots_in_qemu_raspi3b_through_uboot() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn a_build_killed_at_any_point_leaves_nothing_at_the_output_path() {
+    common::need_root();
     let (_, repo) = composed();
     let t = tempfile::tempdir().unwrap();
     let out_path = t.path().join("disk.img");
     for fp in arbor::failpoint::ALL.iter().filter(|f| f.starts_with("image::")) {
         let out = image_cmd(repo, "arbor/aarch64/sample-minimal", "qemu-virt-aarch64", &out_path)
             .env("ARBOR_FAILPOINT", fp)
-            .output()
+            .timed_output()
             .unwrap();
         assert!(!out.status.success(), "{fp}: expected a kill");
         for p in [
@@ -279,7 +292,9 @@ fn a_build_killed_at_any_point_leaves_nothing_at_the_output_path() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn a_gpt_board_gets_a_valid_gpt_and_boots() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let board = t.path().join("virt-gpt.toml");
     let text = std::fs::read_to_string(common::root().join("boards/qemu-virt-aarch64.toml")).unwrap();
@@ -302,7 +317,9 @@ fn a_gpt_board_gets_a_valid_gpt_and_boots() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image needs root"]
 fn an_armv7_tree_composes_under_qemu_arm_and_its_image_boots() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let (repo, c) = compose_shipped(t.path(), "armv7hl", "sample-armv7.yaml");
     let out = image_cmd(
@@ -312,7 +329,7 @@ fn an_armv7_tree_composes_under_qemu_arm_and_its_image_boots() {
         &t.path().join("armv7.img"),
     )
     .arg("--json")
-    .output()
+    .timed_output()
     .unwrap();
     let v = ok_json(&out);
     assert_eq!(v["commit"], c["commit"]);
@@ -339,7 +356,9 @@ fn host_canary() -> (tempfile::TempDir, String) {
 /// `arbor image` resolves them inside the deployment, as the device would, and
 /// neither reads nor writes the host through them.
 #[test]
+#[ignore = "needs root: arbor image needs root, and the canaries are files in the host's /"]
 fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() {
+    common::need_root();
     let (_, base) = composed();
     let t = tempfile::tempdir().unwrap();
     let (canary, cname) = host_canary();
@@ -419,7 +438,7 @@ fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() 
         .arg("--keys")
         .arg(&pubkey)
         .env("ARBOR_TEST_CANARY", &env_secret)
-        .output()
+        .timed_output()
         .unwrap();
     let mut failures = Vec::new();
     let after = host_listing();
@@ -457,7 +476,7 @@ fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() 
             .arg("-i")
             .arg(&fat)
             .arg(format!("::/{name}"))
-            .output()
+            .timed_output()
             .unwrap();
         if got.stdout != device_bytes.as_bytes() {
             failures.push(format!(
@@ -482,7 +501,7 @@ fn symlinks_in_the_tree_resolve_inside_the_deployment_never_on_the_build_host() 
             v["deploy_dir"].as_str().unwrap().trim_start_matches('/')
         ))
         .arg(format!("{}?offset={}", img.display(), root["start"]))
-        .output()
+        .timed_output()
         .unwrap();
     if installed.stdout != std::fs::read(&pubkey).unwrap() {
         failures.push(format!(
@@ -518,7 +537,9 @@ fn walk(dir: &Path) -> Vec<String> {
 /// the build host, so `arbor image` checks the commit first and refuses the
 /// link by its path in the tree; the host's bytes never reach the image.
 #[test]
+#[ignore = "needs root: arbor image needs root, and the canaries are files in the host's /"]
 fn boot_files_that_are_symlinks_are_refused_before_libostree_copies_them_into_boot() {
+    common::need_root();
     let (_, base) = composed();
     let t = tempfile::tempdir().unwrap();
     let (canary, cname) = host_canary();
@@ -597,7 +618,7 @@ fn boot_files_that_are_symlinks_are_refused_before_libostree_copies_them_into_bo
         let img = t.path().join(format!("h-{i}.img"));
         let out = image_cmd(&repo, &branch, "qemu-virt-aarch64", &img)
             .arg("--json")
-            .output()
+            .timed_output()
             .unwrap();
         if !out.status.success() {
             let e = common::err(&out);

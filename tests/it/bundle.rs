@@ -2,10 +2,7 @@
 //! a bundle applies with `ostree static-delta apply-offline`, and damaged or
 //! forged bundles are refused with a message naming the cause.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
-mod peak;
+use crate::common::{self, Deadline as _, peak};
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -108,7 +105,7 @@ impl Fixture {
         if let Some(r) = revoked {
             c.arg("--revoked").arg(self.path(r));
         }
-        c.args(extra).output().unwrap()
+        c.args(extra).timed_output().unwrap()
     }
 
     /// Extracts the `delta` member with GNU tar and applies it to a fresh
@@ -199,7 +196,7 @@ fn unsigned_target_commit_is_refused_at_creation() {
         .arg(f.path("x.arbor"))
         .arg("--key")
         .arg(f.path("k"))
-        .output()
+        .timed_output()
         .unwrap();
     let e = err(&out);
     assert!(e.contains("is not signed"), "{e}");

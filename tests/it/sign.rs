@@ -1,9 +1,7 @@
 //! `arbor keygen|sign|verify` against the real ostree CLI, with the signatures
 //! checked independently by Python's `cryptography` (Debian's /usr/bin/python3).
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common::{self, Deadline as _};
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -100,7 +98,7 @@ impl Fixture {
             .arg("--keys")
             .arg(keys)
             .args(args)
-            .output()
+            .timed_output()
             .unwrap()
     }
 }
@@ -280,13 +278,18 @@ fn keygen_writes_ostree_format_keys_and_never_overwrites() {
     // key check; this one is over nothing and must simply not verify).
     assert_eq!(python_verify(&key, &[0; 64], &key.public_file), "invalid");
 
-    let out = arbor().arg("keygen").arg("-o").arg(&key.secret).output().unwrap();
+    let out = arbor().arg("keygen").arg("-o").arg(&key.secret).timed_output().unwrap();
     refused(&out, &["already exists", "refusing to overwrite"]);
     assert_eq!(std::fs::read_to_string(&key.secret).unwrap(), secret);
     assert_eq!(std::fs::read_to_string(&key.public_file).unwrap(), public);
     // An existing .pub alone also stops keygen, and no secret key is left behind.
     std::fs::write(f.path("lone.pub"), "x\n").unwrap();
-    let out = arbor().arg("keygen").arg("-o").arg(f.path("lone")).output().unwrap();
+    let out = arbor()
+        .arg("keygen")
+        .arg("-o")
+        .arg(f.path("lone"))
+        .timed_output()
+        .unwrap();
     refused(&out, &["lone.pub already exists"]);
     assert!(!f.path("lone").exists());
 }
@@ -358,7 +361,7 @@ fn secret_key_files_are_parsed_strictly() {
             .arg("--key")
             .arg(key)
             .arg(&f.commit)
-            .output()
+            .timed_output()
             .unwrap()
     };
     std::fs::set_permissions(&k.secret, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -387,7 +390,7 @@ fn signatures_per_ostree_or_none(repo: &Path, commit: &str) -> Option<Vec<Vec<u8
         .arg("show")
         .arg("--print-detached-metadata-key=ostree.sign.ed25519")
         .arg(commit)
-        .output()
+        .timed_output()
         .unwrap();
     out.status
         .success()
@@ -535,7 +538,7 @@ fn malformed_detached_metadata_is_refused() {
         .arg("--key")
         .arg(&k.secret)
         .arg(&typed)
-        .output()
+        .timed_output()
         .unwrap();
     refused(&out, &["refusing to sign", "has type s, not aay"]);
 

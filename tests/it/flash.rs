@@ -1,8 +1,6 @@
 //! `arbor flash` against real loop devices, and bmaps against the real
-//! `bmaptool` (Debian package bmap-tools). Loop-device tests need root and
-//! return early, saying why, without it.
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
+//! `bmaptool` (Debian package bmap-tools). Loop-device tests need root: they
+//! are ignored, saying so, without `--include-ignored` (`make test` as root).
 use std::fs::File;
 use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
@@ -13,20 +11,9 @@ use arbor::image::compress::{self, Compression};
 use arbor::image::flash::{FlashOptions, flash, verify};
 use arbor::runner::Tool;
 
+use crate::common::{self, Deadline as _};
+
 const MIB: u64 = 1 << 20;
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipping: loop devices need root");
-            return;
-        }
-    };
-}
 
 /// A loop device over a temporary file, filled with `fill`; detached on drop,
 /// even when the test panics.
@@ -136,8 +123,9 @@ fn assert_flashed(device: &[u8], image: &[u8], b: &Bmap, fill: u8) {
 }
 
 #[test]
+#[ignore = "needs root: attaches loop devices"]
 fn flashes_only_mapped_ranges_and_verifies() {
-    need_root!();
+    common::need_root();
     let dir = tempfile::tempdir().unwrap();
     let (img, b) = sparse_image(dir.path(), "a.img", 48 * MIB);
     let lo = Loop::new(64 * MIB, 0xee);
@@ -158,8 +146,9 @@ fn flashes_only_mapped_ranges_and_verifies() {
 }
 
 #[test]
+#[ignore = "needs root: attaches loop devices"]
 fn verify_names_the_corrupt_range() {
-    need_root!();
+    common::need_root();
     let dir = tempfile::tempdir().unwrap();
     let (img, b) = sparse_image(dir.path(), "a.img", 16 * MIB);
     let lo = Loop::new(16 * MIB, 0);
@@ -192,8 +181,9 @@ fn verify_names_the_corrupt_range() {
 }
 
 #[test]
+#[ignore = "needs root: attaches loop devices"]
 fn refuses_a_mounted_device() {
-    need_root!();
+    common::need_root();
     let dir = tempfile::tempdir().unwrap();
     let (img, _) = sparse_image(dir.path(), "a.img", 8 * MIB);
     let lo = Loop::new(32 * MIB, 0);
@@ -214,8 +204,9 @@ fn refuses_a_mounted_device() {
 /// same file at a partition's offset, or a loop device stacked on the target —
 /// is in use just as if it were mounted from the target.
 #[test]
+#[ignore = "needs root: attaches loop devices"]
 fn refuses_a_device_whose_storage_is_mounted_through_another_loop_device() {
-    need_root!();
+    common::need_root();
     let dir = tempfile::tempdir().unwrap();
     let (img, _) = sparse_image(dir.path(), "a.img", 8 * MIB);
     let mut failures = Vec::new();
@@ -274,8 +265,9 @@ fn refuses_a_device_whose_storage_is_mounted_through_another_loop_device() {
 /// the host sees nothing), the loop device is the running system's disk. Without
 /// `--yes`, so a missed check stops at the confirmation prompt and never writes.
 #[test]
+#[ignore = "needs root: attaches loop devices"]
 fn refuses_a_loop_device_backed_by_the_system_disk() {
-    need_root!();
+    common::need_root();
     let disk = Loop::new(32 * MIB, 0);
     Tool::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk.dev).run().unwrap();
     let over = Loop::attach(&disk.dev, &[]);
@@ -290,7 +282,7 @@ fn refuses_a_loop_device_backed_by_the_system_disk() {
         .arg(&img)
         .arg(&over.dev)
         .stdin(std::process::Stdio::null())
-        .output()
+        .timed_output()
         .unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -303,11 +295,12 @@ fn refuses_a_loop_device_backed_by_the_system_disk() {
 }
 
 #[test]
+#[ignore = "needs root: attaches loop devices"]
 fn refuses_without_yes_when_stdin_is_not_a_terminal() {
-    need_root!();
+    common::need_root();
     use std::io::IsTerminal as _;
     if std::io::stdin().is_terminal() {
-        // No test here reads stdin; make it what a pipeline would give.
+        // No test in this binary reads stdin; make it what a pipeline would give.
         nix::unistd::dup2_stdin(File::open("/dev/null").unwrap()).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
@@ -324,8 +317,9 @@ fn refuses_without_yes_when_stdin_is_not_a_terminal() {
 }
 
 #[test]
+#[ignore = "needs root: attaches loop devices"]
 fn refuses_an_image_larger_than_the_device() {
-    need_root!();
+    common::need_root();
     let dir = tempfile::tempdir().unwrap();
     let (img, _) = sparse_image(dir.path(), "a.img", 16 * MIB);
     let lo = Loop::new(8 * MIB, 0);
@@ -347,8 +341,9 @@ fn refuses_an_image_larger_than_the_device() {
 }
 
 #[test]
+#[ignore = "needs root: attaches loop devices"]
 fn flashes_compressed_images() {
-    need_root!();
+    common::need_root();
     let dir = tempfile::tempdir().unwrap();
     let (img, b) = sparse_image(dir.path(), "a.img", 32 * MIB);
     let image = std::fs::read(&img).unwrap();
@@ -401,7 +396,7 @@ fn bmaptool() -> Tool {
         Path::new("/usr/bin/bmaptool").exists() || which("bmaptool"),
         "bmaptool is missing: install bmap-tools (scripts/setup)"
     );
-    Tool::new("bmaptool")
+    Tool::new("bmaptool").timeout(common::deadline::timeout())
 }
 
 fn which(tool: &str) -> bool {
@@ -434,11 +429,12 @@ fn we_read_bmaptools_bmap() {
 }
 
 /// Throughput on a loop device: 512 MiB image, 256 MiB mapped in 64 ranges.
-/// `cargo test --release --test flash -- --ignored --nocapture throughput`
+/// `cargo test --release --test it -- --ignored --nocapture flash::throughput`
+/// (`make test` skips it).
 #[test]
-#[ignore = "writes 768 MiB; run by hand for numbers"]
+#[ignore = "writes 768 MiB to a loop device (needs root); run by hand for numbers"]
 fn throughput() {
-    need_root!();
+    common::need_root();
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("big.img");
     let f = File::create(&img).unwrap();

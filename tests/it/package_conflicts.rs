@@ -3,9 +3,7 @@
 //! and directories arbor itself writes shipped as symlinks; and a script that
 //! fills the disk is named.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -86,11 +84,9 @@ fn a_postprocess_script_that_links_usr_etc_is_named() {
 }
 
 #[test]
+#[ignore = "needs root: mounts a small tmpfs for the compose to fill"]
 fn a_script_that_fills_the_disk_is_named() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root to mount a small filesystem for the compose");
-        return;
-    }
+    common::need_root();
     let t = Scratch::new(
         &sample_url(),
         "ref: t/c\nrepos: [sample, extra]\npackages: [filesystem, setup, busybox, filler]\nrecommends: false\n",

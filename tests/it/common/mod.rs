@@ -1,9 +1,13 @@
 //! Shared test harness: the sample repository is built once (per input change)
-//! and shared by every test binary; a file lock keeps parallel test binaries
-//! from building it at the same time.
+//! and shared by every test; a file lock keeps another test run (or another
+//! checkout's `cargo test` on the same target directory) from building it at
+//! the same time.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-#![allow(dead_code)]
+pub mod deadline;
+pub mod http;
+pub mod peak;
+
+pub use deadline::Deadline;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -56,7 +60,7 @@ pub fn metadata(kind: &str) -> PathBuf {
 
 /// Runs a command, asserting success; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let out = cmd.timed_output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed with {}:\nstdout:\n{}\nstderr:\n{}",
@@ -79,6 +83,15 @@ pub fn ostree(repo: &Path, args: &[&str]) -> String {
     run(Command::new("ostree")
         .arg(format!("--repo={}", repo.display()))
         .args(args))
+}
+
+/// The name libtest gives test `name` of the module at `module_path` (`module_path!()`),
+/// for `--exact` when a test runs another test of this binary in a child process.
+pub fn test_name(module_path: &str, name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_crate, module)) => format!("{module}::{name}"),
+        None => name.to_string(),
+    }
 }
 
 /// The `arbor` binary under test, without progress bars.
@@ -141,7 +154,7 @@ impl Scratch {
             .arg("--cache-dir")
             .arg(self.path("cache"))
             .arg(self.path("t.yaml"));
-        c.args(extra).output().unwrap()
+        c.args(extra).timed_output().unwrap()
     }
 }
 
@@ -191,9 +204,19 @@ pub fn err(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Whether we run as root; tests that need it say so when skipped.
+/// Whether we run as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// First line of a test marked `#[ignore = "needs root: WHY"]` (`make test` runs
+/// those as root): run without root all the same, it fails saying so.
+pub fn need_root() {
+    assert!(
+        is_root(),
+        "this test needs root (see its #[ignore] reason); without root it is left out unless \
+         --include-ignored asks for it"
+    );
 }
 
 /// The host's binfmt_misc registrations (names), sorted: arbor must never change them.

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 //! Hostile packages against the package cache import. Each RPM is built here:
 //! a normal package from `rpm::PackageBuilder`, then its payload replaced by a
 //! hand-written cpio archive (and, where needed, its header edited), with the
@@ -15,7 +14,7 @@ use arbor::pkgcache::{Users, import_all};
 use rpm::{FileMode, FileOptions, IndexData, IndexTag, PackageBuilder};
 use sha2::{Digest, Sha256, Sha512};
 
-mod peak;
+use crate::common::{self, peak};
 
 const NEVRA: &str = "hostile-1.0-1.noarch";
 
@@ -304,7 +303,7 @@ impl Env {
     fn ostree(&self, args: &[&str]) -> String {
         let mut c = Command::new("ostree");
         c.arg(format!("--repo={}", self.repo.display())).args(args);
-        common_run(&mut c)
+        common::run(&mut c)
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -361,17 +360,6 @@ impl Env {
         }
         msg
     }
-}
-
-fn common_run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Every file and symlink beneath `dir` (relative path → content or target).
@@ -708,11 +696,16 @@ fn unknown_owners_are_refused() {
     );
 }
 
-/// Runs this test binary's `child` test in a child process with `env` set,
-/// watched (peak memory, output, a kill-timeout).
+/// Runs this module's test `child` in a child process of this test binary
+/// with `env` set, watched (peak memory, output, a kill-timeout).
 fn in_child(child: &str, env: &[(&str, &Path)]) -> peak::Watched {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([child, "--exact", "--nocapture", "--test-threads=1"]);
+    c.args([
+        &common::test_name(module_path!(), child),
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
     for (k, v) in env {
         c.env(k, v);
     }

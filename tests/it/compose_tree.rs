@@ -1,9 +1,7 @@
 //! `arbor compose tree` against the real ostree and rpm tools: the commit's
 //! layout, determinism, incremental imports, --no-scripts, crash safety.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common::{self, Deadline as _};
 
 use std::process::Command;
 
@@ -257,7 +255,7 @@ fn the_shipped_sample_treefile_composes_with_kernel_os_release_and_board_metadat
         .arg("--cache-dir")
         .arg(tmp.path().join("cache"))
         .arg(common::root().join("treefiles/sample-minimal.yaml"))
-        .output()
+        .timed_output()
         .unwrap();
     let v = ok_json(&out);
     assert_eq!(v["ref"], "arbor/aarch64/sample-minimal");
@@ -311,7 +309,7 @@ fn sign_key_signs_the_commit_and_a_bad_key_stops_before_any_work() {
         .args(["verify", "--repo"])
         .arg(&archive)
         .args(["--keys", &pubkey, "--ref", "test/other", commit])
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(wrong_ref.status.code(), Some(1), "the commit is bound to test/small");
     let bad = t.path("bad-key");

@@ -1,8 +1,6 @@
 //! Treefiles through the real loader: includes, variables, conditions, key
 //! checks, .repo files, and every treefile shipped in `treefiles/`.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +8,7 @@ use arbor::arch::Arch;
 use arbor::treefile::{self, Initramfs, Treefile};
 use tempfile::TempDir;
 
-mod peak;
+use crate::common::peak;
 
 /// A directory of treefiles written by the test.
 fn fixture(files: &[(&str, &str)]) -> TempDir {

@@ -1,9 +1,7 @@
 //! `arbor delta` against the real ostree CLI: deltas between two composes and
 //! from scratch, listed, shown and applied offline into a fresh repository.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common::{self, Deadline as _};
 
 use common::{Scratch, arbor, ok_json, ostree, run, sample_url};
 
@@ -70,7 +68,7 @@ fn a_bad_ref_or_commit_is_named() {
         .args(["delta", "--repo"])
         .arg(t.path("repo"))
         .args(["test/nope"])
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("test/nope"));
@@ -78,7 +76,7 @@ fn a_bad_ref_or_commit_is_named() {
         .args(["delta", "--repo"])
         .arg(t.path("repo"))
         .args(["test/small", "--from", "deadbeef"])
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("deadbeef"));
@@ -88,7 +86,7 @@ fn a_bad_ref_or_commit_is_named() {
         .args(["delta", "--repo"])
         .arg(t.path("repo"))
         .args(["test/small", "--from", &missing])
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -112,7 +110,7 @@ fn signed_superblocks_are_recognised_by_ostree_and_tampering_is_refused() {
             .arg(&repo)
             .args(["test/small", "--from", "1"])
             .args(extra)
-            .output()
+            .timed_output()
             .unwrap()
     };
     let out = delta(&["--sign-key", key.to_str().unwrap()]);

@@ -2,9 +2,7 @@
 //! that name the manifest and the path. Uses small manifest subsets so it does
 //! not rebuild the kernel.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

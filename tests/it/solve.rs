@@ -2,9 +2,7 @@
 //! createrepo_c metadata: target-arch selection, weak and rich deps, file
 //! provides, obsoletes, excludes, pinning, and plain-words problems.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common;
 
 use arbor::arch::Arch;
 use arbor::solve::{Package, Pool, Request};

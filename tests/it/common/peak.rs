@@ -4,9 +4,6 @@
 //! of stalling it. A data-size limit keeps a regression from taking the
 //! shared machine's memory with it: the child fails instead.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-#![allow(dead_code)]
-
 use std::io::Read;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
@@ -35,8 +32,7 @@ pub struct Watched {
     /// The first [`KEPT`] bytes of stdout and stderr (lossy UTF-8).
     pub stdout: String,
     pub stderr: String,
-    /// Total bytes it wrote to stdout and stderr.
-    pub stdout_len: u64,
+    /// Total bytes it wrote to stderr.
     pub stderr_len: u64,
     /// Whether it was killed for running past the timeout.
     pub timed_out: bool,
@@ -126,6 +122,7 @@ pub fn watch(cmd: &mut Command, timeout: Duration) -> Watched {
             Ok(())
         });
     }
+    #[allow(clippy::disallowed_methods)] // its own kill-timeout, below
     let mut child = c
         .spawn()
         .unwrap_or_else(|e| panic!("starting {c:?} (GNU time must be installed at /usr/bin/time): {e}"));
@@ -145,7 +142,7 @@ pub fn watch(cmd: &mut Command, timeout: Duration) -> Watched {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let (stdout, stdout_len) = out.join().unwrap();
+    let (stdout, _) = out.join().unwrap();
     let (stderr, stderr_len) = err.join().unwrap();
     let text = std::fs::read_to_string(report.path()).unwrap_or_default();
     // "Command terminated by signal N" (or "exited with non-zero status"), then %M in KiB.
@@ -167,7 +164,6 @@ pub fn watch(cmd: &mut Command, timeout: Duration) -> Watched {
         peak: peak_kib * 1024,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        stdout_len,
         stderr_len,
         timed_out,
     }

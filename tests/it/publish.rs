@@ -3,12 +3,7 @@
 //! accept, with deltas, a summary and a JSON index, and no package cache refs;
 //! a from-scratch delta only when asked for.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
-#[allow(dead_code)] // the request log is for other tests
-#[path = "common/http.rs"]
-mod http;
+use crate::common::{self, Deadline as _, http};
 
 use common::{Scratch, arbor, ok_json, ostree, run, sample_url};
 use std::path::{Path, PathBuf};
@@ -142,7 +137,7 @@ fn a_repository_with_only_package_cache_refs_has_nothing_to_publish() {
         .arg(&repo)
         .arg("--to")
         .arg(t.path("public"))
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no refs to publish"));

@@ -2,9 +2,7 @@
 //! kernel gets `/usr/lib/modules/$kver/initramfs.img`, read back with the
 //! real `cpio`; composing again gives the same commit.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
+use crate::common::{self, Deadline as _};
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};
@@ -23,7 +21,7 @@ fn cpio(args: &[&str], input: &[u8], dir: &std::path::Path) -> String {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .timed_spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -53,7 +51,7 @@ fn a_tree_with_a_kernel_gets_a_reproducible_initramfs() {
     let img = Command::new("ostree")
         .arg(format!("--repo={}", repo.display()))
         .args(["cat", &commit, &img_path])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(img.status.success(), "{}", String::from_utf8_lossy(&img.stderr));
     let img = img.stdout;
@@ -90,7 +88,7 @@ fn a_tree_with_a_kernel_gets_a_reproducible_initramfs() {
             Command::new("ostree")
                 .arg(format!("--repo={}", repo.display()))
                 .args(["cat", &commit, "/usr/sbin/busybox"])
-                .output()
+                .timed_output()
                 .unwrap()
                 .stdout,
             "the tree's busybox"
@@ -196,7 +194,7 @@ fn depmod_never_follows_a_module_directory_symlink_out_of_the_tree() {
         .arg("-c")
         .arg(&sh)
         .current_dir(&unpacked)
-        .output()
+        .timed_output()
         .unwrap();
     assert!(out.status.success(), "{sh}: {}", String::from_utf8_lossy(&out.stderr));
     let found = common::run(Command::new("find").arg(&unpacked).args(["-name", "ext4.ko*"]));

@@ -2,11 +2,7 @@
 //! http://, libsolv for the target arch, verified downloads, lockfiles, and
 //! the errors a user gets for bad input.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
-#[path = "common/http.rs"]
-mod http;
+use crate::common::{self, Deadline as _, http};
 
 fn resolve(t: &Scratch, arch: &str, extra: &[&str]) -> Output {
     t.run(&["compose", "resolve", "--arch", arch], extra, &[])
@@ -40,7 +36,7 @@ fn shipped_sample_minimal_resolves_for_aarch64_and_x86_64() {
                 .args(["compose", "resolve", "--json", "--arch", arch, "--cache-dir"])
                 .arg(cache.path())
                 .arg(common::root().join("treefiles/sample-minimal.yaml"))
-                .output()
+                .timed_output()
                 .unwrap(),
         )
     };
@@ -187,7 +183,7 @@ fn transaction_order_matches_libsolv_reference_and_testsolv_accepts_the_result()
     );
     let out = Command::new("testsolv")
         .arg(dir.path().join("testcase.t"))
-        .output()
+        .timed_output()
         .unwrap();
     assert!(
         out.status.success() && out.stdout.is_empty(),
@@ -569,7 +565,7 @@ fn gpgcheck_accepts_signed_packages_and_refuses_unsigned_ones() {
     let _ = Command::new("gpgconf")
         .env("GNUPGHOME", &gnupg)
         .args(["--kill", "gpg-agent"])
-        .status();
+        .timed_status();
 }
 
 #[test]
@@ -591,7 +587,7 @@ fn repository_metadata_that_is_not_a_regular_file_is_refused_unread() {
         .arg(t.path("t.yaml"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
+        .timed_spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while child.try_wait().unwrap().is_none() {

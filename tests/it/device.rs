@@ -4,11 +4,7 @@
 //! → `arbor rollback` → boot again. Refused updates leave every byte of the
 //! sysroot's state as it was.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
-
-mod common;
-#[path = "common/http.rs"]
-mod http;
+use crate::common::{self, Deadline as _, http};
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -125,7 +121,7 @@ fn compose_arch(d: &Path, treefile: &Path, repo: &str, epoch: u64, arch: &str) -
         .arg("--cache-dir")
         .arg(d.join("cache"))
         .arg(treefile)
-        .output()
+        .timed_output()
         .unwrap();
     ok_json(&out)["commit"].as_str().unwrap().to_string()
 }
@@ -218,10 +214,10 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         for t in self.mounts.iter().rev() {
-            let _ = Command::new("umount").arg(t).status();
+            let _ = Command::new("umount").arg(t).timed_status();
         }
         for l in &self.loops {
-            let _ = Command::new("losetup").arg("-d").arg(l).status();
+            let _ = Command::new("losetup").arg("-d").arg(l).timed_status();
         }
     }
 }
@@ -249,7 +245,7 @@ fn device(verb: &[&str], m: &Mounted, extra: &[&str]) -> Output {
         .arg("--sysroot")
         .arg(m.arg())
         .args(extra)
-        .output()
+        .timed_output()
         .unwrap()
 }
 
@@ -294,17 +290,9 @@ fn boot(img: &Path, expect: &str) -> String {
     let out = arbor()
         .args(["image", "boot-test", "--json", "--expect-commit", expect])
         .arg(img)
-        .output()
+        .timed_output()
         .unwrap();
     ok_json(&out)["line"].as_str().unwrap().to_string()
-}
-
-fn needs_root() -> bool {
-    if !common::is_root() {
-        eprintln!("skipped: needs root (loop devices and mounts)");
-        return false;
-    }
-    true
 }
 
 fn upgrade_boot_rollback_boot(board: &str) {
@@ -363,17 +351,17 @@ fn upgrade_boot_rollback_boot(board: &str) {
 }
 
 #[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn qemu_virt_upgrades_over_http_boots_the_new_commit_and_rolls_back() {
-    if needs_root() {
-        upgrade_boot_rollback_boot("qemu-virt-aarch64");
-    }
+    common::need_root();
+    upgrade_boot_rollback_boot("qemu-virt-aarch64");
 }
 
 #[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn rpi3_upgrades_with_its_fat_firmware_partition_and_rolls_back() {
-    if needs_root() {
-        upgrade_boot_rollback_boot("rpi3");
-    }
+    common::need_root();
+    upgrade_boot_rollback_boot("rpi3");
 }
 
 /// Everything a refused update must leave as it was: deployments, refs, and
@@ -453,10 +441,9 @@ fn object(public: &Path, csum: &str, ext: &str) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn refused_updates_leave_deployments_refs_and_boot_files_byte_identical() {
-    if !needs_root() {
-        return;
-    }
+    common::need_root();
     let w = world();
     let t = tempfile::tempdir().unwrap();
     let img = image_copy("qemu-virt-aarch64", t.path());
@@ -589,20 +576,23 @@ fn refused_updates_leave_deployments_refs_and_boot_files_byte_identical() {
 }
 
 #[test]
-fn one_operation_at_a_time_and_clear_errors_for_a_bad_sysroot() {
+fn a_path_that_is_not_a_sysroot_is_a_clear_error() {
     let e = common::err(
         &arbor()
             .args(["status", "--sysroot", "/nonexistent/card"])
-            .output()
+            .timed_output()
             .unwrap(),
     );
     assert!(
         e.contains("/nonexistent/card") && e.contains("not an OSTree sysroot"),
         "{e}"
     );
-    if !needs_root() {
-        return;
-    }
+}
+
+#[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
+fn one_operation_at_a_time_and_clear_errors_for_a_bad_sysroot() {
+    common::need_root();
     let t = tempfile::tempdir().unwrap();
     let img = image_copy("qemu-virt-aarch64", t.path());
     let m = Mounted::new(&img);
@@ -616,7 +606,7 @@ fn one_operation_at_a_time_and_clear_errors_for_a_bad_sysroot() {
             lock.display()
         ))
         .process_group(0)
-        .spawn()
+        .timed_spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let e = common::err(&device(&["rollback"], &m, &[]));
@@ -727,10 +717,9 @@ impl FaultyServer {
 }
 
 #[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn network_faults_name_the_url_and_a_rerun_fetches_less_than_the_whole_update() {
-    if !needs_root() {
-        return;
-    }
+    common::need_root();
     let w = world();
     let mut delta_files = Vec::new();
     walk(&w.path("pub/deltas"), &mut delta_files);
@@ -847,10 +836,9 @@ fn next(seed: &mut u64) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes() {
-    if !needs_root() {
-        return;
-    }
+    common::need_root();
     let w = world();
     let (v1, v2) = (w.v1.clone(), w.v2.clone());
     let check_after = |m: &Mounted, what: &str| {
@@ -876,7 +864,7 @@ fn killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes() {
             .env("ARBOR_FAILPOINT", fp)
             .args(["upgrade", "--sysroot"])
             .arg(m.arg())
-            .output()
+            .timed_output()
             .unwrap();
         assert!(!out.status.success(), "{fp}: the failpoint did not stop the upgrade");
         check_after(&m, fp);
@@ -900,7 +888,7 @@ fn killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes() {
                 .env("ARBOR_FAILPOINT", fp)
                 .args(["rollback", "--sysroot"])
                 .arg(m.arg())
-                .output()
+                .timed_output()
                 .unwrap();
             assert!(!out.status.success(), "{fp}: rollback went through");
             check_after(&m, &format!("rollback at {fp}"));
@@ -936,7 +924,11 @@ fn killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes() {
         let t = tempfile::tempdir().unwrap();
         let m = Mounted::new(&image_copy("qemu-virt-aarch64", t.path()));
         let delay = next(&mut seed) % span;
-        let mut child = arbor().args(["upgrade", "--sysroot"]).arg(m.arg()).spawn().unwrap();
+        let mut child = arbor()
+            .args(["upgrade", "--sysroot"])
+            .arg(m.arg())
+            .timed_spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay));
         if child.try_wait().unwrap().is_none() {
             killed += 1;
