@@ -20,7 +20,7 @@ fn help_lists_every_verb_group() {
 
 #[test]
 fn unimplemented_verbs_say_so_and_fail() {
-    for args in [&["status", "--json"][..], &["upgrade"]] {
+    for args in [&["install", "hello", "--sysroot", "/nonexistent"][..]] {
         let out = arbor().args(args).timed_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}");

@@ -31,7 +31,7 @@ fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
         common::sample_repo();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::shared_tempdir();
         let d = dir.path();
         // v2 adds a package and three files of 900 kB: a delta with real
         // content, in several parts.
@@ -996,10 +996,9 @@ fn variants() -> &'static World {
 }
 
 #[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn commits_for_another_board_arch_or_ref_and_downgrades_are_refused() {
-    if !needs_root() {
-        return;
-    }
+    common::need_root();
     let w = variants();
     let t = tempfile::tempdir().unwrap();
     let m = Mounted::new(&image_copy("qemu-virt-aarch64", t.path()));
@@ -1020,10 +1019,9 @@ fn commits_for_another_board_arch_or_ref_and_downgrades_are_refused() {
 }
 
 #[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn an_offline_bundle_upgrades_without_a_network_and_boots_and_one_for_another_board_is_refused() {
-    if !needs_root() {
-        return;
-    }
+    common::need_root();
     let w = variants();
     let t = tempfile::tempdir().unwrap();
     let bundle = |repo: &str, to: &str, out: &Path| {

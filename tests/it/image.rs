@@ -14,7 +14,7 @@ use common::{arbor, ok_json, run};
 fn composed() -> &'static (tempfile::TempDir, PathBuf) {
     static TREE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     TREE.get_or_init(|| {
-        let t = tempfile::tempdir().unwrap();
+        let t = common::shared_tempdir();
         let (repo, _) = compose_shipped(t.path(), "aarch64", "sample-minimal.yaml");
         (t, repo)
     })

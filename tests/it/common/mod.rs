@@ -272,3 +272,29 @@ pub fn kernel_release(arch: &str) -> String {
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| panic!("the sample kernel.{arch} provides no kernel-uname-r:\n{provides}"))
 }
+
+/// A temporary directory shared by the tests of one run (kept in a static,
+/// which is never dropped): it is removed when the test process exits, with
+/// libostree's immutable flag cleared first, so runs do not pile up in /tmp.
+pub fn shared_tempdir() -> tempfile::TempDir {
+    use std::sync::Mutex;
+    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_all() {
+        let dirs = DIRS.lock().map(|d| d.clone()).unwrap_or_default();
+        for d in dirs {
+            #[allow(clippy::disallowed_methods)] // at exit: no test to fail, chattr does not hang
+            let _ = Command::new("chattr").arg("-R").arg("-f").arg("-i").arg(&d).status();
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a plain extern "C" function with no captured state.
+        unsafe {
+            libc::atexit(remove_all);
+        }
+    });
+    let t = tempfile::tempdir().unwrap();
+    DIRS.lock().unwrap().push(t.path().to_path_buf());
+    t
+}
