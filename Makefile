@@ -1,7 +1,7 @@
 # arbor: the two commands a fresh machine needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all setup build demo test lint bench sample-repo clean
+.PHONY: all setup build demo test lint bench soak sample-repo clean
 
 all: build
 
@@ -35,8 +35,15 @@ endif
 test: setup lint
 	$(CARGO) test --no-fail-fast -- $(TEST_ARGS)
 
+# Long soaks, opt-in (as root): the device kill matrix with SOAK_RUNS SIGKILLs at
+# seeded random moments of an upgrade (make test runs 6); prints its counts.
+SOAK_RUNS ?= 60
+soak: setup
+	ARBOR_KILL_RUNS=$(SOAK_RUNS) $(CARGO) test --test it -- --include-ignored --exact --nocapture \
+		device::killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes
+
 bench: setup
-	$(CARGO) bench --bench sample_repo --bench resolve --bench compose --bench delta --bench scriptlets --bench image
+	$(CARGO) bench --bench sample_repo --bench resolve --bench compose --bench delta --bench scriptlets --bench image --bench upgrade
 
 clean:
 	$(CARGO) clean

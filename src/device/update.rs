@@ -110,8 +110,11 @@ pub fn upgrade(dev: &Device, opts: &Options, on_report: &(dyn Fn(&Report) + Sync
     let src = source(dev, None)?;
     let trust = dev.trust(&dev.default_deployment()?)?;
     let target = head(&src, &trust)?;
+    tracing::info!(commit = %target, url = %src.url, "the server's summary verified");
     let current = dev.current()?;
     if target == current.commit || target == dev.default_deployment()?.commit {
+        // A run killed after its boot files and before its cleanup ends here.
+        dev.sysroot.cleanup()?;
         return Ok(outcome(dev, "no-update", &target, &src, None, None, vec![]));
     }
     apply(dev, &src, &target, &trust, &current, opts, on_report)
@@ -263,17 +266,21 @@ pub fn rollback(dev: &Device) -> Result<Outcome> {
 /// versions and unreferenced objects, and commit objects of refused updates.
 pub fn cleanup(dev: &Device) -> Result<()> {
     let _lock = dev.lock("cleanup")?;
-    settle(dev).map(|_| ())
+    settle(dev)?;
+    dev.sysroot.cleanup()
 }
 
 /// Completes what an interrupted operation left: the bootloader files are
 /// rendered again from libostree's boot entries (written only where they
-/// differ) and what no entry lists is cleaned up. Every mutating verb starts
-/// with it, under the lock, so a run killed between libostree's entry swap
-/// and arbor's files is finished by the next one.
+/// differ), and when that changed anything, what no entry lists is cleaned up
+/// (otherwise the verb's own cleanup at its end does it). Every mutating verb
+/// starts with it, under the lock, so a run killed between libostree's entry
+/// swap and arbor's files is finished by the next one.
 fn settle(dev: &Device) -> Result<super::bootfiles::Rendered> {
     let files = super::bootfiles::render(dev)?;
-    dev.sysroot.cleanup()?;
+    if !files.written.is_empty() {
+        dev.sysroot.cleanup()?;
+    }
     Ok(files)
 }
 
@@ -367,6 +374,7 @@ fn apply(
     on_report: &(dyn Fn(&Report) + Sync),
 ) -> Result<Outcome> {
     let key = fetch_verified(dev, src, target, trust, current, opts.allow_downgrade)?;
+    tracing::info!(commit = target, "verified; pulling the content");
     let repo = dev.sysroot.repo();
     let size = pull::delta_download_size(&src.url, &current.commit, target, trust).unwrap_or(None);
     check_space(
@@ -390,15 +398,19 @@ fn apply(
         on_report,
     )?;
     crate::failpoint::hit("device::content-pulled")?;
+    tracing::info!(bytes = transferred.bytes, "pulled; deploying");
     let boot_bytes = repo.boot_files_size(target)?;
     check_space(&dev.sysroot.path().join("boot"), boot_bytes, "/boot")?;
     let osname = dev.default_deployment()?.osname;
     let refspec = format!("{}:{}", src.remote, src.refname);
     dev.sysroot.deploy(&osname, target, &refspec)?;
     crate::failpoint::hit("device::entries-written")?;
+    tracing::info!("deployed; rendering the bootloader files");
     let files = super::bootfiles::render(dev)?;
     crate::failpoint::hit("device::bootfiles-written")?;
+    tracing::info!("cleaning up");
     dev.sysroot.cleanup()?;
+    tracing::info!("done");
     Ok(outcome(
         dev,
         "deployed",

@@ -127,7 +127,11 @@ pub fn pull(repo: &Repo, pull: &Pull, on_report: &(dyn Fn(&Report) + Sync)) -> R
             s.spawn(move || {
                 let (mut last_bytes, mut last_change) = (0u64, Instant::now());
                 while !done.load(Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(200));
+                    // Woken early when the pull ends (see the unpark below).
+                    std::thread::park_timeout(Duration::from_millis(200));
+                    if done.load(Ordering::Acquire) {
+                        break;
+                    }
                     let r = progress.report();
                     if r.bytes != last_bytes {
                         (last_bytes, last_change) = (r.bytes, Instant::now());
@@ -144,6 +148,7 @@ pub fn pull(repo: &Repo, pull: &Pull, on_report: &(dyn Fn(&Report) + Sync)) -> R
             .raw()
             .pull_with_options(pull.remote, &options, Some(&progress.0), Some(&cancel));
         done.store(true, Ordering::Release);
+        watchdog.thread().unpark();
         let _ = watchdog.join();
         // Removes the idle source the progress object queued on the main
         // context: it holds no reference, and a later pull iterating the same
