@@ -643,6 +643,9 @@ struct FaultyServer {
     url: String,
     fault: std::sync::Arc<std::sync::Mutex<(Fault, String)>>,
     sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Paths that must have been served whole before the fault strikes, and
+    /// the paths served whole so far.
+    order: std::sync::Arc<std::sync::Mutex<(Vec<String>, Vec<String>)>>,
 }
 
 impl FaultyServer {
@@ -653,11 +656,12 @@ impl FaultyServer {
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let fault = std::sync::Arc::new(std::sync::Mutex::new((Fault::None, String::new())));
         let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (f2, s2) = (fault.clone(), sent.clone());
+        let order = std::sync::Arc::new(std::sync::Mutex::new((Vec::<String>::new(), Vec::<String>::new())));
+        let (f2, s2, o2) = (fault.clone(), sent.clone(), order.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let (root, fault, sent) = (root.clone(), f2.clone(), s2.clone());
+                let (root, fault, sent, order) = (root.clone(), f2.clone(), s2.clone(), o2.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut first = String::new();
@@ -682,6 +686,20 @@ impl FaultyServer {
                     } else {
                         Fault::None
                     };
+                    if f != Fault::None {
+                        // The other parts arrive (and are applied) first, so a
+                        // rerun has something to resume from.
+                        let started = std::time::Instant::now();
+                        while started.elapsed() < std::time::Duration::from_secs(30) {
+                            let o = order.lock().unwrap();
+                            if o.0.iter().all(|w| o.1.iter().any(|p| p.ends_with(w.as_str()))) {
+                                break;
+                            }
+                            drop(o);
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                        std::thread::sleep(std::time::Duration::from_secs(2));
+                    }
                     let half = body.len() / 2;
                     let (status, claimed, send) = match f {
                         Fault::None => ("200 OK".to_string(), body.len(), body.len()),
@@ -696,6 +714,9 @@ impl FaultyServer {
                         .is_ok()
                     {
                         sent.fetch_add(send as u64, Ordering::Relaxed);
+                        if send == body.len() {
+                            order.lock().unwrap().1.push(path.clone());
+                        }
                     }
                     let _ = stream.flush();
                     if f == Fault::Stall {
@@ -704,11 +725,17 @@ impl FaultyServer {
                 });
             }
         });
-        FaultyServer { url, fault, sent }
+        FaultyServer {
+            url,
+            fault,
+            sent,
+            order,
+        }
     }
 
-    fn set(&self, f: Fault, target: &str) {
+    fn set(&self, f: Fault, target: &str, after: &[String]) {
         *self.fault.lock().unwrap() = (f, target.to_string());
+        *self.order.lock().unwrap() = (after.to_vec(), Vec::new());
     }
 
     fn take_sent(&self) -> u64 {
@@ -739,6 +766,17 @@ fn network_faults_name_the_url_and_a_rerun_fetches_less_than_the_whole_update() 
         last.parent().unwrap().file_name().unwrap().to_str().unwrap(),
         last.file_name().unwrap().to_str().unwrap()
     );
+    let others: Vec<String> = parts
+        .iter()
+        .filter(|p| **p != *last)
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p.parent().unwrap().file_name().unwrap().to_str().unwrap(),
+                p.file_name().unwrap().to_str().unwrap()
+            )
+        })
+        .collect();
     let server = FaultyServer::start(w.path("pub"));
     for (fault, expect) in [
         (Fault::Drop, ""),
@@ -753,7 +791,7 @@ fn network_faults_name_the_url_and_a_rerun_fetches_less_than_the_whole_update() 
         run(arbor()
             .args(["remote", "set-url", "origin", &server.url, "--sysroot"])
             .arg(m.arg()));
-        server.set(fault, &target);
+        server.set(fault, &target, &others);
         server.take_sent();
         let before = fingerprint(&m);
         let out = device(&["upgrade", "--stall-timeout", "3", "--retries", "0"], &m, &[]);
@@ -762,7 +800,7 @@ fn network_faults_name_the_url_and_a_rerun_fetches_less_than_the_whole_update() 
         assert!(err.contains(&server.url), "{fault:?}: the error names the URL: {err}");
         assert!(err.contains(expect), "{fault:?}: {expect:?} in {err}");
         assert_eq!(before, fingerprint(&m), "{fault:?}: a failed pull changed the sysroot");
-        server.set(Fault::None, "");
+        server.set(Fault::None, "", &[]);
         server.take_sent();
         let out = device(&["upgrade", "--json"], &m, &[]);
         assert!(
