@@ -270,13 +270,15 @@ pub fn cleanup(dev: &Device) -> Result<()> {
     dev.sysroot.cleanup()
 }
 
-/// Completes what an interrupted operation left: the bootloader files are
+/// Completes what an interrupted operation left: /boot is thawed if
+/// libostree's freeze outlived a killed run, the bootloader files are
 /// rendered again from libostree's boot entries (written only where they
 /// differ), and when that changed anything, what no entry lists is cleaned up
 /// (otherwise the verb's own cleanup at its end does it). Every mutating verb
 /// starts with it, under the lock, so a run killed between libostree's entry
 /// swap and arbor's files is finished by the next one.
 fn settle(dev: &Device) -> Result<super::bootfiles::Rendered> {
+    dev.sysroot.thaw_boot()?;
     let files = super::bootfiles::render(dev)?;
     if !files.written.is_empty() {
         dev.sysroot.cleanup()?;

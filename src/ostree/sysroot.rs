@@ -485,6 +485,27 @@ impl Sysroot {
             .with_context(|| format!("cleaning up {}", self.path.display()))
     }
 
+    /// Thaws the /boot filesystem if a killed run left it frozen. libostree's
+    /// deploy freezes and thaws /boot (FIFREEZE, FITHAW) around its boot
+    /// entry swap; a process killed in between leaves it frozen, and every
+    /// later write there (the next upgrade's) blocks forever. FITHAW on a
+    /// filesystem that is not frozen fails with EINVAL, which is ignored.
+    pub fn thaw_boot(&self) -> Result<()> {
+        use std::os::fd::AsRawFd as _;
+        const FITHAW: libc::c_ulong = 0xC004_5878; // _IOWR('X', 120, int)
+        let boot = self.path.join("boot");
+        let dir = match std::fs::File::open(&boot) {
+            Ok(d) => d,
+            Err(_) => return Ok(()),
+        };
+        // SAFETY: FITHAW takes no argument beyond the descriptor, which is open.
+        let r = unsafe { libc::ioctl(dir.as_raw_fd(), FITHAW as _, 0) };
+        if r == 0 {
+            tracing::warn!(path = %boot.display(), "thawed /boot, which a killed run had left frozen");
+        }
+        Ok(())
+    }
+
     /// Takes libostree's sysroot lock without waiting: `false` when another
     /// process holds it.
     pub fn try_lock(&self) -> Result<bool> {
