@@ -29,14 +29,6 @@ pub fn is_whiteout(md: &std::fs::Metadata) -> bool {
 pub fn is_opaque(dir: &Path) -> Result<bool> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).context("a path with a NUL byte")?;
     let mut v = [0u8; 4];
-    // SAFETY: valid NUL-terminated strings and a buffer of the given size.
-    let n = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            c"user.overlay.opaque".as_ptr(),
-            v.as_mut_ptr().cast(),
-            v.len(),
-        )
-    };
-    Ok(n == 1 && v[0] == b'y')
+    let n = rustix::fs::lgetxattr(c.as_c_str(), c"user.overlay.opaque", &mut v[..]);
+    Ok(matches!(n, Ok(1)) && v[0] == b'y')
 }

@@ -7,8 +7,6 @@
 //! (overlayfs copies a file up before the first write).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
@@ -28,25 +26,7 @@ pub fn layers(repo: &Path, cache_dir: &Path, commits: &[String], jobs: usize) ->
     remove_stale_temporaries(&dir);
     let groups = group(commits);
     let missing: Vec<&(String, Vec<String>)> = groups.iter().filter(|(key, _)| !dir.join(key).is_dir()).collect();
-    let next = AtomicUsize::new(0);
-    let error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, missing.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((key, commits)) = missing.get(i) else { break };
-                    if let Err(e) = check_out(repo, &dir, key, commits) {
-                        error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
+    crate::parallel::map_bounded(&missing, jobs, |(key, commits)| check_out(repo, &dir, key, commits))?;
     let mut out = Vec::with_capacity(groups.len());
     for (key, _) in groups.iter().rev() {
         let path = dir.join(key);

@@ -28,10 +28,9 @@ mod plan;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::ostree::repo::Repo;
 
@@ -145,69 +144,25 @@ fn escape_ref_component(s: &str) -> String {
 /// packages imported before it stay cached, and a failed package writes no ref.
 pub fn import_all(repo_path: &Path, rpms: &[PathBuf], users: &Users, jobs: usize) -> Result<Vec<Imported>> {
     Repo::open_or_create_bare_user(repo_path)?;
-    let slots: Vec<Mutex<Option<Result<Imported>>>> = rpms.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let workers = jobs.clamp(1, rpms.len().max(1));
-    let worker_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let repo = match Repo::open(repo_path) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        failed.store(true, Ordering::Relaxed);
-                        *worker_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                        return;
-                    }
-                };
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= rpms.len() || failed.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let r = import::import_or_find(&repo, &rpms[i], users)
-                        .with_context(|| format!("importing {} into {}", rpms[i].display(), repo_path.display()));
-                    if r.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                }
-            });
-        }
-    });
-
-    if let Some(e) = worker_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    let mut out = Vec::with_capacity(rpms.len());
-    let mut first_error = None;
-    let mut errors = 0;
-    for slot in slots {
-        match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(Ok(i)) => out.push(i),
-            Some(Err(e)) => {
-                errors += 1;
-                first_error.get_or_insert(e);
+    // Counted only for the message: the first error is the one returned.
+    let errors = AtomicUsize::new(0);
+    let imported = crate::parallel::map_bounded_with(
+        rpms,
+        jobs,
+        || Repo::open(repo_path),
+        |repo, rpm| {
+            let r = import::import_or_find(repo, rpm, users)
+                .with_context(|| format!("importing {} into {}", rpm.display(), repo_path.display()));
+            if r.is_err() {
+                errors.fetch_add(1, Ordering::SeqCst);
             }
-            None => {}
-        }
+            r
+        },
+    );
+    match errors.into_inner() {
+        n if n > 1 => imported.map_err(|e| e.context(format!("{n} packages failed to import; the first one"))),
+        _ => imported,
     }
-    if let Some(e) = first_error {
-        if errors > 1 {
-            return Err(e.context(format!("{errors} packages failed to import; the first one")));
-        }
-        return Err(e);
-    }
-    if out.len() != rpms.len() {
-        return Err(anyhow!(
-            "internal error: {} of {} packages were processed",
-            out.len(),
-            rpms.len()
-        ));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@
 
 use std::ffi::CString;
 use std::io::{BufRead, Read, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -549,13 +549,12 @@ fn write_private(path: &str, data: &[u8], mode: u32) -> Result<()> {
 /// session at the deadline. Output written by processes it left behind after
 /// it exited is not waited for.
 fn collect(child: Pid, out: OwnedFd, limit: Duration) -> Result<(Vec<u8>, bool)> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error()).context("pidfd_open (needs Linux ≥ 5.3)");
-    }
-    // SAFETY: `raw` is a new fd owned by nobody else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    // A forked child's pid is never 0 (the kernel would refuse it too).
+    let pid = rustix::process::Pid::from_raw(child.as_raw()).ok_or(rustix::io::Errno::INVAL);
+    let pidfd = pid
+        .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()))
+        .map_err(std::io::Error::from)
+        .context("pidfd_open (needs Linux ≥ 5.3)")?;
     let mut pipe = std::fs::File::from(out);
     let deadline = Instant::now() + limit;
     let mut buf = Vec::new();

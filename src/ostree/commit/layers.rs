@@ -378,17 +378,16 @@ fn xattr_names(p: &Path) -> Result<Vec<Vec<u8>>> {
     let c = cpath(p)?;
     let mut buf = vec![0u8; 4096];
     loop {
-        // SAFETY: a valid NUL-terminated path and a buffer of the given length.
-        let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ERANGE) => buf.resize(buf.len() * 4, 0),
-            Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            _ => return Err(e).with_context(|| format!("listing the xattrs of {}", p.display())),
+        match rustix::fs::llistxattr(c.as_c_str(), &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                break;
+            }
+            Err(rustix::io::Errno::RANGE) => buf.resize(buf.len() * 4, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(std::io::Error::from(e)).with_context(|| format!("listing the xattrs of {}", p.display()));
+            }
         }
     }
     Ok(buf
@@ -400,22 +399,19 @@ fn xattr_names(p: &Path) -> Result<Vec<Vec<u8>>> {
 
 fn xattr_value(p: &Path, name: &[u8]) -> Result<Vec<u8>> {
     let c = cpath(p)?;
-    let mut n = name.to_vec();
-    n.push(0);
     let mut buf = vec![0u8; 256];
     loop {
-        // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-        let len = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
-        if len >= 0 {
-            buf.truncate(len as usize);
-            return Ok(buf);
+        match rustix::fs::lgetxattr(c.as_c_str(), name, &mut buf[..]) {
+            Ok(len) => {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 16, 0),
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("reading xattr {} of {}", String::from_utf8_lossy(name), p.display()));
+            }
         }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ERANGE) && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 16, 0);
-            continue;
-        }
-        return Err(e).with_context(|| format!("reading xattr {} of {}", String::from_utf8_lossy(name), p.display()));
     }
 }
 
@@ -446,16 +442,13 @@ mod tests {
     }
 
     fn set_xattr(p: &Path, name: &str, value: &[u8]) {
-        let (c, n) = (cpath(p).unwrap(), std::ffi::CString::new(name).unwrap());
-        // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-        let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-        assert_eq!(
-            r,
-            0,
-            "setting {name} on {}: {}",
-            p.display(),
-            std::io::Error::last_os_error()
+        let r = rustix::fs::lsetxattr(
+            cpath(p).unwrap().as_c_str(),
+            name,
+            value,
+            rustix::fs::XattrFlags::empty(),
         );
+        assert_eq!(r, Ok(()), "setting {name} on {}", p.display());
     }
 
     /// Two "packages" sharing /usr, and an upper directory that replaces a

@@ -52,22 +52,9 @@ pub fn copy_objects(src: &Repo, dst: &Repo, commit: &str, refname: Option<&str>,
     // Worker processes when the arbor executable is known: threads of one
     // process compress at ~1.5x on two cores, processes at ~1.9x (see `delta`).
     let exe = crate::reexec::arbor_exe();
-    std::thread::scope(|s| -> Result<()> {
-        let handles: Vec<_> = chunks
-            .iter()
-            .map(|chunk| {
-                let exe = exe.clone();
-                s.spawn(move || match exe {
-                    Some(exe) if !chunk.is_empty() => copy_files_in_worker(&exe, src, dst, chunk),
-                    _ => copy_files(src, dst, chunk),
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("an object copy thread panicked"))??;
-        }
-        Ok(())
+    crate::parallel::map_bounded(&chunks, jobs, |chunk| match &exe {
+        Some(exe) if !chunk.is_empty() => copy_files_in_worker(exe, src, dst, chunk),
+        _ => copy_files(src, dst, chunk),
     })?;
     // Metadata last, the commit object after its trees, then the ref.
     meta.sort_by_key(|(kind, _)| *kind == ostree::ObjectType::Commit);

@@ -126,42 +126,28 @@ pub fn generate_parallel(repo: &Repo, pairs: &[Pair], opts: &Options, jobs: usiz
         bail!("no deltas to generate");
     }
     let exe = crate::reexec::arbor_exe();
-    // Each thread (or worker process) opens its own handle.
     let repo_path = repo.path();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| -> Result<()> {
-        let workers: Vec<_> = (0..jobs.clamp(1, pairs.len()))
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    let repo = if exe.is_none() {
-                        Some(Repo::open(repo_path)?)
-                    } else {
-                        None
-                    };
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let Some(p) = pairs.get(i) else { return Ok(()) };
-                        match (&exe, &repo) {
-                            (Some(exe), _) => generate_in_worker(exe, repo_path, p, opts),
-                            (None, Some(repo)) => generate_one(repo, p, opts),
-                            (None, None) => unreachable!("a repository or a worker executable"),
-                        }
-                        .with_context(|| {
-                            format!(
-                                "generating the delta {} → {}",
-                                p.from.as_deref().unwrap_or("(scratch)"),
-                                p.to
-                            )
-                        })?;
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().map_err(|_| anyhow::anyhow!("a delta thread panicked"))??;
+    // A thread's own handle when it generates in-process (libostree allows
+    // one transaction per repository object); a worker process opens its own.
+    let handle = || match exe {
+        Some(_) => Ok(None),
+        None => Repo::open(repo_path).map(Some),
+    };
+    crate::parallel::map_bounded_with(pairs, jobs, handle, |repo, p| {
+        match (&exe, repo) {
+            (Some(exe), _) => generate_in_worker(exe, repo_path, p, opts),
+            (None, Some(repo)) => generate_one(repo, p, opts),
+            (None, None) => unreachable!("a repository or a worker executable"),
         }
-        Ok(())
-    })
+        .with_context(|| {
+            format!(
+                "generating the delta {} → {}",
+                p.from.as_deref().unwrap_or("(scratch)"),
+                p.to
+            )
+        })
+    })?;
+    Ok(())
 }
 
 fn generate_one(repo: &Repo, p: &Pair, opts: &Options) -> Result<()> {
