@@ -78,8 +78,9 @@ pub struct Sandbox {
     pub arch: Arch,
     /// Running without root: only uid and gid 0 exist inside.
     pub rootless: bool,
-    /// The sandbox's cgroup (none where cgroups cannot be made).
-    cgroup: Option<cgroup::Cgroup>,
+    /// The sandbox's cgroup (none where cgroups cannot be made); held so
+    /// that it is removed when the sandbox is.
+    _cgroup: Option<cgroup::Cgroup>,
 }
 
 impl Sandbox {
@@ -130,6 +131,23 @@ impl Sandbox {
         let stdin = child.stdin.take().context("sandbox stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("sandbox stdout")?);
         let rootless = !nix::unistd::geteuid().is_root();
+        // Into the cgroup before the init forks anything (it forks only after
+        // the setup below), so every process of the sandbox is counted. Done
+        // while the child is still loading its libraries: a write to
+        // `cgroup.procs` waits for an RCU grace period (~13 ms on a v1
+        // hierarchy here), which this way overlaps the child's start-up.
+        let pid = child.id();
+        let cgroup = match cgroup::Cgroup::create(&format!("arbor-sandbox-{pid}"), cfg.limits, pid) {
+            Ok(cg) => Some(cg),
+            Err(e) if rootless => {
+                tracing::debug!("scripts run without cgroup limits: {e:#}");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("scripts run without process and memory limits: {e:#}");
+                None
+            }
+        };
         let mut sb = Sandbox {
             child,
             stdin: Some(stdin),
@@ -140,18 +158,11 @@ impl Sandbox {
             emulation: emulation.clone(),
             arch,
             rootless,
-            cgroup: None,
+            _cgroup: cgroup,
         };
         match sb.read_reply()? {
             Reply::Unshared => {}
             other => bail!("the sandbox did not start: {other:?}"),
-        }
-        // Before the init forks anything: every process of the sandbox is counted.
-        let pid = sb.child.id();
-        match cgroup::Cgroup::create(&format!("arbor-sandbox-{pid}"), cfg.limits, pid) {
-            Ok(cg) => sb.cgroup = Some(cg),
-            Err(e) if rootless => tracing::debug!("scripts run without cgroup limits: {e:#}"),
-            Err(e) => tracing::warn!("scripts run without process and memory limits: {e:#}"),
         }
         sb.write_id_maps()?;
         let setup = Setup {
