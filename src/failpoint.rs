@@ -23,6 +23,8 @@ pub const ALL: &[&str] = &[
     "device::deployed",
     "device::entries-written",
     "device::bootfile",
+    "device::fat-swap",
+    "device::fat-committed",
     "device::bootfiles-written",
 ];
 

@@ -22,8 +22,13 @@ pub struct Where {
     #[arg(long)]
     pub board: Option<String>,
     /// Where the board's firmware (FAT) partition is mounted [default: SYSROOT/boot/firmware].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "firmware_partition")]
     pub firmware_dir: Option<PathBuf>,
+    /// The board's firmware (FAT) partition itself, unmounted: a block device
+    /// (e.g. /dev/mmcblk0p1, or a loop device) that arbor edits in place,
+    /// power-cut safe. For hosts that cannot mount vfat, and offline servicing.
+    #[arg(long, value_name = "DEVICE")]
+    pub firmware_partition: Option<PathBuf>,
 }
 
 impl Where {
@@ -32,6 +37,7 @@ impl Where {
             sysroot: self.sysroot.clone(),
             board: self.board.clone(),
             firmware_dir: self.firmware_dir.clone(),
+            firmware_partition: self.firmware_partition.clone(),
         })
     }
 }

@@ -9,20 +9,23 @@
 //! Killed anywhere, the bootloader's file names either the old set of
 //! deployments (whose files are all still there) or the new one.
 //!
-//! FAT has no atomic rename: the Linux vfat driver replaces a directory entry
-//! by removing the old one and writing the new one. So files on the firmware
-//! partition are rewritten only when their content changes (config.txt never
-//! changes between deployments of one board; cmdline.txt only with the kernel
-//! arguments), the new content is complete and fsynced under a temporary name
-//! before the rename, and U-Boot does not read either of them: it boots from
-//! extlinux.conf on the ext4 /boot partition. A torn rename there can at worst
-//! leave the Raspberry Pi firmware its defaults, never an unbootable U-Boot.
+//! FAT has no atomic rename, but a directory entry is 32 bytes in one sector.
+//! Files on the firmware partition are rewritten only when their content
+//! changes (config.txt never changes between deployments of one board;
+//! cmdline.txt only with the kernel arguments, and U-Boot's extlinux.conf
+//! overrides it). Mounted, the new content is complete and fsynced under a
+//! temporary name before the rename: Linux's vfat rename onto an existing
+//! name rewrites the target's entry in place to point at the new clusters
+//! (`vfat_rename`: `fat_attach(old_inode, new_i_pos)`), then removes the
+//! temporary entry. Unmounted (`--firmware-partition`), arbor makes that
+//! same one-entry swap itself with ordered, synced writes ([`super::fat`]),
+//! and a test cuts the power after every one of them.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::Device;
+use super::{Device, Firmware};
 use crate::board::Role;
 
 /// What was written.
@@ -48,11 +51,20 @@ pub fn render(dev: &Device) -> Result<Rendered> {
         let base = match f.role {
             Role::Boot => boot_dir.clone(),
             Role::Root => root.to_path_buf(),
-            Role::Firmware => match &dev.firmware_dir {
-                Some(d) => d.clone(),
+            Role::Firmware => match &dev.firmware {
+                Some(Firmware::Mounted(d)) => d.clone(),
+                Some(Firmware::Partition(p)) => {
+                    let shown = format!("{}:{}", p.display(), f.path);
+                    if in_partition(p, &f.path, f.content.as_bytes())? {
+                        out.written.push(shown);
+                    } else {
+                        out.unchanged.push(shown);
+                    }
+                    continue;
+                }
                 None => {
                     out.skipped.push(format!(
-                        "{} (the firmware partition is not mounted at {}; U-Boot does not read it)",
+                        "{} (the firmware partition is not mounted at {} and no --firmware-partition was given)",
                         f.path,
                         root.join("boot/firmware").display()
                     ));
@@ -70,6 +82,22 @@ pub fn render(dev: &Device) -> Result<Rendered> {
         out.written.push(dest.display().to_string());
     }
     Ok(out)
+}
+
+/// Puts a file on the unmounted firmware partition `dev` (power-cut safe,
+/// see [`super::fat`]); true when it changed.
+fn in_partition(dev: &Path, name: &str, content: &[u8]) -> Result<bool> {
+    let mut disk = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .with_context(|| format!("opening the firmware partition {}", dev.display()))?;
+    if super::fat::read(&mut disk, name)?.as_deref() == Some(content) {
+        return Ok(false);
+    }
+    crate::failpoint::hit("device::bootfile")?;
+    super::fat::replace(&mut disk, name, content)
+        .with_context(|| format!("replacing {name} on the firmware partition {}", dev.display()))
 }
 
 fn write(base: &Path, rel: &str, content: &[u8]) -> Result<()> {

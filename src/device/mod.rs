@@ -10,6 +10,7 @@
 //! `/etc/arbor/revoked` of the default deployment, carried by the /etc merge).
 
 pub mod bootfiles;
+pub mod fat;
 pub mod status;
 pub mod update;
 
@@ -43,8 +44,18 @@ pub struct Device {
     pub sysroot: Sysroot,
     /// The board it runs on.
     pub board: Board,
-    /// Where the board's firmware (FAT) partition is mounted, if it has one and it is.
-    pub firmware_dir: Option<PathBuf>,
+    /// The board's firmware (FAT) partition, if it has one and it can be reached.
+    pub firmware: Option<Firmware>,
+}
+
+/// How the firmware partition is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Firmware {
+    /// Mounted (vfat) at this directory: files are replaced through the kernel.
+    Mounted(PathBuf),
+    /// This block device or image file is the partition, unmounted: arbor
+    /// edits it in place ([`fat::replace`]).
+    Partition(PathBuf),
 }
 
 /// Where to find a device.
@@ -56,6 +67,8 @@ pub struct Target {
     pub board: Option<String>,
     /// The firmware partition's mount point (default: `boot/firmware` in the sysroot).
     pub firmware_dir: Option<PathBuf>,
+    /// The firmware partition's block device, unmounted (instead of a mount point).
+    pub firmware_partition: Option<PathBuf>,
 }
 
 impl Device {
@@ -72,15 +85,34 @@ impl Device {
                 recorded.display()
             ),
         };
-        let firmware_dir = match (&t.firmware_dir, board.partition(crate::board::Role::Firmware)) {
-            (Some(d), _) => Some(d.clone()),
-            (None, Some(_)) => Some(t.sysroot.join("boot/firmware")).filter(|d| d.is_dir()),
+        let has_firmware = board.partition(crate::board::Role::Firmware).is_some();
+        let firmware = match (&t.firmware_partition, &t.firmware_dir) {
+            (Some(p), _) => {
+                if !has_firmware {
+                    bail!(
+                        "board {} has no firmware partition; drop --firmware-partition",
+                        board.name
+                    );
+                }
+                let md = std::fs::metadata(p).with_context(|| format!("the firmware partition {}", p.display()))?;
+                if md.is_dir() {
+                    bail!(
+                        "{} is a directory: give it as --firmware-dir (a mounted partition)",
+                        p.display()
+                    );
+                }
+                Some(Firmware::Partition(p.clone()))
+            }
+            (None, Some(d)) => Some(Firmware::Mounted(d.clone())),
+            (None, None) if has_firmware => Some(t.sysroot.join("boot/firmware"))
+                .filter(|d| d.is_dir())
+                .map(Firmware::Mounted),
             (None, None) => None,
         };
         Ok(Device {
             sysroot,
             board,
-            firmware_dir,
+            firmware,
         })
     }
 

@@ -148,6 +148,9 @@ fn sign_and_publish(d: &Path, repo: &str, key: &str, public: &str) {
 /// top, /boot at boot/, the firmware partition (if any) at boot/firmware.
 struct Mounted {
     top: PathBuf,
+    /// The firmware partition's loop device when the kernel cannot mount it
+    /// (arbor then edits it in place: `--firmware-partition`).
+    firmware: Option<String>,
     mounts: Vec<PathBuf>,
     loops: Vec<String>,
     _dir: tempfile::TempDir,
@@ -161,6 +164,7 @@ impl Mounted {
         let table: serde_json::Value = serde_json::from_str(&run(Command::new("sfdisk").arg("-J").arg(image))).unwrap();
         let mut m = Mounted {
             top: top.clone(),
+            firmware: None,
             mounts: Vec::new(),
             loops: Vec::new(),
             _dir: dir,
@@ -187,13 +191,14 @@ impl Mounted {
             by_label.insert(label, dev);
         }
         // This VM's kernel has no vfat driver: the firmware partition is then
-        // left unmounted (U-Boot reads extlinux.conf from the ext4 /boot).
+        // left unmounted and given to arbor as a device to edit in place.
         let vfat = std::fs::read_to_string("/proc/filesystems")
             .unwrap()
             .contains("\tvfat\n");
         for (label, at) in [("root", ""), ("boot", "boot"), ("RPI-FW", "boot/firmware")] {
             if label == "RPI-FW" && !vfat {
-                eprintln!("note: the kernel has no vfat: the firmware partition stays unmounted");
+                eprintln!("note: the kernel has no vfat: arbor edits the firmware partition unmounted");
+                m.firmware = by_label.get(label).cloned();
                 continue;
             }
             if let Some(dev) = by_label.get(label) {
@@ -208,6 +213,21 @@ impl Mounted {
 
     fn arg(&self) -> &Path {
         &self.top
+    }
+
+    /// A file of the firmware partition, through the mount or with mtools.
+    fn firmware_file(&self, name: &str) -> Option<Vec<u8>> {
+        match &self.firmware {
+            Some(dev) => {
+                let out = Command::new("mtype")
+                    .args(["-i", dev, &format!("::{name}")])
+                    .env("MTOOLS_SKIP_CHECK", "1")
+                    .timed_output()
+                    .unwrap();
+                out.status.success().then_some(out.stdout)
+            }
+            None => std::fs::read(self.top.join("boot/firmware").join(name)).ok(),
+        }
     }
 }
 
@@ -240,13 +260,12 @@ fn image_copy(board: &str, dir: &Path) -> PathBuf {
 
 /// `arbor VERB --sysroot MNT ARGS…`.
 fn device(verb: &[&str], m: &Mounted, extra: &[&str]) -> Output {
-    arbor()
-        .args(verb)
-        .arg("--sysroot")
-        .arg(m.arg())
-        .args(extra)
-        .timed_output()
-        .unwrap()
+    let mut cmd = arbor();
+    cmd.args(verb).arg("--sysroot").arg(m.arg());
+    if let Some(dev) = &m.firmware {
+        cmd.args(["--firmware-partition", dev]);
+    }
+    cmd.args(extra).timed_output().unwrap()
 }
 
 fn status(m: &Mounted) -> serde_json::Value {
@@ -329,14 +348,23 @@ fn upgrade_boot_rollback_boot(board: &str) {
         agrees_with_ostree(&m);
         let again = device(&["upgrade", "--check"], &m, &[]);
         assert_eq!(again.status.code(), Some(77), "no update: exit 77");
-        if board == "rpi3" && m.top.join("boot/firmware/cmdline.txt").exists() {
-            let cmdline = std::fs::read_to_string(m.top.join("boot/firmware/cmdline.txt")).unwrap();
+        if board == "rpi3" {
+            let cmdline = m
+                .firmware_file("cmdline.txt")
+                .expect("cmdline.txt on the firmware partition");
+            let cmdline = String::from_utf8(cmdline).unwrap();
             let entries = std::fs::read_to_string(m.top.join("boot/extlinux/extlinux.conf")).unwrap();
+            let default = entries.lines().find(|l| l.trim_start().starts_with("append")).unwrap();
             let ostree_arg = cmdline.split_whitespace().find(|a| a.starts_with("ostree=")).unwrap();
             assert!(
-                entries.contains(ostree_arg),
-                "cmdline.txt follows the new default: {cmdline}"
+                default.contains(ostree_arg),
+                "cmdline.txt follows the new default entry: {cmdline} vs {default}"
             );
+            let config = String::from_utf8(m.firmware_file("config.txt").unwrap()).unwrap();
+            assert!(config.contains("kernel=u-boot.bin"), "{config}");
+            if let Some(dev) = &m.firmware {
+                run(Command::new("fsck.fat").args(["-n", dev]));
+            }
         }
     }
     assert!(boot(&img, &w.v2).contains(&format!("commit={}", w.v2)));
@@ -378,6 +406,10 @@ fn fingerprint(m: &Mounted) -> String {
         .args(["refs", "origin"])
         .arg("--repo")
         .arg(m.top.join("ostree/repo")));
+    if let Some(dev) = &m.firmware {
+        let bytes = std::fs::read(dev).unwrap();
+        out += &format!("{dev} {}\n", hex::encode(sha2::Sha256::digest(&bytes)));
+    }
     let mut files = Vec::new();
     walk(&m.top.join("boot"), &mut files);
     for f in files {
