@@ -225,11 +225,6 @@ pub fn split_refspec(refspec: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// The sysroot's path a message shows.
-pub fn shown(p: &Path) -> String {
-    p.display().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

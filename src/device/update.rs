@@ -98,8 +98,12 @@ pub fn check(dev: &Device, opts: &Options) -> Result<Outcome> {
     if target == current.commit {
         return Ok(outcome(dev, "no-update", &target, &src, None, None, vec![]));
     }
-    let verified = fetch_verified(dev, &src, &target, &trust, &current, opts.allow_downgrade)?;
-    let size = pull::delta_download_size(&src.url, &current.commit, &target, &trust)?;
+    let verified = fetch_verified(dev, &src, &target, &trust, &current, opts)?;
+    let size = match pull::delta_download_size(&src.url, &current.commit, &target, &trust)? {
+        Some(s) => Some(s),
+        // No static delta from here: libostree fetches the objects this repository lacks.
+        None => Some(pull::objects_download_size(dev.sysroot.repo(), &src.url, &target)?),
+    };
     Ok(outcome(dev, "available", &target, &src, size, Some(verified), vec![]))
 }
 
@@ -204,7 +208,7 @@ pub fn upgrade_bundle(dev: &Device, file: &std::path::Path, opts: &Options) -> R
     }
     crate::ostree::bundle::apply_file(repo, file, &trust)?;
     crate::failpoint::hit("device::content-pulled")?;
-    let key = fetch_verified(dev, &src, &board.to, &trust, &current, opts.allow_downgrade)?;
+    let key = fetch_verified(dev, &src, &board.to, &trust, &current, opts)?;
     let boot_bytes = repo.boot_files_size(&board.to)?;
     check_space(&dev.sysroot.path().join("boot"), boot_bytes, "/boot")?;
     dev.sysroot.deploy(&default.osname, &board.to, &origin)?;
@@ -307,7 +311,7 @@ fn fetch_verified(
     commit: &str,
     trust: &Trust,
     current: &DeploymentInfo,
-    allow_downgrade: bool,
+    opts: &Options,
 ) -> Result<String> {
     let repo = dev.sysroot.repo();
     let had = repo.has_commit(commit)?;
@@ -321,8 +325,8 @@ fn fetch_verified(
                 commit,
                 commit_only: true,
                 not_older_than: None,
-                stall: Duration::from_secs(60),
-                retries: 5,
+                stall: opts.stall,
+                retries: opts.retries,
                 depth: 0,
             },
             &|_| {},
@@ -338,7 +342,7 @@ fn fetch_verified(
     let mut reasons = report.reasons.clone();
     let new = repo.commit_info(commit)?;
     let cur = repo.commit_info(&current.commit)?;
-    if new.timestamp < cur.timestamp && !allow_downgrade {
+    if new.timestamp < cur.timestamp && !opts.allow_downgrade {
         reasons.push(format!(
             "it is older than the current deployment (version {} of {} < version {} of {}); --allow-downgrade accepts it",
             new.metadata.get("version").map(String::as_str).unwrap_or("?"),
@@ -375,10 +379,13 @@ fn apply(
     opts: &Options,
     on_report: &(dyn Fn(&Report) + Sync),
 ) -> Result<Outcome> {
-    let key = fetch_verified(dev, src, target, trust, current, opts.allow_downgrade)?;
+    let key = fetch_verified(dev, src, target, trust, current, opts)?;
     tracing::info!(commit = target, "verified; pulling the content");
     let repo = dev.sysroot.repo();
-    let size = pull::delta_download_size(&src.url, &current.commit, target, trust).unwrap_or(None);
+    let size = match pull::delta_download_size(&src.url, &current.commit, target, trust) {
+        Ok(Some(s)) => Some(s),
+        _ => pull::objects_download_size(repo, &src.url, target).ok(),
+    };
     check_space(
         &dev.sysroot.path().join("ostree"),
         size.unwrap_or(0),

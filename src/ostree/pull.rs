@@ -284,6 +284,94 @@ pub fn delta_download_size(url: &str, from: &str, to: &str, trust: &Trust) -> Re
     Ok(Some(size + bytes.len() as u64))
 }
 
+/// Bytes a pull of `commit` fetches without a static delta (its commit
+/// object already pulled and verified): the dirtree, dirmeta and file
+/// objects the repository lacks, as the server sizes them. Missing dirtrees
+/// are fetched to be walked, each checked against the checksum its parent
+/// names (the root's is in the signed commit); the rest are sized by HEAD.
+pub fn objects_download_size(repo: &Repo, url: &str, commit: &str) -> Result<u64> {
+    use ::ostree::ObjectType;
+    let c = repo.load_commit(commit)?;
+    let checksum = |v: glib::Variant| -> Result<String> {
+        let b = v
+            .fixed_array::<u8>()
+            .map_err(|e| anyhow::anyhow!("commit {commit}: {e}"))?;
+        if b.len() != 32 {
+            bail!("commit {commit} names an object by a {}-byte checksum", b.len());
+        }
+        Ok(hex::encode(b))
+    };
+    let mut trees = vec![checksum(c.child_value(6))?];
+    let mut metas = std::collections::BTreeSet::from([checksum(c.child_value(7))?]);
+    let mut files = std::collections::BTreeSet::new();
+    let mut walked = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let ty = glib::VariantTy::new("(a(say)a(sayay))").context("dirtree type")?;
+    while let Some(tree) = trees.pop() {
+        if !walked.insert(tree.clone()) {
+            continue;
+        }
+        let bytes = if repo.has_object(ObjectType::DirTree, &tree)? {
+            repo.load_metadata(ObjectType::DirTree, &tree)?
+        } else {
+            let path = object_path(&tree, "dirtree");
+            let b = fetch(url, &path)?;
+            use sha2::Digest as _;
+            if hex::encode(sha2::Sha256::digest(&b)) != tree {
+                bail!("{url}/{path} does not match its checksum: the server sent other bytes");
+            }
+            total += b.len() as u64;
+            b
+        };
+        let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from_owned(bytes), ty);
+        if !v.is_normal_form() {
+            bail!("dirtree {tree} is not a valid dirtree");
+        }
+        let (fs, ds) = (v.child_value(0), v.child_value(1));
+        for i in 0..fs.n_children() {
+            files.insert(checksum(fs.child_value(i).child_value(1))?);
+        }
+        for i in 0..ds.n_children() {
+            let d = ds.child_value(i);
+            trees.push(checksum(d.child_value(1))?);
+            metas.insert(checksum(d.child_value(2))?);
+        }
+    }
+    let mut missing = Vec::new();
+    for m in metas {
+        if !repo.has_object(ObjectType::DirMeta, &m)? {
+            missing.push(object_path(&m, "dirmeta"));
+        }
+    }
+    for f in files {
+        if !repo.has_object(ObjectType::File, &f)? {
+            missing.push(object_path(&f, "filez"));
+        }
+    }
+    let sizes = crate::parallel::map_bounded(&missing, 8, |path| remote_size(url, path))?;
+    Ok(total + sizes.iter().sum::<u64>())
+}
+
+/// `objects/ab/cdef….KIND` of a 64-hex-digit checksum.
+fn object_path(checksum: &str, kind: &str) -> String {
+    format!("objects/{}/{}.{kind}", &checksum[..2], &checksum[2..])
+}
+
+/// The size of `url/path` without fetching it (HEAD's Content-Length).
+fn remote_size(url: &str, path: &str) -> Result<u64> {
+    let full = format!("{}/{path}", url.trim_end_matches('/'));
+    if let Some(local) = full.strip_prefix("file://") {
+        return Ok(std::fs::metadata(local).with_context(|| full.clone())?.len());
+    }
+    let resp = ureq::head(&full)
+        .timeout(Duration::from_secs(60))
+        .call()
+        .map_err(|e| anyhow::anyhow!("asking {full} for its size: {e}"))?;
+    resp.header("Content-Length")
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("{full}: the server gave no Content-Length"))
+}
+
 fn is_not_found(e: &anyhow::Error) -> bool {
     let text = format!("{e:#}");
     text.contains("status code 404") || text.contains("No such file")

@@ -282,6 +282,22 @@ impl Repo {
             .with_context(|| format!("looking for commit {commit} in {}", self.path.display()))
     }
 
+    /// Whether the repository holds the object `checksum` of type `kind`.
+    pub(super) fn has_object(&self, kind: ::ostree::ObjectType, checksum: &str) -> Result<bool> {
+        self.repo
+            .has_object(kind, checksum, gio::Cancellable::NONE)
+            .with_context(|| format!("looking for {checksum} in {}", self.path.display()))
+    }
+
+    /// The metadata object `checksum` of type `kind`, as its bytes.
+    pub(super) fn load_metadata(&self, kind: ::ostree::ObjectType, checksum: &str) -> Result<Vec<u8>> {
+        let v = self
+            .repo
+            .load_variant(kind, checksum)
+            .with_context(|| format!("loading {checksum} from {}", self.path.display()))?;
+        Ok(v.data_as_bytes().to_vec())
+    }
+
     /// The commit object `commit` (a checksum).
     pub(super) fn load_commit(&self, commit: &str) -> Result<glib::Variant> {
         let (variant, _) = self

@@ -607,6 +607,90 @@ fn refused_updates_leave_deployments_refs_and_boot_files_byte_identical() {
     agrees_with_ostree(&m);
 }
 
+/// A published repository that has v2 but no static delta to it (v1 is not
+/// in it): what a device several versions behind meets.
+fn publish_without_delta(name: &str) -> PathBuf {
+    let w = world();
+    let repo = w.path(&format!("repo-{name}"));
+    let public = w.path(&format!("pub-{name}"));
+    for d in [&repo, &public] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    run(Command::new("ostree")
+        .args(["init", "--mode=archive", "--repo"])
+        .arg(&repo));
+    run(Command::new("ostree")
+        .args(["pull-local", "--depth=0", "--repo"])
+        .arg(&repo)
+        .arg(w.path("repo"))
+        .arg(REF));
+    run(arbor()
+        .args(["publish", "--repo"])
+        .arg(&repo)
+        .arg("--to")
+        .arg(&public)
+        .arg("--sign-key")
+        .arg(w.path("key")));
+    assert!(
+        !public.join("deltas").exists() || std::fs::read_dir(public.join("deltas")).unwrap().next().is_none(),
+        "no delta was meant to be published"
+    );
+    public
+}
+
+#[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
+fn without_a_delta_check_gives_the_exact_object_bytes_and_a_corrupt_object_is_refused() {
+    common::need_root();
+    let w = world();
+    let t = tempfile::tempdir().unwrap();
+    let img = image_copy("qemu-virt-aarch64", t.path());
+    let m = Mounted::new(&img);
+    let public = publish_without_delta("nodelta");
+
+    // A server that corrupts one file object of v2 (the biggest, a blob v1 lacks).
+    let corrupt = w.path("pub-corrupt-object");
+    let _ = std::fs::remove_dir_all(&corrupt);
+    run(Command::new("cp").arg("-a").arg(&public).arg(&corrupt));
+    let mut objects = Vec::new();
+    walk(&corrupt.join("objects"), &mut objects);
+    let biggest = objects
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "filez"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut b = std::fs::read(biggest).unwrap();
+    let n = b.len() / 2;
+    b[n] ^= 0x55;
+    std::fs::write(biggest, b).unwrap();
+    refused_from(&m, "corrupt-object", &corrupt, &[], "pulling");
+
+    let server = http::Server::start(public.clone());
+    run(arbor()
+        .args(["remote", "set-url", "origin", &server.url, "--sysroot"])
+        .arg(m.arg()));
+    let check = ok_json(&device(&["upgrade", "--check", "--json"], &m, &[]));
+    assert_eq!(check["result"], "available", "{check}");
+    let predicted = check["download_bytes"].as_u64().unwrap();
+    server.take();
+    let up = device(&["upgrade", "--json"], &m, &[]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let requests = server.take();
+    assert!(!requests.iter().any(|r| r.contains("/deltas/")), "{requests:?}");
+    let served: u64 = requests
+        .iter()
+        .filter(|r| [".filez", ".dirtree", ".dirmeta"].iter().any(|x| r.ends_with(x)))
+        .map(|r| std::fs::metadata(public.join(r.trim_start_matches('/'))).unwrap().len())
+        .sum();
+    assert!(served > 2_000_000, "v2's blobs came as objects: {served} bytes");
+    assert_eq!(
+        predicted, served,
+        "--check said {predicted} bytes; the upgrade fetched {served}"
+    );
+    assert_eq!(commits(&status(&m)), [w.v2.clone(), w.v1.clone()]);
+    agrees_with_ostree(&m);
+}
+
 #[test]
 fn a_path_that_is_not_a_sysroot_is_a_clear_error() {
     let e = common::err(
