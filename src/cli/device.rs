@@ -134,6 +134,21 @@ pub struct Cleanup {
     pub at: Where,
 }
 
+/// Arguments of `arbor pin`.
+#[derive(Debug, Args)]
+pub struct Pin {
+    /// The deployment's position as `arbor status` lists them (0 boots next).
+    pub index: usize,
+    /// Unpin it instead: the next upgrade or cleanup may remove it.
+    #[arg(long)]
+    pub unpin: bool,
+    #[command(flatten)]
+    pub at: Where,
+    /// Print the deployment as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `arbor remote show|set-url`.
 #[derive(Debug, Subcommand)]
 pub enum Remote {
@@ -244,6 +259,21 @@ impl Cleanup {
         update::cleanup(&dev)?;
         println!("cleaned up {}", dev.sysroot.path().display());
         Ok(())
+    }
+}
+
+impl Pin {
+    /// Runs the verb.
+    pub fn run(self) -> Result<()> {
+        let dev = self.at.open()?;
+        let d = update::pin(&dev, self.index, !self.unpin)?;
+        if self.json {
+            print_json(&serde_json::json!({"index": self.index, "commit": d.commit, "pinned": d.pinned}))
+        } else {
+            let what = if d.pinned { "pinned" } else { "unpinned" };
+            println!("{what} deployment {} ({})", self.index, d.commit);
+            Ok(())
+        }
     }
 }
 

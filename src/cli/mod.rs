@@ -58,6 +58,8 @@ enum Command {
     Rebase(device::Rebase),
     /// Device: remove deployments no boot entry lists and unreferenced objects.
     Cleanup(device::Cleanup),
+    /// Device: keep a deployment through upgrades and cleanups (or --unpin it).
+    Pin(device::Pin),
     /// Device: show or change the update remote.
     #[command(subcommand)]
     Remote(device::Remote),
@@ -91,6 +93,7 @@ impl Cli {
             Command::Deploy(c) => c.run(),
             Command::Rebase(c) => c.run(),
             Command::Cleanup(c) => c.run(),
+            Command::Pin(c) => c.run(),
             Command::Remote(c) => c.run(),
             Command::Install(c) => c.run(),
             Command::Run(c) => c.run(),

@@ -266,6 +266,18 @@ pub fn rollback(dev: &Device) -> Result<Outcome> {
     ))
 }
 
+/// `arbor pin INDEX [--unpin]`: keeps the deployment at `index` (0 boots
+/// next, as `arbor status` lists them) through later upgrades and cleanups.
+pub fn pin(dev: &Device, index: usize, pinned: bool) -> Result<DeploymentInfo> {
+    let _lock = dev.lock(if pinned { "pin" } else { "unpin" })?;
+    dev.sysroot.set_pinned(index, pinned)?;
+    dev.sysroot
+        .deployments()
+        .into_iter()
+        .nth(index)
+        .with_context(|| format!("deployment {index} vanished from {}", dev.sysroot.path().display()))
+}
+
 /// `arbor cleanup`: removes deployments no boot entry lists, old boot
 /// versions and unreferenced objects, and commit objects of refused updates.
 pub fn cleanup(dev: &Device) -> Result<()> {

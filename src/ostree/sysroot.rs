@@ -477,6 +477,19 @@ impl Sysroot {
         self.reload()
     }
 
+    /// Pins (or unpins) the deployment at `index` in [`Sysroot::deployments`]:
+    /// a pinned deployment stays when newer ones are deployed.
+    pub fn set_pinned(&self, index: usize, pinned: bool) -> Result<()> {
+        let all = self.raw.deployments();
+        let d = all
+            .get(index)
+            .with_context(|| format!("no deployment {index} in {} (see arbor status)", self.path.display()))?;
+        self.raw
+            .deployment_set_pinned(d, pinned)
+            .with_context(|| format!("pinning deployment {index} of {}", self.path.display()))?;
+        self.reload()
+    }
+
     /// Removes what no boot entry references: old boot versions, deployments
     /// left out, and unreferenced objects in the repository.
     pub fn cleanup(&self) -> Result<()> {

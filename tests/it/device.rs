@@ -689,6 +689,28 @@ fn without_a_delta_check_gives_the_exact_object_bytes_and_a_corrupt_object_is_re
     );
     assert_eq!(commits(&status(&m)), [w.v2.clone(), w.v1.clone()]);
     agrees_with_ostree(&m);
+
+    // A pinned deployment stays when a newer one would push it out.
+    let p = ok_json(&device(&["pin", "1", "--json"], &m, &[]));
+    assert_eq!(
+        (p["commit"].as_str().unwrap(), p["pinned"].as_bool()),
+        (w.v1.as_str(), Some(true))
+    );
+    run(arbor()
+        .args(["remote", "set-url", "origin", &w.server.url, "--sysroot"])
+        .arg(m.arg()));
+    let d = device(&["deploy", &w.v1, "--json"], &m, &[]);
+    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    let s = status(&m);
+    assert_eq!(commits(&s), [w.v1.clone(), w.v2.clone(), w.v1.clone()], "{s}");
+    assert_eq!(s["deployments"][2]["pinned"], true, "{s}");
+    assert_eq!(s["deployments"][0]["pinned"], false, "{s}");
+    agrees_with_ostree(&m);
+    let p = ok_json(&device(&["pin", "2", "--unpin", "--json"], &m, &[]));
+    assert_eq!(p["pinned"], false);
+    assert_eq!(status(&m)["deployments"][2]["pinned"], false);
+    let e = common::err(&device(&["pin", "7"], &m, &[]));
+    assert!(e.contains("no deployment 7"), "{e}");
 }
 
 #[test]
