@@ -288,7 +288,8 @@ pub fn delta_download_size(url: &str, from: &str, to: &str, trust: &Trust) -> Re
 /// object already pulled and verified): the dirtree, dirmeta and file
 /// objects the repository lacks, as the server sizes them. Missing dirtrees
 /// are fetched to be walked, each checked against the checksum its parent
-/// names (the root's is in the signed commit); the rest are sized by HEAD.
+/// names (the root's is in the signed commit), and stored, so the pull that
+/// follows does not fetch them again; the rest are sized by HEAD.
 pub fn objects_download_size(repo: &Repo, url: &str, commit: &str) -> Result<u64> {
     use ::ostree::ObjectType;
     let c = repo.load_commit(commit)?;
@@ -306,6 +307,7 @@ pub fn objects_download_size(repo: &Repo, url: &str, commit: &str) -> Result<u64
     let mut files = std::collections::BTreeSet::new();
     let mut walked = std::collections::HashSet::new();
     let mut total = 0u64;
+    let mut fetched = Vec::new();
     let ty = glib::VariantTy::new("(a(say)a(sayay))").context("dirtree type")?;
     while let Some(tree) = trees.pop() {
         if !walked.insert(tree.clone()) {
@@ -321,6 +323,7 @@ pub fn objects_download_size(repo: &Repo, url: &str, commit: &str) -> Result<u64
                 bail!("{url}/{path} does not match its checksum: the server sent other bytes");
             }
             total += b.len() as u64;
+            fetched.push((tree.clone(), b.clone()));
             b
         };
         let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from_owned(bytes), ty);
@@ -337,6 +340,7 @@ pub fn objects_download_size(repo: &Repo, url: &str, commit: &str) -> Result<u64
             metas.insert(checksum(d.child_value(2))?);
         }
     }
+    repo.store_metadata(ObjectType::DirTree, &fetched)?;
     let mut missing = Vec::new();
     for m in metas {
         if !repo.has_object(ObjectType::DirMeta, &m)? {

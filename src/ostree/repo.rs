@@ -298,6 +298,33 @@ impl Repo {
         Ok(v.data_as_bytes().to_vec())
     }
 
+    /// Stores metadata objects already checked against their checksums
+    /// (dirtrees a `--check` fetched, so the pull does not fetch them again),
+    /// in one transaction.
+    pub(super) fn store_metadata(&self, kind: ::ostree::ObjectType, objects: &[(String, Vec<u8>)]) -> Result<()> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let ty = match kind {
+            ::ostree::ObjectType::DirTree => "(a(say)a(sayay))",
+            ::ostree::ObjectType::DirMeta => "(uuua(ayay))",
+            _ => bail!("storing {kind:?} objects is not supported"),
+        };
+        let ty = glib::VariantTy::new(ty).context("metadata type")?;
+        in_transaction(&self.repo, || {
+            for (checksum, bytes) in objects {
+                let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from(bytes), ty);
+                self.repo
+                    .write_metadata(kind, Some(checksum), &v, gio::Cancellable::NONE)
+                    .with_context(|| format!("storing {checksum} in {}", self.path.display()))?;
+            }
+            self.repo
+                .commit_transaction(gio::Cancellable::NONE)
+                .with_context(|| format!("committing fetched metadata in {}", self.path.display()))?;
+            Ok(())
+        })
+    }
+
     /// The commit object `commit` (a checksum).
     pub(super) fn load_commit(&self, commit: &str) -> Result<glib::Variant> {
         let (variant, _) = self

@@ -1,5 +1,5 @@
 //! A tiny HTTP/1.1 file server for tests: serves a directory, honours
-//! `Range: bytes=N-`, and records every request path.
+//! `Range: bytes=N-`, and records every request path (`HEAD /path` for a HEAD).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 pub struct Server {
     /// `http://127.0.0.1:PORT/`
     pub url: String,
-    /// Request paths, in order.
+    /// Request paths, in order (`HEAD /path` for a HEAD request).
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -41,7 +41,12 @@ impl Server {
                     }
                 }
                 let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
-                log2.lock().unwrap().push(path.clone());
+                let head_only = first.starts_with("HEAD ");
+                log2.lock().unwrap().push(if head_only {
+                    format!("HEAD {path}")
+                } else {
+                    path.clone()
+                });
                 let file = root.join(path.trim_start_matches('/'));
                 match std::fs::read(&file) {
                     Ok(body) => {
@@ -53,7 +58,8 @@ impl Server {
                             "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                             body.len()
                         );
-                        let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body));
+                        let body: &[u8] = if head_only { &[] } else { &body };
+                        let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body));
                     }
                     Err(_) => {
                         let _ = stream
