@@ -36,8 +36,8 @@ test: setup lint
 	$(CARGO) test --no-fail-fast -- $(TEST_ARGS)
 
 # Long soaks, opt-in (as root): the device kill matrix with SOAK_RUNS SIGKILLs at
-# seeded random moments of an upgrade (make test runs 6); prints its counts.
-SOAK_RUNS ?= 60
+# seeded random moments of an upgrade (make test runs 50); prints its counts.
+SOAK_RUNS ?= 200
 soak: setup
 	ARBOR_KILL_RUNS=$(SOAK_RUNS) $(CARGO) test --test it -- --include-ignored --exact --nocapture \
 		device::killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes

@@ -700,7 +700,9 @@ fn without_a_delta_check_gives_the_exact_object_bytes_and_a_corrupt_object_is_re
         .map(size)
         .sum::<u64>()
         + trees;
-    assert!(served > 2_000_000, "v2's blobs came as objects: {served} bytes");
+    // The refused pull kept what arrived before the corrupt object; at least
+    // that object (a 900 kB blob) is left to fetch.
+    assert!(served > 800_000, "v2's blobs came as objects: {served} bytes");
     assert_eq!(
         predicted, served,
         "--check said {predicted} bytes; it and the upgrade fetched {served}"
@@ -1105,7 +1107,7 @@ fn killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes() {
     let runs: u64 = std::env::var("ARBOR_KILL_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
+        .unwrap_or(50);
     let mut seed: u64 = std::env::var("ARBOR_KILL_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
