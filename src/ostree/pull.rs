@@ -306,6 +306,17 @@ pub fn objects_download_size(repo: &Repo, url: &str, commit: &str) -> Result<u64
     let mut metas = std::collections::BTreeSet::from([checksum(c.child_value(7))?]);
     let mut files = std::collections::BTreeSet::new();
     let mut walked = std::collections::HashSet::new();
+    // Objects an interrupted pull staged count as present: the next pull keeps them.
+    let staged = repo.staging_dirs();
+    let have = |kind: ObjectType, csum: &str| -> Result<bool> {
+        let ext = match kind {
+            ObjectType::DirTree => "dirtree",
+            ObjectType::DirMeta => "dirmeta",
+            _ => "file",
+        };
+        let rel = format!("{}/{}.{ext}", &csum[..2], &csum[2..]);
+        Ok(repo.has_object(kind, csum)? || staged.iter().any(|d| d.join(&rel).exists()))
+    };
     let mut total = 0u64;
     let mut fetched = Vec::new();
     let ty = glib::VariantTy::new("(a(say)a(sayay))").context("dirtree type")?;
@@ -315,6 +326,11 @@ pub fn objects_download_size(repo: &Repo, url: &str, commit: &str) -> Result<u64
         }
         let bytes = if repo.has_object(ObjectType::DirTree, &tree)? {
             repo.load_metadata(ObjectType::DirTree, &tree)?
+        } else if let Some(b) = staged
+            .iter()
+            .find_map(|d| std::fs::read(d.join(format!("{}/{}.dirtree", &tree[..2], &tree[2..]))).ok())
+        {
+            b
         } else {
             let path = object_path(&tree, "dirtree");
             let b = fetch(url, &path)?;
@@ -343,12 +359,12 @@ pub fn objects_download_size(repo: &Repo, url: &str, commit: &str) -> Result<u64
     repo.store_metadata(ObjectType::DirTree, &fetched)?;
     let mut missing = Vec::new();
     for m in metas {
-        if !repo.has_object(ObjectType::DirMeta, &m)? {
+        if !have(ObjectType::DirMeta, &m)? {
             missing.push(object_path(&m, "dirmeta"));
         }
     }
     for f in files {
-        if !repo.has_object(ObjectType::File, &f)? {
+        if !have(ObjectType::File, &f)? {
             missing.push(object_path(&f, "filez"));
         }
     }

@@ -289,6 +289,24 @@ impl Repo {
             .with_context(|| format!("looking for {checksum} in {}", self.path.display()))
     }
 
+    /// The staging directories of this boot's interrupted transactions:
+    /// libostree's next transaction takes one over, so what they hold is
+    /// not fetched again (`tmp/staging-BOOTID-*`).
+    pub(super) fn staging_dirs(&self) -> Vec<PathBuf> {
+        let Ok(boot_id) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") else {
+            return Vec::new();
+        };
+        let prefix = format!("staging-{}-", boot_id.trim());
+        let Ok(entries) = std::fs::read_dir(self.path.join("tmp")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
+    }
+
     /// The metadata object `checksum` of type `kind`, as its bytes.
     pub(super) fn load_metadata(&self, kind: ::ostree::ObjectType, checksum: &str) -> Result<Vec<u8>> {
         let v = self
