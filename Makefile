@@ -1,7 +1,7 @@
 # arbor: the two commands a fresh machine needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all setup build demo test lint bench soak sample-repo clean
+.PHONY: all setup build demo test lint bench soak sample-repo cross clean
 
 all: build
 
@@ -14,6 +14,14 @@ build: setup
 # Build the sample rpm-md repository (real aarch64/armv7hl/x86_64 RPMs from Debian's packages).
 sample-repo: setup
 	$(CARGO) run --quiet --bin arbor-sample-repo -- --output target/sample-repo
+
+# Cross-build the arbor binary for the board with Debian's Rust against a sysroot of the
+# target's libraries (cached in target/cross/), and run it under qemu-user. One arch at a
+# time: `make cross ARCH=aarch64` or ARCH=armv7; both by default. Not `?=`: an ARCH from
+# the environment (kernel builds set one) must not pick the arches.
+ARCH = aarch64 armv7
+cross: setup
+	@for a in $(ARCH); do scripts/cross $$a || exit 1; done
 
 # The main job end to end, as far as it exists today.
 demo: build

@@ -7,15 +7,14 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
-use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use nix::errno::Errno;
-use nix::fcntl::{FallocateFlags, fallocate};
-use nix::unistd::{Whence, lseek};
+// rustix rather than nix: its offsets are 64-bit on 32-bit targets too (armv7 images > 2 GiB).
 use quick_xml::events::Event;
+use rustix::fs::{FallocateFlags, SeekFrom, fallocate, seek};
+use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
 /// The block size arbor's bmaps use.
@@ -225,17 +224,17 @@ fn data_extents(file: &File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
     let mut pos = 0u64;
     while pos < size {
-        let start = match lseek(file.as_fd(), to_off(pos)?, Whence::SeekData) {
-            Ok(s) => s as u64,
+        let start = match seek(file, SeekFrom::Data(pos)) {
+            Ok(s) => s,
             // No data after `pos`.
-            Err(Errno::ENXIO) => break,
+            Err(Errno::NXIO) => break,
             // No hole support: all of it is data.
-            Err(Errno::EINVAL) if pos == 0 => return Ok(vec![(0, size)]),
+            Err(Errno::INVAL) if pos == 0 => return Ok(vec![(0, size)]),
             Err(e) => return Err(e.into()),
         };
-        let end = match lseek(file.as_fd(), to_off(start)?, Whence::SeekHole) {
-            Ok(e) => (e as u64).min(size),
-            Err(Errno::ENXIO) => size,
+        let end = match seek(file, SeekFrom::Hole(start)) {
+            Ok(e) => e.min(size),
+            Err(Errno::NXIO) => size,
             Err(e) => return Err(e.into()),
         };
         if end > start {
@@ -244,10 +243,6 @@ fn data_extents(file: &File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
         pos = end.max(start + 1);
     }
     Ok(out)
-}
-
-fn to_off(v: u64) -> std::io::Result<i64> {
-    i64::try_from(v).map_err(|_| std::io::Error::other(format!("offset {v} is out of range")))
 }
 
 /// SHA-256 (hex) of `len` bytes of `file` at `offset`.
@@ -448,10 +443,10 @@ pub fn punch_zeros(image: &Path) -> Result<u64> {
     let mut run: Option<(u64, u64)> = None;
     let punch = |(start, end): (u64, u64)| -> Result<()> {
         fallocate(
-            file.as_fd(),
-            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
-            to_off(start)?,
-            to_off(end - start)?,
+            &file,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            start,
+            end - start,
         )
         .with_context(|| format!("punching a hole at {start}..{end} in {}", image.display()))
     };

@@ -167,9 +167,16 @@ pub fn write_ext4(
 /// Sets every mtime and atime under `dir` (not following symlinks) to
 /// `timestamp`, so the filesystems built from it do not record the build time.
 pub fn clamp_times(dir: &Path, timestamp: u64) -> Result<()> {
-    use nix::sys::stat::{UtimensatFlags, utimensat};
-    use nix::sys::time::TimeSpec;
-    let t = TimeSpec::new(timestamp as i64, 0);
+    // rustix rather than nix: its times are 64-bit on 32-bit targets too (armv7's time_t is not).
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, utimensat};
+    let t = Timespec {
+        tv_sec: i64::try_from(timestamp).with_context(|| format!("timestamp {timestamp} is out of range"))?,
+        tv_nsec: 0,
+    };
+    let t = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
@@ -181,10 +188,10 @@ pub fn clamp_times(dir: &Path, timestamp: u64) -> Result<()> {
             {
                 stack.push(p.clone());
             }
-            utimensat(nix::fcntl::AT_FDCWD, &p, &t, &t, UtimensatFlags::NoFollowSymlink)
+            utimensat(CWD, &p, &t, AtFlags::SYMLINK_NOFOLLOW)
                 .with_context(|| format!("setting the time of {}", p.display()))?;
         }
-        utimensat(nix::fcntl::AT_FDCWD, &d, &t, &t, UtimensatFlags::NoFollowSymlink)
+        utimensat(CWD, &d, &t, AtFlags::SYMLINK_NOFOLLOW)
             .with_context(|| format!("setting the time of {}", d.display()))?;
     }
     Ok(())
@@ -209,6 +216,30 @@ mod tests {
         let mut before = [9u8; 1];
         t.read_at(&mut before, 1023).unwrap();
         assert_eq!(before[0], 0, "nothing written before the window");
+    }
+
+    #[test]
+    fn clamp_times_sets_files_dirs_and_symlinks_themselves() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/f"), b"x").unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("l")).unwrap();
+        // Past 2038, which a 32-bit time_t cannot hold.
+        let ts = 4_102_444_800;
+        clamp_times(d.path(), ts).unwrap();
+        for p in [
+            d.path().to_path_buf(),
+            d.path().join("sub"),
+            d.path().join("sub/f"),
+            d.path().join("l"),
+        ] {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            assert_eq!((m.mtime(), m.atime()), (ts as i64, ts as i64), "{}", p.display());
+        }
+        let target = std::fs::metadata(outside.path()).unwrap();
+        assert_ne!(target.mtime(), ts as i64, "the symlink's target is not touched");
     }
 
     #[test]

@@ -515,9 +515,22 @@ fn p_utime(lua: &Lua, (path, mtime, atime): (mlua::String, Option<f64>, Option<f
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let tv = |t: Option<f64>| nix::sys::time::TimeVal::new(t.map_or(now, |t| t as i64), 0);
-    let r = nix::sys::stat::utimes(path_of(&path).as_path(), &tv(atime), &tv(mtime));
-    nix_result(lua, r, Some(&show(&path)))
+    // rustix rather than nix's utimes: its times are 64-bit on 32-bit targets too.
+    let ts = |t: Option<f64>| rustix::fs::Timespec {
+        tv_sec: t.map_or(now, |t| t as i64),
+        tv_nsec: 0,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: ts(atime),
+        last_modification: ts(mtime),
+    };
+    let r = rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path_of(&path).as_path(),
+        &times,
+        rustix::fs::AtFlags::empty(),
+    );
+    io_result(lua, r.map_err(Into::into), Some(&show(&path)))
 }
 
 // ---------------------------------------------------------------------------
