@@ -1,5 +1,7 @@
 # arbor: the two commands a fresh machine needs are `make demo` and `make test`.
-CARGO ?= cargo
+# rustup's cargo when it is installed, whatever comes first in PATH (`make cross`
+# installs Debian's /usr/bin/cargo, which has no clippy).
+CARGO ?= $(firstword $(wildcard $(HOME)/.cargo/bin/cargo) cargo)
 
 .PHONY: all setup build demo test lint bench soak sample-repo cross clean
 
@@ -20,7 +22,8 @@ sample-repo: setup
 # time: `make cross ARCH=aarch64` or ARCH=armv7; both by default. Not `?=`: an ARCH from
 # the environment (kernel builds set one) must not pick the arches.
 ARCH = aarch64 armv7
-cross: setup
+cross:
+	scripts/setup --cross
 	@for a in $(ARCH); do scripts/cross $$a || exit 1; done
 
 # The main job end to end, as far as it exists today.
