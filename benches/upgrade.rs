@@ -117,7 +117,7 @@ impl Mounted {
             .trim()
             .to_string();
             m.loops.push(dev.clone());
-            let label = run(Command::new("blkid").args(["-s", "LABEL", "-o", "value", &dev]));
+            let label = run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value", &dev]));
             parts.push((label.trim().to_string(), dev));
         }
         for (label, at) in [("root", top.to_path_buf()), ("boot", top.join("boot"))] {

@@ -185,11 +185,18 @@ impl Mounted {
             .trim()
             .to_string();
             m.loops.push(dev.clone());
-            let label = run(Command::new("blkid").args(["-s", "LABEL", "-o", "value", &dev]))
+            let label = run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value", &dev]))
                 .trim()
                 .to_string();
             by_label.insert(label, dev);
         }
+        // blkid -p probes the device: its cache can still hold the label of
+        // another image's partition that had this loop device seconds ago.
+        assert!(
+            by_label.contains_key("root") && by_label.contains_key("boot"),
+            "no root and boot partitions found by label in {}: {by_label:?}",
+            image.display()
+        );
         // This VM's kernel has no vfat driver: the firmware partition is then
         // left unmounted and given to arbor as a device to edit in place.
         let vfat = std::fs::read_to_string("/proc/filesystems")
