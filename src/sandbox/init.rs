@@ -72,10 +72,23 @@ fn setup_and_serve() -> Result<i32> {
     let mut line = String::new();
     input.read_line(&mut line).context("reading the sandbox setup")?;
     let setup: Setup = serde_json::from_str(&line).context("parsing the sandbox setup")?;
+    // pid 1 locks its mounts in a nested user namespace whose id maps only a
+    // process in this one may write: this process does it when asked, which
+    // costs no fork (see `lock_mounts`). The host's /proc stays reachable
+    // through `proc` after pid 1 pivots the shared mount namespace's root.
+    let maps = identity_maps()?;
+    let proc = std::fs::File::open("/proc").context("opening /proc")?;
+    let (ask_r, ask_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
+    let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
     // SAFETY: this process is single-threaded (see the module doc).
     match unsafe { fork() }.context("forking the sandbox's pid 1")? {
         ForkResult::Child => {
-            let code = match pid1(&setup, &mut input) {
+            drop((ask_r, done_w, proc));
+            let mapper = Mapper {
+                ask: ask_w,
+                done: done_r,
+            };
+            let code = match pid1(&setup, &mut input, mapper) {
                 Ok(()) => 0,
                 Err(e) => {
                     let _ = reply(&Reply::Failed(format!("{e:#}")));
@@ -84,14 +97,18 @@ fn setup_and_serve() -> Result<i32> {
             };
             std::process::exit(code);
         }
-        ForkResult::Parent { child } => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, c)) => return Ok(c),
-                Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e).context("waiting for the sandbox's pid 1"),
+        ForkResult::Parent { child } => {
+            drop((ask_w, done_r));
+            map_nested(&proc, child, &maps, ask_r, done_w);
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, c)) => return Ok(c),
+                    Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e).context("waiting for the sandbox's pid 1"),
+                }
             }
-        },
+        }
     }
 }
 
@@ -102,7 +119,7 @@ fn reply(r: &Reply) -> Result<()> {
     out.flush().context("writing a sandbox reply")
 }
 
-fn pid1(setup: &Setup, input: &mut impl BufRead) -> Result<()> {
+fn pid1(setup: &Setup, input: &mut impl BufRead, mapper: Mapper) -> Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("setting the parent-death signal")?;
     nix::unistd::sethostname("arbor").context("setting the sandbox's host name")?;
     mount(
@@ -144,7 +161,7 @@ fn pid1(setup: &Setup, input: &mut impl BufRead) -> Result<()> {
     pivot_root(".", ".").context("pivoting into the tree")?;
     umount2(".", MntFlags::MNT_DETACH).context("detaching the host's mounts")?;
     std::env::set_current_dir("/").context("entering the tree's /")?;
-    lock_mounts()?;
+    lock_mounts(mapper)?;
     reply(&Reply::Ready)?;
 
     let mut seq = 0u64;
@@ -216,50 +233,65 @@ fn is_mount_point(p: &Path) -> bool {
     m.dev() != parent.dev()
 }
 
-/// Moves this process (pid 1; jobs inherit it) into a new user namespace
-/// mapping the same ids, and a new mount namespace. The kernel locks every
-/// mount copied into a less privileged mount namespace: read-only stays
-/// read-only, nothing can be unmounted to reveal what is beneath, and a new
-/// procfs may not be mounted while /proc is partly covered.
-fn lock_mounts() -> Result<()> {
-    let uid_map = std::fs::read_to_string("/proc/self/uid_map").context("reading the sandbox's uid map")?;
-    let gid_map = std::fs::read_to_string("/proc/self/gid_map").context("reading the sandbox's gid map")?;
-    let identity = |map: &str| -> String {
-        map.lines()
+/// Pid 1's ends of the pipes to its parent, which writes the nested user
+/// namespace's id maps when asked.
+struct Mapper {
+    ask: OwnedFd,
+    done: OwnedFd,
+}
+
+/// The uid and gid maps of a nested user namespace mapping this one's ids
+/// to themselves (read from this process's own maps).
+fn identity_maps() -> Result<(String, String)> {
+    let identity = |path: &str| -> Result<String> {
+        let map = std::fs::read_to_string(path).with_context(|| format!("reading the sandbox's {path}"))?;
+        Ok(map
+            .lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 (f.len() == 3).then(|| format!("{} {} {}\n", f[0], f[0], f[2]))
             })
-            .collect()
+            .collect())
     };
-    let (uid_map, gid_map) = (identity(&uid_map), identity(&gid_map));
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
-    let me = nix::unistd::getpid();
-    // Only a process in the parent user namespace may write the new one's maps.
-    // SAFETY: pid 1 is single-threaded; the child only reads a pipe, writes two files and exits.
-    let mapper = match unsafe { fork() }.context("forking the id mapper")? {
-        ForkResult::Child => {
-            drop(ready_w);
-            let mut byte = [0u8; 1];
-            let ok = std::fs::File::from(ready_r).read_exact(&mut byte).is_ok()
-                && std::fs::write(format!("/proc/{me}/uid_map"), &uid_map).is_ok()
-                && std::fs::write(format!("/proc/{me}/gid_map"), &gid_map).is_ok();
-            std::process::exit(if ok { 0 } else { 1 });
-        }
-        ForkResult::Parent { child } => child,
-    };
-    drop(ready_r);
-    let unshared = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
-        .context("creating the nested user and mount namespaces that lock the sandbox's mounts");
-    let mut w = std::fs::File::from(ready_w);
-    if unshared.is_ok() {
-        let _ = w.write_all(b"x");
+    Ok((identity("/proc/self/uid_map")?, identity("/proc/self/gid_map")?))
+}
+
+/// Waits for pid 1 (`child`) to ask, then writes its nested user namespace's
+/// maps through the host's /proc (`proc`) and answers 1 (done) or 0. Pid 1
+/// exiting first closes the pipe: nothing to do.
+fn map_nested(proc: &std::fs::File, child: Pid, maps: &(String, String), ask: OwnedFd, done: OwnedFd) {
+    let mut byte = [0u8; 1];
+    if std::fs::File::from(ask).read_exact(&mut byte).is_err() {
+        return;
     }
-    drop(w);
-    let status = waitpid(mapper, None).context("waiting for the id mapper")?;
-    unshared?;
-    if status != WaitStatus::Exited(mapper, 0) {
-        bail!("mapping ids into the nested user namespace failed ({status:?})");
+    // Relative to the host's /proc opened earlier: this process's own /proc
+    // is the sandbox's by now, where it does not appear.
+    let write = |name: &str, map: &str| -> std::io::Result<()> {
+        use rustix::fs::{Mode, OFlags, openat};
+        let rel = format!("{}/{name}", child.as_raw());
+        let fd = openat(proc, rel.as_str(), OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+        std::fs::File::from(fd).write_all(map.as_bytes())
+    };
+    let ok = write("uid_map", &maps.0).is_ok() && write("gid_map", &maps.1).is_ok();
+    let _ = std::fs::File::from(done).write_all(&[ok as u8]);
+}
+
+/// Moves this process (pid 1; jobs inherit it) into a new user namespace
+/// mapping the same ids, and a new mount namespace. The kernel locks every
+/// mount copied into a less privileged mount namespace: read-only stays
+/// read-only, nothing can be unmounted to reveal what is beneath, and a new
+/// procfs may not be mounted while /proc is partly covered. Only a process in
+/// the parent user namespace may write the new one's maps: the parent does.
+fn lock_mounts(mapper: Mapper) -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+        .context("creating the nested user and mount namespaces that lock the sandbox's mounts")?;
+    let mut answer = [0u8; 1];
+    std::fs::File::from(mapper.ask)
+        .write_all(b"x")
+        .and_then(|()| std::fs::File::from(mapper.done).read_exact(&mut answer))
+        .context("asking for the nested user namespace's id maps")?;
+    if answer[0] != 1 {
+        bail!("mapping ids into the nested user namespace failed");
     }
     Ok(())
 }
