@@ -204,8 +204,10 @@ impl Mounted {
             .contains("\tvfat\n");
         for (label, at) in [("root", ""), ("boot", "boot"), ("RPI-FW", "boot/firmware")] {
             if label == "RPI-FW" && !vfat {
-                eprintln!("note: the kernel has no vfat: arbor edits the firmware partition unmounted");
                 m.firmware = by_label.get(label).cloned();
+                if m.firmware.is_some() {
+                    eprintln!("note: the kernel has no vfat: arbor edits the firmware partition unmounted");
+                }
                 continue;
             }
             if let Some(dev) = by_label.get(label) {
