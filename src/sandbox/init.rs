@@ -11,7 +11,8 @@
 //!    binfmt_misc with qemu-user registered `FP`; then pivots into the tree
 //!    and detaches the host's mounts, so nothing of the host stays reachable;
 //! 4. it makes /proc/sys, /proc/sysrq-trigger, /proc/irq and /proc/bus
-//!    read-only, then moves into a nested user and mount namespace: mounts
+//!    read-only, then moves into a nested user and mount namespace (whose id
+//!    maps the init writes when asked: it is in the parent namespace): mounts
 //!    made by a more privileged namespace are locked there, so no script can
 //!    remount them writable, unmount them, or mount a fresh /proc (as root the
 //!    sandbox's uid 0 is the host's, and the kernel lets global uid 0 write
