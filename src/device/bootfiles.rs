@@ -92,10 +92,10 @@ fn in_partition(dev: &Path, name: &str, content: &[u8]) -> Result<bool> {
         .write(true)
         .open(dev)
         .with_context(|| format!("opening the firmware partition {}", dev.display()))?;
-    if super::fat::read(&mut disk, name)?.as_deref() == Some(content) {
-        return Ok(false);
+    if super::fat::read(&mut disk, name)?.as_deref() != Some(content) {
+        crate::failpoint::hit("device::bootfile")?;
     }
-    crate::failpoint::hit("device::bootfile")?;
+    // Called even when the content is there: it also finishes what a killed run left.
     super::fat::replace(&mut disk, name, content)
         .with_context(|| format!("replacing {name} on the firmware partition {}", dev.display()))
 }
