@@ -103,7 +103,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
-fn parent_dir(p: &Path) -> &Path {
+/// The directory a path names its file in: `.` for a bare file name (whose
+/// `parent()` is empty).
+pub fn parent_dir(p: &Path) -> &Path {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

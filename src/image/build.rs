@@ -178,10 +178,7 @@ fn plan(opts: &ImageOptions) -> Result<Plan<'_>> {
     }
     let version = meta.metadata.get("version").cloned().unwrap_or_default();
     let seed = format!("{}\n{}\n", meta.commit, board.name);
-    let out_dir = match opts.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let out_dir = crate::atomic::parent_dir(&opts.output).to_path_buf();
 
     // Each partition's filesystem id, derived from the commit and board.
     let ids: BTreeMap<String, String> = placed
@@ -267,7 +264,7 @@ fn finalize(plan: &Plan, written: Written, bar: &Progress) -> Result<(Manifest, 
     let manifest_path = PathBuf::from(format!("{}.json", raw_path(&file).display()));
     let text = serde_json::to_string_pretty(&manifest).context("encoding the image manifest")?;
     crate::atomic::write_beneath(
-        manifest_path.parent().unwrap_or(Path::new(".")),
+        crate::atomic::parent_dir(&manifest_path),
         &manifest_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -195,6 +195,27 @@ fn rpi3_image_has_a_fat_firmware_partition_with_config_and_uboot() {
 
 #[test]
 #[ignore = "needs root: arbor image needs root"]
+fn an_image_named_without_a_directory_lands_in_the_current_one() {
+    common::need_root();
+    let (_, repo) = composed();
+    let t = tempfile::tempdir().unwrap();
+    let out = image_cmd(
+        repo,
+        "arbor/aarch64/sample-minimal",
+        "qemu-virt-aarch64",
+        Path::new("bare.img"),
+    )
+    .current_dir(t.path())
+    .timed_output()
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["bare.img", "bare.img.bmap", "bare.img.json"] {
+        assert!(t.path().join(f).is_file(), "{f} missing");
+    }
+}
+
+#[test]
+#[ignore = "needs root: arbor image needs root"]
 fn the_same_inputs_give_the_same_image_bytes() {
     common::need_root();
     let t = tempfile::tempdir().unwrap();
