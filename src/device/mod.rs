@@ -74,6 +74,14 @@ pub struct Target {
 impl Device {
     /// Opens the sysroot and reads its board.
     pub fn open(t: &Target) -> Result<Device> {
+        if t.sysroot == std::path::Path::new("/") && std::path::Path::new(BOOTED_FLAG).exists() {
+            // Before libostree opens anything: descriptors opened earlier would
+            // keep writing through the read-only mount.
+            // Not fatal: reading (`arbor status`, as any user) needs no write.
+            if let Err(e) = writable_physical_root(std::path::Path::new(PHYSICAL_ROOT)) {
+                tracing::warn!("{e:#}");
+            }
+        }
         let sysroot = Sysroot::open(&t.sysroot)?;
         let recorded = t.sysroot.join(BOARD_FILE);
         let board = match &t.board {
@@ -183,6 +191,52 @@ impl Device {
         let _ = write!(file, "pid {} ({what})", std::process::id());
         Ok(Lock { _flock: flock })
     }
+}
+
+/// Written by the initramfs on an OSTree system it booted (ostree-prepare-root's flag).
+const BOOTED_FLAG: &str = "/run/ostree-booted";
+/// Where a booted OSTree system has its physical root filesystem.
+const PHYSICAL_ROOT: &str = "/sysroot";
+
+/// On a booted system the physical root is mounted read-only at /sysroot (as
+/// the initramfs leaves it, and ostree-prepare-root does): make it writable for
+/// this process, as libostree's own tools do — in a mount namespace of its own
+/// when the kernel allows it, so the rest of the system keeps seeing it
+/// read-only; else in place.
+fn writable_physical_root(mount: &std::path::Path) -> Result<()> {
+    use nix::mount::MsFlags;
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let st = statvfs(mount).with_context(|| format!("reading the mount flags of {}", mount.display()))?;
+    if !st.flags().contains(FsFlags::ST_RDONLY) {
+        return Ok(());
+    }
+    // The namespace needs a single-threaded process (unshare(2): CLONE_NEWNS
+    // implies CLONE_FS); the device verbs get here before starting any thread.
+    let private = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).is_ok();
+    if !private {
+        tracing::warn!(mount = %mount.display(), "no private mount namespace: remounting read-write for every process");
+    }
+    // A remount replaces the per-mount flags: keep the ones it had, minus read-only.
+    let keep = [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ];
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_SILENT;
+    for (st_flag, ms_flag) in keep {
+        if st.flags().contains(st_flag) {
+            flags |= ms_flag;
+        }
+    }
+    nix::mount::mount(None::<&str>, mount, None::<&str>, flags, None::<&str>).with_context(|| {
+        format!(
+            "remounting {} read-write (the physical root, where the repository and deployments are)",
+            mount.display()
+        )
+    })
 }
 
 /// Held while one device operation runs; released on drop (or when the process dies).
