@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod debs;
+pub mod device;
 pub mod manifest;
 pub mod output;
 
