@@ -3,7 +3,7 @@
 # installs Debian's /usr/bin/cargo, which has no clippy).
 CARGO ?= $(firstword $(wildcard $(HOME)/.cargo/bin/cargo) cargo)
 
-.PHONY: all setup build demo test lint bench soak sample-repo cross clean
+.PHONY: all setup build demo test lint bench soak sample-repo cross device-repo clean
 
 all: build
 
@@ -26,6 +26,20 @@ cross:
 	scripts/setup --cross
 	@for a in $(ARCH); do scripts/cross $$a || exit 1; done
 
+# A board's rpm-md repository for each arch in $(ARCH): the cross-built arbor (scripts/cross
+# prints its path last) as an RPM plus its runtime-library closure, repackaged from the
+# .debs it was linked against, into target/device-repo/<aarch64|armv7hl>.
+device-repo: setup
+	scripts/setup --cross
+	@for a in $(ARCH); do \
+	  case $$a in aarch64) deb=arm64 rpm=aarch64 ;; armv7) deb=armhf rpm=armv7hl ;; \
+	    *) echo "device-repo: unknown ARCH $$a (aarch64 or armv7)" >&2; exit 1 ;; esac; \
+	  out=$$(scripts/cross $$a) || exit 1; \
+	  bin=$$(printf '%s\n' "$$out" | tail -n 1); \
+	  $(CARGO) run --quiet --bin arbor-sample-repo -- device --arch $$rpm --arbor "$$bin" \
+	    --debs "$${CARGO_TARGET_DIR:-target}/cross/debs-$$deb" -o target/device-repo/$$rpm || exit 1; \
+	done
+
 # The main job end to end, as far as it exists today.
 demo: build
 	scripts/demo
@@ -39,8 +53,11 @@ lint:
 # Two ignored tests are heavy rather than root's and stay out: run them by hand
 # with `cargo test -- --ignored NAME`.
 HEAVY_TESTS := bundle::tests::members_over_4_gib_stream_through flash::throughput
+# One packages the cross-built binary, so it needs `make cross ARCH=aarch64` first:
+# `cargo test --test it -- --ignored device_repo_holds`.
+NEEDS_CROSS_TESTS := sample_repo_build::device_repo_holds_arbor_and_exactly_the_libraries_it_links
 ifeq ($(shell id -u),0)
-TEST_ARGS := --include-ignored --exact $(addprefix --skip ,$(HEAVY_TESTS))
+TEST_ARGS := --include-ignored --exact $(addprefix --skip ,$(HEAVY_TESTS) $(NEEDS_CROSS_TESTS))
 endif
 
 test: setup lint

@@ -33,3 +33,6 @@ pub mod solve;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod treefile;
+
+/// arbor's version, as `arbor --version` prints it (packaging uses the same value).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

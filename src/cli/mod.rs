@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 /// trees for ARM boards, publishes them with static deltas, writes flashable
 /// SD-card images, and updates devices in the field.
 #[derive(Debug, Parser)]
-#[command(name = "arbor", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "arbor", version = crate::VERSION, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use rpm::{Dependency, FileMode, FileOptions, PackageBuilder, Scriptlet};
 
-use crate::debs::{self, DebKind, DebReader, RpmEvr};
-use crate::manifest::{Dep, Loaded, ScriptKind, TriggerKind, applies, parse_dep};
+use crate::debs::{self, DebEntry, DebKind, DebReader, RpmEvr};
+use crate::manifest::{Dep, Loaded, Manifest, ScriptKind, TriggerKind, applies, parse_dep};
 use arbor::arch::Arch;
 use arbor::rpm::elfdeps;
 
@@ -32,14 +32,19 @@ pub struct Built {
     pub content_bytes: u64,
 }
 
+/// What a path in a package is.
 #[derive(Clone)]
-enum Kind {
+pub enum Kind {
+    /// A directory.
     Dir,
+    /// A regular file and its bytes.
     File(Arc<Vec<u8>>),
+    /// A symlink and its target.
     Symlink(String),
 }
 
-struct Entry {
+/// One path of a package being built.
+pub struct Entry {
     kind: Kind,
     mode: u16,
     user: String,
@@ -48,6 +53,61 @@ struct Entry {
     config: bool,
     doc: bool,
     ghost: bool,
+}
+
+impl Entry {
+    /// `e` from a .deb placed at `target`; times are capped at `source_date`.
+    pub fn from_deb(e: &DebEntry, target: &str, source_date: u32) -> Entry {
+        let kind = match &e.kind {
+            DebKind::Dir => Kind::Dir,
+            DebKind::File(b) => Kind::File(b.clone()),
+            DebKind::Symlink(t) => Kind::Symlink(t.clone()),
+        };
+        Entry {
+            kind,
+            mode: e.mode,
+            user: e.user.clone(),
+            group: e.group.clone(),
+            mtime: e.mtime.min(source_date as u64) as u32,
+            config: target.starts_with("/etc/"),
+            doc: target.starts_with("/usr/share/doc/"),
+            ghost: false,
+        }
+    }
+
+    /// A path owned by root with mtime `source_date`.
+    pub fn synthetic(kind: Kind, mode: u16, source_date: u32) -> Entry {
+        Entry {
+            kind,
+            mode,
+            user: "root".into(),
+            group: "root".into(),
+            mtime: source_date,
+            config: false,
+            doc: false,
+            ghost: false,
+        }
+    }
+
+    /// What the path is.
+    pub fn kind(&self) -> &Kind {
+        &self.kind
+    }
+}
+
+/// A package's paths, sorted.
+pub type Entries = BTreeMap<String, Entry>;
+/// Values for `${name}` in manifests.
+pub type Vars = BTreeMap<&'static str, String>;
+
+/// The variables every manifest may use for `arch`: `arch`, and `multiarch` for real arches.
+pub fn arch_vars(arch: Arch) -> Vars {
+    let mut vars = Vars::new();
+    vars.insert("arch", arch.rpm_name().to_string());
+    if let Some(t) = arch.multiarch() {
+        vars.insert("multiarch", t.to_string());
+    }
+    vars
 }
 
 /// Builds `loaded` for `arch`.
@@ -63,12 +123,8 @@ pub fn build(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
 
 fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
     let m = &loaded.manifest;
-    let mut vars: BTreeMap<&str, String> = BTreeMap::new();
-    vars.insert("arch", arch.rpm_name().to_string());
-    if let Some(t) = arch.multiarch() {
-        vars.insert("multiarch", t.to_string());
-    }
-    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut vars = arch_vars(arch);
+    let mut entries = Entries::new();
     let mut evr: Option<RpmEvr> = None;
 
     for src in m.from_deb.iter().filter(|d| applies(&d.arches, arch)) {
@@ -109,26 +165,12 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
                     continue;
                 }
                 matched += 1;
-                let kind = match &e.kind {
-                    DebKind::Dir => Kind::Dir,
-                    DebKind::File(b) => Kind::File(b.clone()),
-                    DebKind::Symlink(t) => Kind::Symlink(t.clone()),
-                };
                 let target = if rest.is_empty() {
                     dest.clone()
                 } else {
                     format!("{dest}{rest}")
                 };
-                let entry = Entry {
-                    kind,
-                    mode: e.mode,
-                    user: e.user.clone(),
-                    group: e.group.clone(),
-                    mtime: e.mtime.min(inputs.source_date as u64) as u32,
-                    config: target.starts_with("/etc/"),
-                    doc: target.starts_with("/usr/share/doc/"),
-                    ghost: false,
-                };
+                let entry = Entry::from_deb(e, &target, inputs.source_date);
                 insert(&mut entries, target, entry)?;
             }
             if matched == 0 {
@@ -137,16 +179,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
         }
     }
 
-    let synthetic = |kind, mode| Entry {
-        kind,
-        mode,
-        user: "root".into(),
-        group: "root".into(),
-        mtime: inputs.source_date,
-        config: false,
-        doc: false,
-        ghost: false,
-    };
+    let synthetic = |kind, mode| Entry::synthetic(kind, mode, inputs.source_date);
     for d in m.dir.iter().filter(|d| applies(&d.arches, arch)) {
         insert(&mut entries, expand(&d.path, &vars)?, synthetic(Kind::Dir, d.mode))?;
     }
@@ -180,7 +213,20 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
         }
         (None, None) => bail!("no version: set `version` in the manifest"),
     };
+    assemble(m, &evr, &entries, &vars, arch, inputs.source_date)
+}
 
+/// Builds the package `m` describes from its resolved version and paths.
+/// With `m.elf_deps`, every ELF file must be for `arch`; the package provides
+/// the sonames of its libraries and requires the ones they need from elsewhere.
+pub fn assemble(
+    m: &Manifest,
+    evr: &RpmEvr,
+    entries: &Entries,
+    vars: &Vars,
+    arch: Arch,
+    source_date: u32,
+) -> Result<Built> {
     let mut b = PackageBuilder::new(&m.name, &evr.version, &m.license, arch.rpm_name(), &m.summary);
     b.release(evr.release.clone())
         .description(m.description.clone().unwrap_or_else(|| m.summary.clone()))
@@ -190,7 +236,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
         .using_config(
             rpm::BuildConfig::v4()
                 .compression(rpm::CompressionWithLevel::Zstd(3))
-                .source_date(inputs.source_date),
+                .source_date(source_date),
         );
     if let Some(e) = evr.epoch {
         b.epoch(e);
@@ -199,7 +245,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
     let mut elf_provides = BTreeSet::new();
     let mut elf_requires = BTreeSet::new();
     let mut content_bytes = 0u64;
-    for (path, e) in &entries {
+    for (path, e) in entries {
         let ts = rpm::Timestamp::from(e.mtime);
         match &e.kind {
             Kind::Dir => {
@@ -253,7 +299,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
         }
     }
 
-    let dep = |s: &str| -> Result<Dep> { parse_dep(&expand(s, &vars)?) };
+    let dep = |s: &str| -> Result<Dep> { parse_dep(&expand(s, vars)?) };
     for p in m.provides.iter().map(|s| dep(s)).collect::<Result<Vec<_>>>()? {
         b.provides(to_rpm_dep(&p));
     }
@@ -282,7 +328,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
 
     let mut uses_lua = false;
     for (kind, script) in &m.scripts {
-        let body = expand(&script.body, &vars)?;
+        let body = expand(&script.body, vars)?;
         let s = Scriptlet::new(body).prog(vec![script.interp.clone()]);
         uses_lua |= script.interp == "<lua>";
         if script.interp != "<lua>" {
@@ -298,7 +344,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
         };
     }
     for t in &m.file_trigger {
-        let body = expand(&t.body, &vars)?;
+        let body = expand(&t.body, vars)?;
         uses_lua |= t.interp == "<lua>";
         for p in &t.paths {
             let s = Scriptlet::new(body.clone()).prog(vec![t.interp.clone()]);
@@ -381,7 +427,8 @@ pub fn drop_lua_interp_requires(mut pkg: rpm::Package) -> Result<rpm::Package> {
     Ok(pkg)
 }
 
-fn insert(entries: &mut BTreeMap<String, Entry>, path: String, e: Entry) -> Result<()> {
+/// Adds `e` at `path`; a path added twice is an error unless both are directories.
+pub fn insert(entries: &mut Entries, path: String, e: Entry) -> Result<()> {
     match entries.get(&path) {
         None => {
             entries.insert(path, e);

@@ -291,6 +291,55 @@ pub fn read(deb: &Path) -> Result<DebContents> {
     Ok(DebContents { entries })
 }
 
+/// A .deb's identity, from its control file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebControl {
+    /// Package name.
+    pub package: String,
+    /// Full Debian version.
+    pub version: String,
+    /// Debian arch (`arm64`, `all`, …).
+    pub architecture: String,
+}
+
+/// Reads the package name, version and arch of `deb` (through `dpkg-deb --show`).
+pub fn control(deb: &Path) -> Result<DebControl> {
+    let text = Tool::new("dpkg-deb")
+        .args(["--show", "--showformat=${Package}\t${Version}\t${Architecture}\n"])
+        .arg(deb)
+        .text()
+        .with_context(|| format!("reading the control fields of {}", deb.display()))?;
+    let fields: Vec<&str> = text.trim_end().split('\t').collect();
+    match fields.as_slice() {
+        [p, v, a] if !p.is_empty() && !v.is_empty() && !a.is_empty() => Ok(DebControl {
+            package: p.to_string(),
+            version: v.to_string(),
+            architecture: a.to_string(),
+        }),
+        _ => bail!("{}: dpkg-deb printed no package, version and arch", deb.display()),
+    }
+}
+
+/// The paths of the regular files, hardlinks and symlinks in `deb`'s data
+/// tarball, without reading their contents into memory.
+pub fn list_files(deb: &Path) -> Result<Vec<String>> {
+    let tarball = Tool::new("dpkg-deb").arg("--fsys-tarfile").arg(deb).output()?;
+    let mut archive = tar::Archive::new(tarball.as_slice());
+    let ctx = || format!("reading the data tarball of {}", deb.display());
+    let mut paths = Vec::new();
+    for entry in archive.entries().with_context(ctx)? {
+        let entry = entry.with_context(ctx)?;
+        if matches!(
+            entry.header().entry_type(),
+            tar::EntryType::Regular | tar::EntryType::Link | tar::EntryType::Symlink
+        ) {
+            let raw = entry.path().with_context(ctx)?.to_string_lossy().into_owned();
+            paths.push(raw.trim_start_matches("./").to_string());
+        }
+    }
+    Ok(paths)
+}
+
 /// Reads each .deb at most once per run, shared between package builds.
 #[derive(Default)]
 pub struct DebReader {

@@ -8,10 +8,12 @@
 
 pub mod build;
 pub mod debs;
+pub mod device;
 pub mod manifest;
+pub mod output;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -20,14 +22,11 @@ use sha2::{Digest, Sha256};
 use arbor::arch::Arch;
 use arbor::parallel;
 use arbor::progress::Progress;
-use arbor::runner::Tool;
 
 /// Bump when the generator's output changes for the same inputs.
 const GENERATOR_VERSION: u32 = 2;
 /// Name of the file recording what a repository was built from.
 pub const STAMP: &str = "arbor-sample-repo.json";
-/// Build time written into every package unless `SOURCE_DATE_EPOCH` says otherwise.
-const DEFAULT_SOURCE_DATE: u32 = 1_704_067_200; // 2024-01-01
 
 /// How to build the sample repository.
 #[derive(Debug, Clone)]
@@ -106,44 +105,23 @@ pub struct Summary {
 
 /// Builds the repository unless it is up to date; returns what is there.
 pub fn ensure(opts: &Options) -> Result<Summary> {
-    let started = Instant::now();
     let out = std::path::absolute(&opts.out).with_context(|| format!("resolving {}", opts.out.display()))?;
     let opts = &Options { out, ..opts.clone() };
     let manifests = manifest::load_dir(&opts.manifests)?;
     let digest = input_digest(&manifests)?;
     if !opts.force
-        && let Some(existing) = read_stamp(&opts.out)
-        && existing.input_digest == digest
-        && existing
-            .packages
-            .iter()
-            .all(|p| opts.out.join("Packages").join(&p.file).is_file())
+        && let Some(existing) = output::up_to_date(&opts.out, &digest)
     {
         tracing::info!(out = %opts.out.display(), "sample repository is up to date");
-        return Ok(Summary {
-            rebuilt: false,
-            out: opts.out.clone(),
-            ..existing
-        });
+        return Ok(existing);
     }
 
-    let parent = opts.out.parent().context("output directory has no parent")?;
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".sample-repo-")
-        .tempdir_in(parent)
-        .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
-    let pkg_dir = staging.path().join("Packages");
-    std::fs::create_dir(&pkg_dir).with_context(|| format!("creating {}", pkg_dir.display()))?;
-
+    let source_date = output::source_date();
+    let staging = output::Staging::new(&opts.out, "sample-repo", source_date)?;
     let jobs: Vec<(&manifest::Loaded, Arch)> = manifests
         .iter()
         .flat_map(|l| l.manifest.arches.iter().map(move |a| (l, *a)))
         .collect();
-    let source_date = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SOURCE_DATE);
     let reader = debs::DebReader::default();
     let inputs = build::Inputs {
         deb_cache: &opts.deb_cache,
@@ -154,93 +132,13 @@ pub fn ensure(opts: &Options) -> Result<Summary> {
     let built = parallel::map_bounded(&jobs, opts.jobs, |(loaded, arch)| {
         progress.message(&format!("{} {arch}", loaded.manifest.name));
         let r = build::build(loaded, *arch, &inputs)
-            .and_then(|built| write_package(&pkg_dir, built, loaded, *arch, source_date));
+            .and_then(|built| staging.write_package(built, &loaded.manifest.name, *arch));
         progress.inc();
         r
     });
     progress.finish();
     // The first failure in manifest order, whatever finished first.
-    let mut packages = built?;
-    let content_bytes = packages.iter().map(|p| p.content_bytes).sum();
-    packages.sort_by(|a, b| a.file.cmp(&b.file));
-
-    Tool::new("createrepo_c")
-        .args([
-            "--quiet",
-            "--no-database",
-            "--revision",
-            &source_date.to_string(),
-            "--set-timestamp-to-revision",
-        ])
-        .arg(staging.path())
-        .run()
-        .context("generating rpm-md metadata for the sample repository")?;
-
-    let summary = Summary {
-        out: opts.out.clone(),
-        input_digest: digest,
-        packages,
-        content_bytes,
-        rebuilt: true,
-        elapsed: started.elapsed(),
-    };
-    let stamp = serde_json::to_vec_pretty(&summary)?;
-    std::fs::write(staging.path().join(STAMP), stamp).context("writing the sample repository stamp")?;
-    replace_dir(staging.keep(), &opts.out)?;
-    Ok(summary)
-}
-
-fn write_package(
-    dir: &Path,
-    built: build::Built,
-    loaded: &manifest::Loaded,
-    arch: Arch,
-    source_date: u32,
-) -> Result<PackageFile> {
-    let path = dir.join(&built.file_name);
-    let tmp = dir.join(format!(".{}.tmp", built.file_name));
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    built
-        .package
-        .write(&mut f)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    // createrepo_c records the file's mtime in primary.xml: pin it so metadata is reproducible.
-    let when = std::time::UNIX_EPOCH + Duration::from_secs(source_date.into());
-    f.set_modified(when)
-        .with_context(|| format!("setting the mtime of {}", tmp.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} into place", tmp.display()))?;
-    let size = std::fs::metadata(&path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    Ok(PackageFile {
-        file: built.file_name,
-        name: loaded.manifest.name.clone(),
-        arch: arch.to_string(),
-        size,
-        content_bytes: built.content_bytes,
-    })
-}
-
-/// Swaps `staging` in as `out`: the old repository stays complete until the rename.
-fn replace_dir(staging: PathBuf, out: &Path) -> Result<()> {
-    let old = out.with_extension("old");
-    if old.exists() {
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
-    }
-    if out.exists() {
-        std::fs::rename(out, &old).with_context(|| format!("moving {} aside", out.display()))?;
-    }
-    std::fs::rename(&staging, out).with_context(|| format!("moving {} to {}", staging.display(), out.display()))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
-    }
-    Ok(())
-}
-
-fn read_stamp(out: &Path) -> Option<Summary> {
-    let bytes = std::fs::read(out.join(STAMP)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    staging.finish("sample repository", digest, built?)
 }
 
 /// Digest of the generator version, every manifest, and the exact .deb versions apt offers now.

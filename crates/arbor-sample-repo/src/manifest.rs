@@ -13,7 +13,7 @@ use serde::Deserialize;
 use arbor::arch::Arch;
 
 /// One sample package, as written in its manifest file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// RPM name.
