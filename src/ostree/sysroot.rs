@@ -57,6 +57,7 @@ pub fn deploy(req: &DeployRequest) -> Result<Deployed> {
     sysroot
         .ensure_initialized(cancel)
         .with_context(|| format!("initializing an OSTree sysroot in {shown}"))?;
+    physical_root_dirs(req.sysroot)?;
     sysroot
         .load(cancel)
         .with_context(|| format!("loading the sysroot {shown}"))?;
@@ -116,6 +117,34 @@ pub fn deploy(req: &DeployRequest) -> Result<Deployed> {
 }
 
 /// Directories libostree opens (following symlinks) to find the boot files.
+/// The top-level directories of the physical root that `ostree admin init-fs`
+/// makes and libostree's `ensure_initialized` does not: a deployment's `/tmp`
+/// is a link to `sysroot/tmp`, and the mount points the system needs.
+const PHYSICAL_ROOT_DIRS: &[(&str, u32)] = &[
+    ("boot", 0o755),
+    ("dev", 0o755),
+    ("home", 0o755),
+    ("proc", 0o755),
+    ("run", 0o755),
+    ("sys", 0o755),
+    ("root", 0o700),
+    ("tmp", 0o1777),
+];
+
+fn physical_root_dirs(sysroot: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for (name, mode) in PHYSICAL_ROOT_DIRS {
+        let p = sysroot.join(name);
+        if !p.exists() {
+            std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+        }
+        // Exactly this mode, whatever the umask.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))
+            .with_context(|| format!("setting the mode of {}", p.display()))?;
+    }
+    Ok(())
+}
+
 const BOOT_DIRS: &[&str] = &["usr", "usr/lib", "usr/lib/modules", "usr/lib/ostree-boot", "boot"];
 /// What libostree copies into /boot from `usr/lib/modules/<kver>/` (`dtb` with
 /// everything beneath it) and, with a checksum suffix, from the legacy directories.
