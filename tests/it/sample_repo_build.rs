@@ -150,6 +150,7 @@ fn device_repo_holds_arbor_and_exactly_the_libraries_it_links() {
         arbor: arbor.clone(),
         debs,
         sample_manifests: common::root().join("samples/packages"),
+        device_manifests: None,
         out: tmp.path().join("repo"),
         force: false,
     };

@@ -20,6 +20,10 @@ pub struct Inputs<'a> {
     pub debs: &'a DebReader,
     /// Timestamp for the build time and the upper bound of file times.
     pub source_date: u32,
+    /// Take `from_deb` packages from these .debs (by Debian package name: file
+    /// and control fields) instead of asking apt: the device repository's,
+    /// built from exactly the .debs arbor was linked against.
+    pub local: Option<&'a BTreeMap<String, (std::path::PathBuf, debs::DebControl)>>,
 }
 
 /// A package built in memory, not yet written.
@@ -122,6 +126,13 @@ pub fn build(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
 }
 
 fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
+    let (entries, evr, vars) = collect(loaded, arch, inputs)?;
+    assemble(&loaded.manifest, &evr, &entries, &vars, arch, inputs.source_date)
+}
+
+/// The files, version and variables of the package `loaded` describes, not
+/// yet assembled into an RPM.
+pub fn collect(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<(Entries, RpmEvr, Vars)> {
     let m = &loaded.manifest;
     let mut vars = arch_vars(arch);
     let mut entries = Entries::new();
@@ -129,14 +140,27 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
 
     for src in m.from_deb.iter().filter(|d| applies(&d.arches, arch)) {
         let deb_arch = src.deb_arch.clone().unwrap_or_else(|| arch.deb_name().to_string());
-        let mut rec = debs::apt_show(&src.package, &deb_arch)?;
-        if let Some(prefix) = &src.via_depends {
-            let real = debs::via_depends(&rec, prefix)?;
-            rec = debs::apt_show(&real, &deb_arch)?;
-        }
-        let path = debs::fetch(&rec, inputs.deb_cache)?;
+        let (path, version, spec) = match inputs.local {
+            Some(local) => {
+                if src.via_depends.is_some() {
+                    bail!("from_deb {}: via_depends needs apt, not local .debs", src.package);
+                }
+                let (path, control) = local
+                    .get(&src.package)
+                    .with_context(|| format!("Debian package {} is not among the given .debs", src.package))?;
+                (path.clone(), control.version.clone(), src.package.clone())
+            }
+            None => {
+                let mut rec = debs::apt_show(&src.package, &deb_arch)?;
+                if let Some(prefix) = &src.via_depends {
+                    let real = debs::via_depends(&rec, prefix)?;
+                    rec = debs::apt_show(&real, &deb_arch)?;
+                }
+                (debs::fetch(&rec, inputs.deb_cache)?, rec.version, rec.spec)
+            }
+        };
         if evr.is_none() {
-            evr = Some(debs::deb_to_rpm_evr(&rec.version)?);
+            evr = Some(debs::deb_to_rpm_evr(&version)?);
         }
         let contents = inputs.debs.get(&path)?;
         if let Some(kver) = contents.kernel_version() {
@@ -174,7 +198,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
                 insert(&mut entries, target, entry)?;
             }
             if matched == 0 {
-                bail!("copy src {from:?} matches nothing in {} ({})", rec.spec, path.display());
+                bail!("copy src {from:?} matches nothing in {spec} ({})", path.display());
             }
         }
     }
@@ -213,7 +237,7 @@ fn build_inner(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<Built> {
         }
         (None, None) => bail!("no version: set `version` in the manifest"),
     };
-    assemble(m, &evr, &entries, &vars, arch, inputs.source_date)
+    Ok((entries, evr, vars))
 }
 
 /// Builds the package `m` describes from its resolved version and paths.

@@ -44,6 +44,9 @@ pub struct DeviceOptions {
     /// The sample package manifests (`samples/packages`): the Debian packages
     /// they repackage are provided by the sample repository.
     pub sample_manifests: PathBuf,
+    /// Manifests of more packages for the device (`samples/device`: Debian's
+    /// rpm), made from the same .debs; their libraries join the closure.
+    pub device_manifests: Option<PathBuf>,
     /// Output repository directory (replaced as a whole).
     pub out: PathBuf,
     /// Rebuild even when the inputs are unchanged.
@@ -93,8 +96,15 @@ pub fn ensure(opts: &DeviceOptions) -> Result<Summary> {
     check_machine(&opts.arbor, &binary, arch)?;
     let manifests = manifest::load_dir(&opts.sample_manifests)?;
     let sample = sample_debs(&manifests, arch);
+    let extra: Vec<manifest::Loaded> = match &opts.device_manifests {
+        Some(dir) => manifest::load_dir(dir)?
+            .into_iter()
+            .filter(|l| l.manifest.arches.contains(&arch))
+            .collect(),
+        None => Vec::new(),
+    };
     let deb_files = list_debs(&opts.debs)?;
-    let digest = input_digest(opts, &binary, &deb_files, &sample)?;
+    let digest = input_digest(opts, &binary, &deb_files, &sample, &extra)?;
     if !opts.force
         && let Some(existing) = output::up_to_date(&out, &digest)
     {
@@ -110,7 +120,25 @@ pub fn ensure(opts: &DeviceOptions) -> Result<Summary> {
     // The walk reads each reached package once; its entries are what gets packaged.
     let reader = DebReader::default();
     let mut libraries: BTreeMap<String, (DebControl, Entries)> = BTreeMap::new();
-    let roots = elf_needs_of_file(&opts.arbor.display().to_string(), &binary, arch)?;
+    let mut roots = elf_needs_of_file(&opts.arbor.display().to_string(), &binary, arch)?;
+    // The device manifests' packages, from the same .debs: their ELF files' needs are roots too.
+    let inputs = build::Inputs {
+        deb_cache: &opts.debs,
+        debs: &reader,
+        source_date,
+        local: Some(&debs),
+    };
+    let mut extra_packages = Vec::new();
+    for l in &extra {
+        let (entries, evr, _) = build::collect(l, arch, &inputs)
+            .with_context(|| format!("building device package {} from {}", l.manifest.name, l.file.display()))?;
+        roots.extend(elf_needs(
+            &entries,
+            arch,
+            &format!("{} ({})", l.manifest.name, l.file.display()),
+        )?);
+        extra_packages.push((l.manifest.clone(), evr, entries));
+    }
     let order = closure::walk(roots, &index, &sample, |package| {
         let (path, control) = &debs[package];
         let contents = reader.get(path)?;
@@ -131,6 +159,7 @@ pub fn ensure(opts: &DeviceOptions) -> Result<Summary> {
 
     let staging = output::Staging::new(&out, "device-repo", source_date)?;
     let mut jobs_list: Vec<(Manifest, RpmEvr, Entries)> = vec![arbor_package(arch, binary, source_date)];
+    jobs_list.extend(extra_packages);
     for (package, (control, entries)) in libraries {
         let evr = debs::deb_to_rpm_evr(&control.version).with_context(|| format!("Debian package {package}"))?;
         jobs_list.push((library_manifest(&control, arch), evr, entries));
@@ -188,7 +217,13 @@ fn list_debs(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Digest of the generators, the arch, arbor's version, the binary, every .deb
 /// that may be used, and the packages the sample repository provides.
-fn input_digest(opts: &DeviceOptions, binary: &[u8], debs: &[PathBuf], sample: &BTreeSet<String>) -> Result<String> {
+fn input_digest(
+    opts: &DeviceOptions,
+    binary: &[u8],
+    debs: &[PathBuf],
+    sample: &BTreeSet<String>,
+    extra: &[manifest::Loaded],
+) -> Result<String> {
     let mut h = Sha256::new();
     h.update(crate::GENERATOR_VERSION.to_le_bytes());
     h.update(DEVICE_GENERATOR_VERSION.to_le_bytes());
@@ -203,6 +238,10 @@ fn input_digest(opts: &DeviceOptions, binary: &[u8], debs: &[PathBuf], sample: &
     for s in sample {
         h.update(s.as_bytes());
         h.update([0]);
+    }
+    for l in extra {
+        h.update(l.file.file_name().unwrap_or_default().as_encoded_bytes());
+        h.update(std::fs::read(&l.file).with_context(|| format!("reading {}", l.file.display()))?);
     }
     Ok(hex::encode(h.finalize()))
 }

@@ -127,6 +127,7 @@ pub fn ensure(opts: &Options) -> Result<Summary> {
         deb_cache: &opts.deb_cache,
         debs: &reader,
         source_date,
+        local: None,
     };
     let progress = Progress::bar(jobs.len() as u64, "building sample RPMs");
     let built = parallel::map_bounded(&jobs, opts.jobs, |(loaded, arch)| {

@@ -62,6 +62,13 @@ struct DeviceArgs {
     /// Directory of sample package manifests; the Debian packages they repackage end the closure.
     #[arg(long, default_value = "samples/packages")]
     manifests: PathBuf,
+    /// Directory of manifests of more packages for the device, made from the same .debs
+    /// (Debian's rpm); their libraries join the closure.
+    #[arg(long, default_value = "samples/device")]
+    device_manifests: PathBuf,
+    /// Leave out the --device-manifests packages: arbor and its closure only.
+    #[arg(long)]
+    arbor_only: bool,
     /// Output repository directory (replaced atomically) [default: target/device-repo/<arch>].
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -123,6 +130,7 @@ fn device_repo(args: DeviceArgs) -> Result<()> {
         arbor: args.arbor,
         debs: args.debs,
         sample_manifests: args.manifests,
+        device_manifests: (!args.arbor_only).then_some(args.device_manifests),
         force: args.force,
     };
     let r = Report::from(device::ensure(&opts)?);
