@@ -491,13 +491,20 @@ impl Sysroot {
     /// left out stay until [`Sysroot::cleanup`].
     pub fn reorder(&self, indices: &[usize]) -> Result<()> {
         let all = self.raw.deployments();
+        // libostree 2022.7 keeps the booted deployment's object across a reload
+        // (it looks for it only while it has none) but makes new ones for the
+        // list, and refuses a list without that very object ("Attempting to
+        // remove booted deployment"): hand it back its own.
+        let booted = self.raw.booted_deployment();
         let mut order = Vec::new();
         for &i in indices {
-            order.push(
-                all.get(i)
-                    .with_context(|| format!("no deployment {i} in {}", self.path.display()))?
-                    .clone(),
-            );
+            let d = all
+                .get(i)
+                .with_context(|| format!("no deployment {i} in {}", self.path.display()))?;
+            order.push(match &booted {
+                Some(b) if b.equal(d) => b.clone(),
+                _ => d.clone(),
+            });
         }
         let opts = ostree::SysrootWriteDeploymentsOpts { do_postclean: false };
         self.raw
