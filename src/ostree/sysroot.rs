@@ -491,20 +491,16 @@ impl Sysroot {
     /// left out stay until [`Sysroot::cleanup`].
     pub fn reorder(&self, indices: &[usize]) -> Result<()> {
         let all = self.raw.deployments();
-        // libostree 2022.7 keeps the booted deployment's object across a reload
-        // (it looks for it only while it has none) but makes new ones for the
-        // list, and refuses a list without that very object ("Attempting to
-        // remove booted deployment"): hand it back its own.
-        let booted = self.raw.booted_deployment();
         let mut order = Vec::new();
         for &i in indices {
             let d = all
                 .get(i)
                 .with_context(|| format!("no deployment {i} in {}", self.path.display()))?;
-            order.push(match &booted {
-                Some(b) if b.equal(d) => b.clone(),
-                _ => d.clone(),
-            });
+            // The same object, not `d.clone()`: the binding's inherent `clone` is
+            // ostree_deployment_clone, a new object, and libostree finds the
+            // booted deployment in the list by pointer ("Attempting to remove
+            // booted deployment" otherwise, on a booted system).
+            order.push(Clone::clone(d));
         }
         let opts = ostree::SysrootWriteDeploymentsOpts { do_postclean: false };
         self.raw
