@@ -17,6 +17,7 @@ mod cli;
 mod compose_tree;
 mod delta;
 mod device;
+mod device_vm;
 mod fat_power_cut;
 mod flash;
 mod hostile_rpms;

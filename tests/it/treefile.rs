@@ -692,6 +692,7 @@ fn shipped_treefiles_are_all_covered() {
         "sample-aarch64.yaml",
         "sample-common.yaml",
         "sample-armv7.yaml",
+        "sample-device.yaml",
         "fedora-iot/fedora.repo",
         "fedora-iot/fedora-iot-rpi4.yaml",
         "fedora-iot/fedora-iot-base.yaml",
@@ -814,6 +815,38 @@ fn shipped_sample_armv7_names_its_board() {
     // Every board it names exists.
     for b in &t.boards {
         arbor::board::find(b).unwrap();
+    }
+}
+
+#[test]
+fn shipped_sample_device_adds_arbor_from_the_device_repository_per_arch() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (arch, boards) in [
+        (Arch::Aarch64, &["qemu-virt-aarch64", "rpi3", "rpi4"][..]),
+        (Arch::Armv7hl, &["qemu-virt-armv7"][..]),
+    ] {
+        let t = treefile::load(&shipped("sample-device.yaml"), arch).unwrap();
+        assert_eq!(t.treeref, format!("arbor/{arch}/sample-device"));
+        for p in [
+            "arbor",
+            "glibc",
+            "busybox",
+            "sample-init",
+            "sample-device-init",
+            "kernel",
+        ] {
+            assert!(
+                t.packages.iter().any(|x| x == p),
+                "{arch}: {p} missing from {:?}",
+                t.packages
+            );
+        }
+        assert_eq!(t.boards, boards, "{arch}");
+        let ids: Vec<&str> = t.repos.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["arbor-sample", "arbor-device"], "{arch}");
+        // $basearch picks the arch's directory of `make device-repo`'s output.
+        let device = root.join(format!("target/device-repo/{arch}"));
+        assert_eq!(t.repos[1].baseurl, [format!("file://{}/", device.display())], "{arch}");
     }
 }
 
