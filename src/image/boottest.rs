@@ -46,34 +46,7 @@ pub fn run(t: &BootTest) -> Result<Booted> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {} (install qemu-system-arm: scripts/setup)", t.program))?;
-    let (tx, rx) = mpsc::channel::<String>();
-    for pipe in [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(pipe);
-            let mut buf = Vec::new();
-            while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
-                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
-                if tx.send(line).is_err() {
-                    break;
-                }
-                buf.clear();
-            }
-        });
-    }
-    drop(tx);
+    let rx = console_lines(&mut child);
     let mut log = std::fs::File::create(&t.log).with_context(|| format!("creating {}", t.log.display()))?;
     let mut tail: Vec<String> = Vec::new();
     let result = loop {
@@ -116,6 +89,39 @@ pub fn run(t: &BootTest) -> Result<Booted> {
             tail.join("\n")
         ),
     }
+}
+
+/// The lines a piped child prints on stdout and stderr (its serial console,
+/// for qemu), as they come, `\r\n` trimmed; the channel closes when both end.
+pub fn console_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>();
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                if tx.send(line).is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+        });
+    }
+    rx
 }
 
 /// Reads a file out of an ext4 filesystem inside an image (`debugfs` with

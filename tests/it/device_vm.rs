@@ -17,7 +17,7 @@
 
 use crate::common::{self, Deadline as _, http};
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -172,24 +172,7 @@ impl Vm {
             .stderr(Stdio::piped())
             .timed_spawn()
             .unwrap();
-        let (tx, rx) = mpsc::channel();
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(pipe);
-                let mut buf = Vec::new();
-                while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
-                    let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                    buf.clear();
-                }
-            });
-        }
+        let rx = arbor::image::boottest::console_lines(&mut child);
         let stdin = child.stdin.take().unwrap();
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         Vm {
