@@ -142,16 +142,14 @@ impl Vm {
     /// user-mode networking and `extra` as a second virtio disk.
     /// `uboot` is the board's U-Boot, taken from the tree (qemu runs it as firmware).
     fn start(t: &Target, ns: &Netns, uboot: &Path, disk: &Path, extra: Option<&Path>, log: &Path) -> Vm {
-        let board: toml::Table =
-            toml::from_str(&std::fs::read_to_string(common::root().join(format!("boards/{}.toml", t.board))).unwrap())
-                .unwrap();
-        let qemu = board["qemu"].as_table().unwrap();
+        // The board's machine, CPU and memory; the disks and network are this test's.
+        let qemu = arbor::board::find(t.board).unwrap().qemu.unwrap();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns.name])
-            .arg(qemu["binary"].as_str().unwrap())
-            .args(["-M", qemu["machine"].as_str().unwrap()])
-            .args(["-cpu", qemu["cpu"].as_str().unwrap()])
-            .args(["-m", qemu["memory"].as_str().unwrap()])
+            .arg(&qemu.binary)
+            .args(["-M", &qemu.machine])
+            .args(["-cpu", qemu.cpu.as_deref().unwrap()])
+            .args(["-m", qemu.memory.as_deref().unwrap()])
             .args(["-nographic", "-no-reboot"])
             .arg("-bios")
             .arg(uboot)
@@ -435,10 +433,8 @@ fn upgrade_and_roll_back_inside_the_vm(t: &Target, bundle: bool) {
     assert!(file.contains(t.file_says) && file.contains("executable"), "{file}");
     let host_version = run(arbor().arg("--version"));
 
-    let board: toml::Table =
-        toml::from_str(&std::fs::read_to_string(common::root().join(format!("boards/{}.toml", t.board))).unwrap())
-            .unwrap();
-    let uboot = w.cat(&v1, board["uboot"].as_str().unwrap());
+    let board = arbor::board::find(t.board).unwrap();
+    let uboot = w.cat(&v1, board.uboot.as_deref().unwrap());
     let log = w.path("serial.log");
     eprintln!("serial console: {}", log.display());
 
