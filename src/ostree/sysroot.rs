@@ -116,7 +116,6 @@ pub fn deploy(req: &DeployRequest) -> Result<Deployed> {
     })
 }
 
-/// Directories libostree opens (following symlinks) to find the boot files.
 /// The top-level directories of the physical root that `ostree admin init-fs`
 /// makes and libostree's `ensure_initialized` does not: a deployment's `/tmp`
 /// is a link to `sysroot/tmp`, and the mount points the system needs.
@@ -145,6 +144,7 @@ fn physical_root_dirs(sysroot: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Directories libostree opens (following symlinks) to find the boot files.
 const BOOT_DIRS: &[&str] = &["usr", "usr/lib", "usr/lib/modules", "usr/lib/ostree-boot", "boot"];
 /// What libostree copies into /boot from `usr/lib/modules/<kver>/` (`dtb` with
 /// everything beneath it) and, with a checksum suffix, from the legacy directories.
