@@ -41,8 +41,8 @@ pub struct Deployment {
     pub booted: bool,
     /// The next boot picks it (first in order, and not the booted one).
     pub pending: bool,
-    /// Where a rollback goes: the next in order after the booted (or, on a
-    /// sysroot that is not running, after the default) deployment.
+    /// Where `arbor rollback` goes: the second in order, unless that is the
+    /// booted one (then a rollback only drops the pending deployment).
     pub rollback: bool,
     /// Cleanup never removes it.
     pub pinned: bool,
@@ -73,8 +73,10 @@ pub fn status(dev: &Device) -> Result<Status> {
         Some(d) => dev.trust(d).map_err(|e| format!("{e:#}")),
         None => Err("no deployments".to_string()),
     };
-    let booted = all.iter().position(|d| d.booted);
-    let rollback_index = booted.map_or(1, |b| if b == 0 { 1 } else { 0 });
+    // `arbor rollback` swaps the first two: the second becomes the default. When
+    // that is the booted one, a rollback only drops a pending update and goes
+    // nowhere else.
+    const ROLLBACK_INDEX: usize = 1;
     let mut out = Vec::new();
     for d in &all {
         let info = repo.commit_info(&d.commit).ok();
@@ -116,7 +118,7 @@ pub fn status(dev: &Device) -> Result<Status> {
             origin: d.origin.clone(),
             booted: d.booted,
             pending: d.index == 0 && !d.booted,
-            rollback: d.index == rollback_index && !d.booted,
+            rollback: d.index == ROLLBACK_INDEX && !d.booted,
             pinned: d.pinned,
             arch: meta(crate::sign::ARCH_KEY),
             boards: info

@@ -464,6 +464,16 @@ fn upgrade_and_roll_back_inside_the_vm(t: &Target, bundle: bool) {
     let upgrade_secs = up.elapsed().as_secs_f64();
     let s: serde_json::Value = serde_json::from_str(&vm.ok("arbor status --json | tr -d '\\n'", VERB)).unwrap();
     assert_eq!(s["deployments"][0]["commit"].as_str(), Some(v2.as_str()), "{s}");
+    // v2 boots next; a rollback now would only drop it (v1, the second, is booted).
+    let flags = |s: &serde_json::Value, i: usize| {
+        let d = &s["deployments"][i];
+        (d["booted"] == true, d["pending"] == true, d["rollback"] == true)
+    };
+    assert_eq!(
+        (flags(&s, 0), flags(&s, 1)),
+        ((false, true, false), (true, false, false)),
+        "{s}"
+    );
     vm.reboot();
 
     // Boot 2: v2, with v2's file.
@@ -472,6 +482,11 @@ fn upgrade_and_roll_back_inside_the_vm(t: &Target, bundle: bool) {
     assert_eq!(booted_commit(&status), v2, "{status}");
     assert!(marker.contains(&format!("commit={v2}")), "{marker}");
     assert_eq!(vm.ok("cat /usr/share/arbor-sample-version", VERB).trim(), "v2");
+    assert_eq!(
+        (flags(&status, 0), flags(&status, 1)),
+        ((true, false, false), (false, false, true)),
+        "{status}"
+    );
     vm.ok("arbor rollback", VERB);
     vm.reboot();
 
