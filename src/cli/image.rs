@@ -21,7 +21,8 @@ pub struct Image {
 
 #[derive(Debug, Subcommand)]
 enum ImageCmd {
-    /// Boot an image in qemu (the board's [qemu] profile) and wait for the booted system's marker.
+    /// Boot an image in qemu (the board's [qemu] profile) and wait for the booted system's marker;
+    /// the image is booted through a throwaway overlay (qemu -snapshot) and never changes.
     BootTest(BootTest),
     /// List the boards arbor knows, or show one's partition plan.
     Boards(Boards),
@@ -190,7 +191,10 @@ impl BootTest {
         })?;
         let work = tempfile::tempdir().context("creating a temporary directory")?;
         let (uboot, dtb) = crate::image::build::boot_files(&self.image, &m, &board, work.path())?;
-        let args = qemu.command(&self.image, uboot.as_deref(), dtb.as_deref())?;
+        let mut args = qemu.command(&self.image, uboot.as_deref(), dtb.as_deref())?;
+        // The guest's writes go to a throwaway overlay, never into the image: the
+        // image that passed is byte for byte the one flashed, and its .bmap holds.
+        args.push("-snapshot".into());
         let log = self
             .log
             .unwrap_or_else(|| PathBuf::from(format!("{}.serial.log", self.image.display())));

@@ -110,6 +110,15 @@ pub fn flash(opts: &FlashOptions) -> Result<FlashReport> {
         (None, _) => None,
     };
 
+    // A raw image is checked against its bmap before the first byte reaches the
+    // device (one more read of the mapped bytes, usually from the page cache),
+    // so a changed image never leaves a partial one on a card. A compressed one
+    // would have to be decompressed twice: it is checked range by range while
+    // it is written.
+    if let (Some(b), Compression::None) = (&bmap, compression) {
+        check_against_bmap(image, b, bmap_path.as_deref().unwrap_or(Path::new("")))?;
+    }
+
     let target = Target::inspect(&opts.device, opts.allow_file)?;
     target.check_unused()?;
     target.check_not_system()?;
@@ -255,7 +264,8 @@ fn write_mapped(image: &Path, c: Compression, b: &Bmap, out: &File, target: &Tar
             if &actual != want {
                 bail!(
                     "image {} does not match its bmap: blocks {} hash to {actual}, the bmap says {want} \
-                     ({} now holds a partial image)",
+                     ({} now holds a partial image that will not boot: rebuild the image, or give the \
+                     bmap that goes with it, and flash again)",
                     image.display(),
                     r.label(),
                     target.path.display()
@@ -265,6 +275,41 @@ fn write_mapped(image: &Path, c: Compression, b: &Bmap, out: &File, target: &Tar
     }
     bar.finish();
     Ok(written)
+}
+
+/// Hashes every range the bmap maps in the raw `image` and compares it with the
+/// bmap's checksum; writes nothing.
+fn check_against_bmap(image: &Path, b: &Bmap, bmap_path: &Path) -> Result<()> {
+    let f = File::open(image).with_context(|| format!("opening image {}", image.display()))?;
+    let bar = MibProgress::new(b.mapped_bytes(), "checking");
+    let mut buf = vec![0u8; CHUNK];
+    for r in &b.ranges {
+        let Some(want) = &r.sha256 else { continue };
+        let (offset, len) = (r.offset(b.block_size), r.len(b.block_size, b.image_size));
+        let mut h = Sha256::new();
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(CHUNK as u64) as usize;
+            f.read_exact_at(&mut buf[..n], offset + done)
+                .with_context(|| format!("reading blocks {} of image {}", r.label(), image.display()))?;
+            h.update(&buf[..n]);
+            done += n as u64;
+            bar.add(n as u64);
+        }
+        let actual = hex::encode(h.finalize());
+        if &actual != want {
+            bail!(
+                "image {} does not match its bmap {}: blocks {} hash to {actual}, the bmap says {want}; \
+                 the image changed after the bmap was made (booted read-write, or edited): nothing was \
+                 written, rebuild the image or give the bmap that goes with it",
+                image.display(),
+                bmap_path.display(),
+                r.label()
+            );
+        }
+    }
+    bar.finish();
+    Ok(())
 }
 
 /// Where image bytes come from: a raw image is read by offset, a compressed

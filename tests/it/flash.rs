@@ -176,8 +176,14 @@ fn verify_names_the_corrupt_range() {
         bmap: Some(wrong_path),
         ..opts(&img, &lo.dev)
     };
+    let before = lo.read();
     let e = format!("{:#}", flash(&o).unwrap_err());
-    assert!(e.contains(&format!("blocks {}", b.ranges[2].label())), "{e}");
+    assert!(
+        e.contains(&format!("blocks {}", b.ranges[2].label())) && e.contains("nothing was written"),
+        "{e}"
+    );
+    // A raw image is checked before the first byte is written.
+    assert!(lo.read() == before, "a refused image wrote to the device");
 }
 
 #[test]

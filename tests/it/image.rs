@@ -277,6 +277,52 @@ fn the_qemu_virt_image_boots_to_the_deployed_commit() {
 }
 
 #[test]
+#[ignore = "needs root: arbor image and loop devices need root"]
+fn a_boot_test_leaves_the_image_as_built_and_it_flashes_with_its_bmap() {
+    common::need_root();
+    let t = tempfile::tempdir().unwrap();
+    let v = image("qemu-virt-aarch64", t.path(), &[]);
+    let img = PathBuf::from(v["file"].as_str().unwrap());
+    let sha = |p: &Path| {
+        run(Command::new("sha256sum").arg(p))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let built = sha(&img);
+    let line = boot_line(&v, None);
+    assert!(line.contains("arbor-booted:"), "{line}");
+    assert_eq!(sha(&img), built, "the boot test wrote into the image it tested");
+    // Its bmap still describes it: bmaptool copies it, and arbor flash writes
+    // it onto a block device, as `make demo` suggests at its end.
+    let bmap = PathBuf::from(format!("{}.bmap", img.display()));
+    let copy = t.path().join("copy.img");
+    run(Command::new("bmaptool")
+        .args(["copy", "--bmap"])
+        .arg(&bmap)
+        .arg(&img)
+        .arg(&copy));
+    let backing = t.path().join("card");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(std::fs::metadata(&img).unwrap().len())
+        .unwrap();
+    let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&backing))
+        .trim()
+        .to_string();
+    let out = arbor()
+        .arg("flash")
+        .arg(&img)
+        .args(["--device", &dev, "--yes"])
+        .timed_output()
+        .unwrap();
+    let _ = Command::new("losetup").args(["-d", &dev]).timed_status();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sha(&backing), built, "the card does not hold the image");
+}
+
+#[test]
 #[ignore = "needs root: arbor image needs root"]
 fn the_rpi3_image_boots_in_qemu_raspi3b_through_uboot() {
     common::need_root();
