@@ -282,21 +282,12 @@ fn write_mapped(image: &Path, c: Compression, b: &Bmap, out: &File, target: &Tar
 fn check_against_bmap(image: &Path, b: &Bmap, bmap_path: &Path) -> Result<()> {
     let f = File::open(image).with_context(|| format!("opening image {}", image.display()))?;
     let bar = MibProgress::new(b.mapped_bytes(), "checking");
-    let mut buf = vec![0u8; CHUNK];
     for r in &b.ranges {
         let Some(want) = &r.sha256 else { continue };
         let (offset, len) = (r.offset(b.block_size), r.len(b.block_size, b.image_size));
-        let mut h = Sha256::new();
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(CHUNK as u64) as usize;
-            f.read_exact_at(&mut buf[..n], offset + done)
-                .with_context(|| format!("reading blocks {} of image {}", r.label(), image.display()))?;
-            h.update(&buf[..n]);
-            done += n as u64;
-            bar.add(n as u64);
-        }
-        let actual = hex::encode(h.finalize());
+        let actual = bmap::hash_at(&f, offset, len)
+            .with_context(|| format!("reading blocks {} of image {}", r.label(), image.display()))?;
+        bar.add(len);
         if &actual != want {
             bail!(
                 "image {} does not match its bmap {}: blocks {} hash to {actual}, the bmap says {want}; \
