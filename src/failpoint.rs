@@ -26,6 +26,7 @@ pub const ALL: &[&str] = &[
     "device::fat-swap",
     "device::fat-committed",
     "device::bootfiles-written",
+    "device::marked-good",
 ];
 
 /// Checks the failpoint `name`.

@@ -66,6 +66,17 @@ pub struct Board {
     pub modules: Vec<String>,
     /// How to boot the image in qemu, when qemu emulates this board.
     pub qemu: Option<Qemu>,
+    /// Boot counting: a new deployment gets this many tries before U-Boot
+    /// boots the previous one (see [`crate::device::bootcount`]).
+    pub boot_counting: Option<BootCounting>,
+}
+
+/// `boot_counting = { tries = N }`: arbor's boot script (`boot.scr` on the
+/// bootable FAT partition) counts the boots of a deployment on trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootCounting {
+    /// Boots a new deployment gets before the previous one is booted again (1 to 9).
+    pub tries: u32,
 }
 
 /// The partition table type.

@@ -139,7 +139,14 @@ pub(super) fn resolve(file: &Path, w: Wire) -> Result<Board> {
             ));
         }
     }
-    check_bootable(&cx, &partitions)?;
+    if w.boot_counting.is_none() {
+        check_bootable(&cx, &partitions)?;
+    }
+    let boot_counting = w
+        .boot_counting
+        .as_ref()
+        .map(|b| boot_counting(&cx, b, bootloader, &partitions))
+        .transpose()?;
 
     for (i, arg) in w.kernel_args.iter().enumerate() {
         let key = format!("kernel_args[{i}]");
@@ -187,6 +194,7 @@ pub(super) fn resolve(file: &Path, w: Wire) -> Result<Board> {
         dtb,
         modules: w.modules,
         qemu,
+        boot_counting,
     };
     // The default size must hold the layout: catches overlaps and "too small" at load time.
     board.layout(board.size).map_err(|e| {
@@ -196,6 +204,44 @@ pub(super) fn resolve(file: &Path, w: Wire) -> Result<Board> {
         )
     })?;
     Ok(board)
+}
+
+/// Boot counting needs arbor's boot script to be what U-Boot's distro boot
+/// finds first: on the only bootable partition, a FAT one (U-Boot writes its
+/// counter there with `save`), and the kernels on an ext4 /boot beside it.
+fn boot_counting(
+    cx: &Ctx,
+    w: &super::wire::WireBootCounting,
+    bootloader: Flavour,
+    partitions: &[Partition],
+) -> Result<super::BootCounting> {
+    if !(1..=9).contains(&w.tries) {
+        bail!(cx.err(
+            "boot_counting.tries",
+            format!("{}: a new deployment gets 1 to 9 boots", w.tries)
+        ));
+    }
+    if bootloader == Flavour::UbootUenv {
+        bail!(cx.err(
+            "boot_counting",
+            "the uboot-uenv flavour boots through the board's own script; boot counting needs uboot-extlinux or rpi-uboot-extlinux"
+        ));
+    }
+    let fat = partitions.iter().find(|p| p.role == Role::Firmware);
+    if !fat.is_some_and(|p| p.bootable) || partitions.iter().filter(|p| p.bootable).count() != 1 {
+        bail!(cx.err(
+            "boot_counting",
+            "needs a partition with role \"firmware\" (vfat) marked bootable, and no other bootable one: \
+             U-Boot's distro boot must find arbor's boot.scr there before any extlinux.conf"
+        ));
+    }
+    if !partitions.iter().any(|p| p.role == Role::Boot) {
+        bail!(cx.err(
+            "boot_counting",
+            "needs a partition with role \"boot\" (ext4): U-Boot loads the kernels from it"
+        ));
+    }
+    Ok(super::BootCounting { tries: w.tries as u32 })
 }
 
 fn partitions(cx: &Ctx, table: PartitionTable, arch: Arch, wire: &[WirePartition]) -> Result<Vec<Partition>> {

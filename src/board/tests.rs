@@ -46,7 +46,16 @@ fn every_shipped_board_loads_and_matches_its_file_name() {
         }
     }
     names.sort();
-    assert_eq!(names, ["qemu-virt-aarch64", "qemu-virt-armv7", "rpi3", "rpi4"]);
+    assert_eq!(
+        names,
+        [
+            "qemu-virt-aarch64",
+            "qemu-virt-aarch64-bootcount",
+            "qemu-virt-armv7",
+            "rpi3",
+            "rpi4"
+        ]
+    );
     let listed: Vec<String> = list().unwrap().into_iter().map(|b| b.name).collect();
     for n in &names {
         assert!(listed.contains(n), "{n} not in list()");
@@ -55,7 +64,13 @@ fn every_shipped_board_loads_and_matches_its_file_name() {
 
 #[test]
 fn shipped_partition_plans_match_golden() {
-    for name in ["qemu-virt-aarch64", "qemu-virt-armv7", "rpi3", "rpi4"] {
+    for name in [
+        "qemu-virt-aarch64",
+        "qemu-virt-aarch64-bootcount",
+        "qemu-virt-armv7",
+        "rpi3",
+        "rpi4",
+    ] {
         let board = find(name).unwrap();
         let mut text = board.describe_layout(board.size).unwrap();
         // A larger card: only the last partition grows.

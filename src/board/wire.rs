@@ -53,6 +53,14 @@ pub(super) struct Wire {
     #[serde(default)]
     pub modules: Vec<String>,
     pub qemu: Option<WireQemu>,
+    pub boot_counting: Option<WireBootCounting>,
+}
+
+/// The `boot_counting` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WireBootCounting {
+    pub tries: i64,
 }
 
 fn default_table() -> String {

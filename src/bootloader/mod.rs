@@ -8,6 +8,7 @@
 
 mod bls;
 pub mod template;
+pub mod uboot;
 
 use std::collections::BTreeMap;
 
@@ -33,7 +34,35 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "cmdline.txt.tmpl",
         include_str!("../../bootloader-configs/cmdline.txt.tmpl"),
     ),
+    ("boot.scr.tmpl", include_str!("../../bootloader-configs/boot.scr.tmpl")),
 ];
+
+/// Where boot-counting boards keep arbor's boot script: the root of the bootable FAT partition.
+pub const BOOT_SCRIPT: &str = "boot.scr";
+/// The boot-count state file beside it (an environment blob, see [`uboot::env_blob`]).
+pub const STATE_FILE: &str = "arbor.env";
+/// Its size: one sector, so U-Boot's rewrite of it is one sector write.
+pub const STATE_SIZE: usize = 512;
+
+/// The deployment an entry boots, as U-Boot's script and Linux both name it:
+/// the `ostree=` argument without its `/ostree/boot.N/` (which flips with
+/// every new set of deployments): `<osname>/<bootcsum>/<bootserial>`.
+pub fn entry_id(e: &BlsEntry) -> String {
+    e.options
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("ostree="))
+        .map(deployment_id)
+        .unwrap_or_else(|| e.stem().to_string())
+}
+
+/// [`entry_id`] of an `ostree=` path (also what `/proc/cmdline` shows on the booted system).
+pub fn deployment_id(ostree_arg: &str) -> String {
+    let rest = ostree_arg.trim_start_matches('/');
+    match rest.strip_prefix("ostree/") {
+        Some(r) if r.starts_with("boot.") => r.split_once('/').map(|(_, t)| t).unwrap_or(r).to_string(),
+        _ => rest.to_string(),
+    }
+}
 
 /// One rendered file and the partition it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,15 +72,22 @@ pub struct RenderedFile {
     pub role: Role,
     /// Path relative to that partition's root, without a leading `/`.
     pub path: String,
-    /// The file's text.
-    pub content: String,
+    /// The file's bytes (text, except U-Boot's script image).
+    pub content: Vec<u8>,
 }
 
 /// Renders the bootloader configuration of `board` for `entries` (any order;
 /// the newest is the default, the older ones stay as fallbacks).
 /// `boot_prefix` is `""` when /boot is its own partition and `"/boot"` when the
 /// bootloader reads it from the root partition (see [`Board::boot_prefix`]).
-pub fn render(board: &Board, entries: &[BlsEntry], boot_prefix: &str) -> Result<Vec<RenderedFile>> {
+/// On a board with boot counting, `trial` is the [`entry_id`] of the newest
+/// entry while it is on trial (the boot script then counts its boots), else `None`.
+pub fn render(
+    board: &Board,
+    entries: &[BlsEntry],
+    boot_prefix: &str,
+    trial: Option<&str>,
+) -> Result<Vec<RenderedFile>> {
     if !(boot_prefix.is_empty() || (boot_prefix.starts_with('/') && !boot_prefix.ends_with('/'))) {
         bail!("boot prefix {boot_prefix:?}: expected \"\" or an absolute path without a trailing / (\"/boot\")");
     }
@@ -83,40 +119,122 @@ pub fn render(board: &Board, entries: &[BlsEntry], boot_prefix: &str) -> Result<
         (Role::Root, format!("{}/", boot_prefix.trim_start_matches('/')))
     };
 
+    let text = |role: Role, path: String, content: String| RenderedFile {
+        role,
+        path,
+        content: content.into_bytes(),
+    };
     let mut files = Vec::new();
+    if board.bootloader == Flavour::RpiUbootExtlinux {
+        files.push(text(Role::Firmware, "config.txt".into(), config_txt(board)?));
+        files.push(text(
+            Role::Firmware,
+            "cmdline.txt".into(),
+            apply(
+                "cmdline.txt.tmpl",
+                &scope(board, &[("cmdline", entries[0].options.clone())]),
+            )?,
+        ));
+    }
     match board.bootloader {
-        Flavour::RpiUbootExtlinux => {
-            files.push(RenderedFile {
-                role: Role::Firmware,
-                path: "config.txt".into(),
-                content: config_txt(board)?,
-            });
-            files.push(RenderedFile {
-                role: Role::Firmware,
-                path: "cmdline.txt".into(),
-                content: apply(
-                    "cmdline.txt.tmpl",
-                    &scope(board, &[("cmdline", entries[0].options.clone())]),
-                )?,
-            });
-            files.push(RenderedFile {
-                role: boot_role,
-                path: format!("{boot_rel}extlinux/extlinux.conf"),
-                content: extlinux(board, &entries, boot_prefix)?,
-            });
-        }
-        Flavour::UbootExtlinux => files.push(RenderedFile {
-            role: boot_role,
-            path: format!("{boot_rel}extlinux/extlinux.conf"),
-            content: extlinux(board, &entries, boot_prefix)?,
+        _ if board.boot_counting.is_some() => files.push(RenderedFile {
+            role: Role::Firmware,
+            path: BOOT_SCRIPT.into(),
+            content: boot_script(board, &entries, trial)?,
         }),
-        Flavour::UbootUenv => files.push(RenderedFile {
-            role: boot_role,
-            path: format!("{boot_rel}loader/uEnv.txt"),
-            content: uenv(board, &entries, boot_prefix)?,
-        }),
+        Flavour::RpiUbootExtlinux | Flavour::UbootExtlinux => files.push(text(
+            boot_role,
+            format!("{boot_rel}extlinux/extlinux.conf"),
+            extlinux(board, &entries, boot_prefix)?,
+        )),
+        Flavour::UbootUenv => files.push(text(
+            boot_role,
+            format!("{boot_rel}loader/uEnv.txt"),
+            uenv(board, &entries, boot_prefix)?,
+        )),
     }
     Ok(files)
+}
+
+/// `boot.scr` for a boot-counting board (`bootloader-configs/boot.scr.tmpl`):
+/// the newest entry, and the one before it as the fallback, loaded from the
+/// ext4 /boot partition (the board's layout guarantees one).
+fn boot_script(board: &Board, entries: &[BlsEntry], trial: Option<&str>) -> Result<Vec<u8>> {
+    let boot_part = board
+        .partitions
+        .iter()
+        .position(|p| p.role == Role::Boot)
+        .context("boot counting needs a /boot partition")?
+        + 1;
+    let id0 = entry_id(&entries[0]);
+    if let Some(t) = trial
+        && t != id0
+    {
+        bail!("the deployment on trial {t} is not the default one {id0}");
+    }
+    // With one deployment, a failed load of it has nothing else to try.
+    let picks = entries.iter().take(2).collect::<Vec<_>>();
+    let items = picks
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            for (key, v) in [("options", &e.options), ("title", &e.title)] {
+                if v.contains(['"', '$', '\\', '\n', ';']) {
+                    bail!(
+                        "BLS entry {}: {key} {v:?} has a character U-Boot's shell would interpret (\" $ \\ ;)",
+                        e.name
+                    );
+                }
+            }
+            let fdt = match (&board.dtb, &e.devicetree, &e.fdtdir) {
+                (None, _, _) => String::new(),
+                (Some(_), Some(dt), _) => dt.clone(),
+                (Some(dtb), None, Some(dir)) => format!("{dir}/{dtb}"),
+                (Some(_), None, None) => String::new(),
+            };
+            Ok(BTreeMap::from([
+                ("index", i.to_string()),
+                (
+                    "next",
+                    if i + 1 < picks.len() {
+                        (i + 1).to_string()
+                    } else {
+                        "none".to_string()
+                    },
+                ),
+                ("id", entry_id(e)),
+                ("title", e.title.clone()),
+                ("kernel", e.linux.clone()),
+                ("initrd", e.initrd.clone().unwrap_or_default()),
+                ("fdt", fdt),
+                ("append", e.options.clone()),
+            ]))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bootcmd = if board.arch == Arch::Aarch64 { "booti" } else { "bootz" };
+    let mut s = scope(
+        board,
+        &[
+            ("trial", trial.unwrap_or_default().to_string()),
+            ("state", STATE_FILE.to_string()),
+            ("state_size", format!("{STATE_SIZE:#x}")),
+            ("boot_part", boot_part.to_string()),
+            ("bootcmd", bootcmd.to_string()),
+        ],
+    );
+    s.lists.insert("entries", items);
+    let text = apply("boot.scr.tmpl", &s)?;
+    uboot::script_image(board.arch, "arbor boot script", 0, text.as_bytes())
+}
+
+/// The boot-count state file's bytes: `trial` on trial with `left` boots to go, or none.
+pub fn state_blob(trial: Option<(&str, u32)>) -> Result<Vec<u8>> {
+    let (id, left) = trial.unwrap_or(("", 0));
+    let vars = BTreeMap::from([
+        ("arbor_left".to_string(), format!("{left:x}")),
+        ("arbor_trial".to_string(), id.to_string()),
+    ]);
+    uboot::env_blob(&vars, STATE_SIZE)
 }
 
 /// Parses and renders one of [`TEMPLATES`].

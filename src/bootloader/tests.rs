@@ -34,7 +34,14 @@ fn entries(n: usize) -> Vec<BlsEntry> {
 fn show(files: &[RenderedFile]) -> String {
     files
         .iter()
-        .map(|f| format!("==> {}:{} <==\n{}", f.role, f.path, f.content))
+        .map(|f| {
+            let text = if f.path == BOOT_SCRIPT {
+                String::from_utf8(uboot::script_text(&f.content).unwrap().to_vec()).unwrap()
+            } else {
+                String::from_utf8(f.content.clone()).unwrap()
+            };
+            format!("==> {}:{} <==\n{text}", f.role, f.path)
+        })
         .collect()
 }
 
@@ -58,12 +65,17 @@ fn golden_per_flavour_with_one_and_two_deployments() {
             board::find("qemu-virt-aarch64").unwrap(),
             "/boot",
         ),
+        (
+            "qemu-virt-aarch64-bootcount",
+            board::find("qemu-virt-aarch64-bootcount").unwrap(),
+            "",
+        ),
         ("uenv", uenv_board(), ""),
         ("uenv-bootprefix", uenv_board(), "/boot"),
     ];
     for (name, board, prefix) in cases {
         for n in [1, 2] {
-            let files = render(&board, &entries(n), prefix).unwrap();
+            let files = render(&board, &entries(n), prefix, None).unwrap();
             check_golden(&format!("{name}-{n}.txt"), &show(&files));
         }
     }
@@ -71,14 +83,16 @@ fn golden_per_flavour_with_one_and_two_deployments() {
 
 #[test]
 fn previous_deployment_stays_as_fallback() {
-    let board = board::find("rpi3").unwrap();
+    // extlinux.conf: the Pi without boot counting.
+    let mut board = board::find("rpi3").unwrap();
+    board.boot_counting = None;
     // Given oldest first: the order comes from the versions, not the caller.
     let mut given = entries(2);
     given.reverse();
-    let files = render(&board, &given, "").unwrap();
+    let files = render(&board, &given, "", None).unwrap();
     let ext = files.iter().find(|f| f.path == "extlinux/extlinux.conf").unwrap();
     assert_eq!(ext.role, Role::Boot);
-    let c = &ext.content;
+    let c = &String::from_utf8(ext.content.clone()).unwrap();
     assert!(c.contains("default ostree-2-debian\n"), "{c}");
     let new_at = c.find("label ostree-2-debian").unwrap();
     let old_at = c.find("label ostree-1-debian").unwrap();
@@ -91,48 +105,42 @@ fn previous_deployment_stays_as_fallback() {
     );
     assert!(c.contains("fdt /ostree/debian-9a77e2/devicetree-6.1.0-49-arm64"), "{c}");
 
-    let u = render(&uenv_board(), &given, "").unwrap().remove(0);
+    let u = render(&uenv_board(), &given, "", None).unwrap().remove(0);
     assert_eq!((u.role, u.path.as_str()), (Role::Boot, "loader/uEnv.txt"));
-    assert!(
-        u.content.starts_with("kernel_image=/ostree/debian-3f1b0c/"),
-        "{}",
-        u.content
-    );
-    assert!(
-        u.content.contains("\nkernel_image2=/ostree/debian-9a77e2/"),
-        "{}",
-        u.content
-    );
-    assert!(u.content.contains("\nbootargs2=root=LABEL=root"), "{}", u.content);
+    let c = String::from_utf8(u.content).unwrap();
+    assert!(c.starts_with("kernel_image=/ostree/debian-3f1b0c/"), "{c}");
+    assert!(c.contains("\nkernel_image2=/ostree/debian-9a77e2/"), "{c}");
+    assert!(c.contains("\nbootargs2=root=LABEL=root"), "{c}");
 }
 
 #[test]
 fn config_txt_follows_the_board() {
-    let files = render(&board::find("rpi4").unwrap(), &entries(1), "").unwrap();
+    let files = render(&board::find("rpi4").unwrap(), &entries(1), "", None).unwrap();
     let cfg = &files[0];
     assert_eq!((cfg.role, cfg.path.as_str()), (Role::Firmware, "config.txt"));
+    let text = String::from_utf8(cfg.content.clone()).unwrap();
     for line in [
         "arm_64bit=1",
         "kernel=u-boot.bin",
         "enable_uart=1",
         "device_tree=bcm2711-rpi-4-b.dtb",
     ] {
-        assert!(cfg.content.lines().any(|l| l == line), "{line} not in {}", cfg.content);
+        assert!(text.lines().any(|l| l == line), "{line} not in {text}");
     }
     let mut b32 = board::find("rpi3").unwrap();
     b32.arch = Arch::Armv7hl;
-    let cfg = render(&b32, &entries(1), "").unwrap().remove(0).content;
+    let cfg = String::from_utf8(render(&b32, &entries(1), "", None).unwrap().remove(0).content).unwrap();
     assert!(!cfg.contains("arm_64bit"), "{cfg}");
-    assert_eq!(files[1].content, format!("{}\n", entries(1)[0].options));
+    assert_eq!(files[1].content, format!("{}\n", entries(1)[0].options).into_bytes());
 }
 
 #[test]
 fn render_refuses_nothing_to_boot_and_bad_paths() {
     let b = board::find("qemu-virt-aarch64").unwrap();
-    assert!(render(&b, &[], "").unwrap_err().to_string().contains("nothing"));
+    assert!(render(&b, &[], "", None).unwrap_err().to_string().contains("nothing"));
     for bad in ["boot", "/boot/"] {
         assert!(
-            render(&b, &entries(1), bad)
+            render(&b, &entries(1), bad, None)
                 .unwrap_err()
                 .to_string()
                 .contains("boot prefix"),
@@ -140,7 +148,7 @@ fn render_refuses_nothing_to_boot_and_bad_paths() {
         );
     }
     let rel = parse_bls("x.conf", "linux vmlinuz\n").unwrap();
-    let e = render(&b, &[rel], "").unwrap_err().to_string();
+    let e = render(&b, &[rel], "", None).unwrap_err().to_string();
     assert!(e.contains("x.conf") && e.contains("linux"), "{e}");
 }
 
@@ -160,4 +168,64 @@ fn every_template_is_shipped_and_parses() {
         assert_eq!(&std::fs::read_to_string(dir.join(name)).unwrap(), text);
         Template::parse(name, text).unwrap();
     }
+}
+
+#[test]
+fn boot_script_counts_only_the_default_deployment_on_trial() {
+    let board = board::find("qemu-virt-aarch64-bootcount").unwrap();
+    let id = entry_id(&entries(2)[0]);
+    assert_eq!(id, "debian/3f1b0c/0");
+    let files = render(&board, &entries(2), "", Some(&id)).unwrap();
+    assert_eq!(files.len(), 1);
+    let f = &files[0];
+    assert_eq!((f.role, f.path.as_str()), (Role::Firmware, BOOT_SCRIPT));
+    let text = String::from_utf8(uboot::script_text(&f.content).unwrap().to_vec()).unwrap();
+    check_golden("qemu-virt-aarch64-bootcount-trial.txt", &text);
+    // Boot 0 is the trial, loaded from /boot (partition 2), and 1 the fallback.
+    assert!(text.contains("if test -n \"debian/3f1b0c/0\"; then"), "{text}");
+    assert!(
+        text.contains("load ${devtype} ${devnum}:2 ${kernel_addr_r} /ostree/debian-9a77e2/vmlinuz-6.1.0-49-arm64"),
+        "{text}"
+    );
+    // Only the default can be on trial.
+    let e = render(&board, &entries(2), "", Some("debian/9a77e2/0"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not the default"), "{e}");
+    // Characters U-Boot's shell would expand are refused, not passed on.
+    let mut bad = entries(1);
+    bad[0].options.push_str(" x=$(reboot)");
+    let e = render(&board, &bad, "", None).unwrap_err().to_string();
+    assert!(e.contains("U-Boot's shell"), "{e}");
+}
+
+/// arbor's script image is byte for byte what u-boot-tools' mkimage makes.
+#[test]
+fn boot_script_image_is_what_mkimage_writes() {
+    let t = tempfile::tempdir().unwrap();
+    let script = b"echo arbor\nsetenv x 1\n";
+    std::fs::write(t.path().join("s.txt"), script).unwrap();
+    let out = std::process::Command::new("mkimage")
+        .env("SOURCE_DATE_EPOCH", "0")
+        .args([
+            "-A",
+            "arm64",
+            "-O",
+            "linux",
+            "-T",
+            "script",
+            "-C",
+            "none",
+            "-n",
+            "arbor boot script",
+            "-d",
+        ])
+        .arg(t.path().join("s.txt"))
+        .arg(t.path().join("s.scr"))
+        .output()
+        .expect("mkimage (u-boot-tools, installed by scripts/setup)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = std::fs::read(t.path().join("s.scr")).unwrap();
+    let got = uboot::script_image(Arch::Aarch64, "arbor boot script", 0, script).unwrap();
+    assert_eq!(got, want);
 }

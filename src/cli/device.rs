@@ -62,6 +62,7 @@ impl Net {
             allow_downgrade,
             stall: Duration::from_secs(self.stall_timeout.max(1)),
             retries: self.retries,
+            force: false,
         }
     }
 }
@@ -93,6 +94,24 @@ pub struct Upgrade {
     /// Apply an offline bundle file instead of pulling from the remote.
     #[arg(long)]
     pub bundle: Option<PathBuf>,
+    /// Deploy the newest commit even if it failed its boot trial on this
+    /// device before (`arbor status` shows it; by default it is skipped until
+    /// a newer one is published).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of `arbor health`.
+#[derive(Debug, Args)]
+pub struct Health {
+    #[command(flatten)]
+    pub at: Where,
+    /// Time limit of each check, in seconds (a check still running is killed and fails).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `arbor rollback`.
@@ -202,7 +221,10 @@ impl Upgrade {
     /// Runs the verb.
     pub fn run(self) -> Result<()> {
         let dev = self.at.open()?;
-        let opts = self.net.options(self.allow_downgrade);
+        let opts = update::Options {
+            force: self.force,
+            ..self.net.options(self.allow_downgrade)
+        };
         if let Some(file) = &self.bundle {
             if self.check {
                 bail!("--check reads the server; `arbor bundle verify` checks a bundle file");
@@ -220,6 +242,46 @@ impl Upgrade {
         }
         let o = with_progress(self.net.json, |r| update::upgrade(&dev, &opts, r))?;
         show(&o, self.net.json)
+    }
+}
+
+impl Health {
+    /// Runs the verb: exit 0 when the system may keep running (healthy,
+    /// marked good, rolled back), [`crate::device::health::EXIT_REBOOT`] when a
+    /// required check failed on a trial and the board should reboot, 1 on errors.
+    pub fn run(self) -> Result<()> {
+        let dev = self.at.open()?;
+        let r = crate::device::health::run(
+            &dev,
+            &crate::device::health::Options {
+                timeout: Duration::from_secs(self.timeout.max(1)),
+                root: PathBuf::from("/"),
+            },
+        )?;
+        if self.json {
+            print_json(&r)?;
+        } else {
+            let failed = r.checks.iter().filter(|c| !c.passed && c.kind != "wanted").count();
+            println!(
+                "{}: running {} ({} checks, {failed} required failed)",
+                r.result,
+                r.booted,
+                r.checks.len()
+            );
+            if let Some(f) = &r.failed {
+                println!(
+                    "{} (version {}) failed its boot trial after {} boots; {} runs again",
+                    f.commit,
+                    f.version.as_deref().unwrap_or("?"),
+                    f.boots,
+                    f.running
+                );
+            }
+        }
+        if r.result == "failed" {
+            std::process::exit(crate::device::health::EXIT_REBOOT);
+        }
+        Ok(())
     }
 }
 

@@ -52,6 +52,9 @@ enum Command {
     Upgrade(device::Upgrade),
     /// Device: boot the previous deployment next time.
     Rollback(device::Rollback),
+    /// Device, after each boot: check what booted, run the health checks,
+    /// mark a new deployment good (or exit 3: reboot, the boot counter rolls back).
+    Health(device::Health),
     /// Device: deploy a specific commit or version.
     Deploy(device::Deploy),
     /// Device: follow another ref (or variant) from now on, deploying its newest commit.
@@ -90,6 +93,7 @@ impl Cli {
             Command::Status(c) => c.run(),
             Command::Upgrade(c) => c.run(),
             Command::Rollback(c) => c.run(),
+            Command::Health(c) => c.run(),
             Command::Deploy(c) => c.run(),
             Command::Rebase(c) => c.run(),
             Command::Cleanup(c) => c.run(),

@@ -40,48 +40,107 @@ pub struct Rendered {
 }
 
 /// Renders the board's files for the boot entries now in `/boot` and puts
-/// each in place when its content changed.
+/// each in place when its content changed. On a boot-counting board the
+/// default deployment is rendered on trial when the state file names it.
 pub fn render(dev: &Device) -> Result<Rendered> {
+    let entries = crate::bootloader::read_entries(&dev.sysroot.path().join("boot"))?;
+    let trial = super::bootcount::trial_of_default(dev, &entries)?;
+    render_entries(dev, &entries, trial.as_deref())
+}
+
+/// [`render`] with the trial given: `None` renders the default deployment as
+/// good (what marking it good writes first).
+pub fn render_trial(dev: &Device, trial: Option<&str>) -> Result<Rendered> {
+    let entries = crate::bootloader::read_entries(&dev.sysroot.path().join("boot"))?;
+    render_entries(dev, &entries, trial)
+}
+
+fn render_entries(dev: &Device, entries: &[crate::bootloader::BlsEntry], trial: Option<&str>) -> Result<Rendered> {
     let root = dev.sysroot.path();
     let boot_dir = root.join("boot");
-    let entries = crate::bootloader::read_entries(&boot_dir)?;
-    let files = crate::bootloader::render(&dev.board, &entries, dev.board.boot_prefix())?;
+    let files = crate::bootloader::render(&dev.board, entries, dev.board.boot_prefix(), trial)?;
     let mut out = Rendered::default();
     for f in files {
         let base = match f.role {
             Role::Boot => boot_dir.clone(),
             Role::Root => root.to_path_buf(),
-            Role::Firmware => match &dev.firmware {
-                Some(Firmware::Mounted(d)) => d.clone(),
-                Some(Firmware::Partition(p)) => {
-                    let shown = format!("{}:{}", p.display(), f.path);
-                    if in_partition(p, &f.path, f.content.as_bytes())? {
-                        out.written.push(shown);
-                    } else {
-                        out.unchanged.push(shown);
-                    }
-                    continue;
+            Role::Firmware => {
+                match firmware_put(dev, &f.path, &f.content)? {
+                    Put::Written(shown) => out.written.push(shown),
+                    Put::Unchanged(shown) => out.unchanged.push(shown),
+                    Put::Skipped(why) => out.skipped.push(why),
                 }
-                None => {
-                    out.skipped.push(format!(
-                        "{} (the firmware partition is not mounted at {} and no --firmware-partition was given)",
-                        f.path,
-                        root.join("boot/firmware").display()
-                    ));
-                    continue;
-                }
-            },
+                continue;
+            }
         };
         let dest = base.join(&f.path);
-        if std::fs::read(&dest).is_ok_and(|old| old == f.content.as_bytes()) {
+        if std::fs::read(&dest).is_ok_and(|old| old == f.content) {
             out.unchanged.push(dest.display().to_string());
             continue;
         }
         crate::failpoint::hit("device::bootfile")?;
-        write(&base, &f.path, f.content.as_bytes())?;
+        write(&base, &f.path, &f.content)?;
         out.written.push(dest.display().to_string());
     }
     Ok(out)
+}
+
+/// What [`firmware_put`] did, with the file as shown to users.
+pub(super) enum Put {
+    Written(String),
+    Unchanged(String),
+    Skipped(String),
+}
+
+/// Puts a file at the root of the firmware partition, mounted or not, when
+/// its content differs (power-cut safe either way).
+pub(super) fn firmware_put(dev: &Device, name: &str, content: &[u8]) -> Result<Put> {
+    match &dev.firmware {
+        Some(Firmware::Mounted(d)) => {
+            let dest = d.join(name);
+            let shown = dest.display().to_string();
+            if std::fs::read(&dest).is_ok_and(|old| old == content) {
+                return Ok(Put::Unchanged(shown));
+            }
+            crate::failpoint::hit("device::bootfile")?;
+            write(d, name, content)?;
+            Ok(Put::Written(shown))
+        }
+        Some(Firmware::Partition(p)) => {
+            let shown = format!("{}:{name}", p.display());
+            Ok(if in_partition(p, name, content)? {
+                Put::Written(shown)
+            } else {
+                Put::Unchanged(shown)
+            })
+        }
+        None => Ok(Put::Skipped(format!(
+            "{name} (the firmware partition is not mounted at {} and no --firmware-partition was given)",
+            dev.sysroot.path().join("boot/firmware").display()
+        ))),
+    }
+}
+
+/// A file at the root of the firmware partition; `None` when it is absent or
+/// the partition cannot be reached.
+pub(super) fn firmware_get(dev: &Device, name: &str, max: u64) -> Result<Option<Vec<u8>>> {
+    match &dev.firmware {
+        Some(Firmware::Mounted(d)) => {
+            let path = d.join(name);
+            match crate::input::read_bounded(&path, name, max) {
+                Ok(b) => Ok(Some(b)),
+                Err(_) if !path.exists() => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        Some(Firmware::Partition(p)) => {
+            let mut disk =
+                std::fs::File::open(p).with_context(|| format!("opening the firmware partition {}", p.display()))?;
+            super::fat::read(&mut disk, name)
+                .with_context(|| format!("reading {name} on the firmware partition {}", p.display()))
+        }
+        None => Ok(None),
+    }
 }
 
 /// Puts a file on the unmounted firmware partition `dev` (power-cut safe,

@@ -9,8 +9,10 @@
 //! sysroot repository's config) and the keys it trusts (`/etc/arbor/keys` and
 //! `/etc/arbor/revoked` of the default deployment, carried by the /etc merge).
 
+pub mod bootcount;
 pub mod bootfiles;
 pub mod fat;
+pub mod health;
 pub mod status;
 pub mod update;
 
@@ -113,8 +115,17 @@ impl Device {
             }
             (None, Some(d)) => Some(Firmware::Mounted(d.clone())),
             (None, None) if has_firmware => Some(t.sysroot.join("boot/firmware"))
-                .filter(|d| d.is_dir())
-                .map(Firmware::Mounted),
+                .filter(|d| is_mount_point(d))
+                .map(Firmware::Mounted)
+                .or_else(|| {
+                    // On the board the partition is usually not mounted: found
+                    // by its FAT label, it is edited in place.
+                    let label = &board.partition(crate::board::Role::Firmware)?.label;
+                    (t.sysroot == std::path::Path::new("/"))
+                        .then(|| find_fat_partition(label))
+                        .flatten()
+                        .map(Firmware::Partition)
+                }),
             (None, None) => None,
         };
         Ok(Device {
@@ -191,6 +202,47 @@ impl Device {
         let _ = write!(file, "pid {} ({what})", std::process::id());
         Ok(Lock { _flock: flock })
     }
+}
+
+/// A directory with another filesystem mounted on it than its parent's.
+fn is_mount_point(d: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(d), d.parent().map(std::fs::metadata)) {
+        (Ok(m), Some(Ok(p))) => m.is_dir() && m.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+/// The block device of the partition whose FAT volume label is `label`
+/// (compared without case), among the partitions the kernel lists.
+fn find_fat_partition(label: &str) -> Option<PathBuf> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("partition").exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names.into_iter().map(|n| PathBuf::from("/dev").join(n)).find(|dev| {
+        let mut sector = [0u8; 512];
+        File::open(dev).and_then(|mut f| f.read_exact(&mut sector)).is_ok()
+            && fat_label(&sector).is_some_and(|l| l.eq_ignore_ascii_case(label))
+    })
+}
+
+/// The volume label in a FAT boot sector (FAT12/16 or FAT32 extended BPB).
+fn fat_label(sector: &[u8; 512]) -> Option<String> {
+    if sector[510..512] != [0x55, 0xaa] {
+        return None;
+    }
+    let at = if sector[0x26] == 0x29 && &sector[0x36..0x39] == b"FAT" {
+        0x2b
+    } else if sector[0x42] == 0x29 && &sector[0x52..0x57] == b"FAT32" {
+        0x47
+    } else {
+        return None;
+    };
+    Some(String::from_utf8_lossy(&sector[at..at + 11]).trim_end().to_string())
 }
 
 /// Written by the initramfs on an OSTree system it booted (ostree-prepare-root's flag).

@@ -18,6 +18,23 @@ pub struct Status {
     pub arch: String,
     /// Deployments in boot order: the first is what the next boot picks.
     pub deployments: Vec<Deployment>,
+    /// Boot counting, on boards that count boots.
+    pub boot_counting: Option<BootCounting>,
+}
+
+/// The boot counter and the last failed trial.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BootCounting {
+    /// Boots a new deployment gets.
+    pub tries: u32,
+    /// The commit on trial (the default deployment, not yet marked good).
+    pub trial: Option<String>,
+    /// Its boots left.
+    pub tries_left: Option<u32>,
+    /// The state file could not be read (or the firmware partition reached).
+    pub state_unreadable: bool,
+    /// The last trial that failed and was rolled back.
+    pub last_failed: Option<super::bootcount::Failed>,
 }
 
 /// One deployment.
@@ -128,11 +145,30 @@ pub fn status(dev: &Device) -> Result<Status> {
             signature,
         });
     }
+    let boot_counting = match dev.board.boot_counting {
+        None => None,
+        Some(bc) => {
+            let entries = crate::bootloader::read_entries(&dev.sysroot.path().join("boot")).unwrap_or_default();
+            let state = super::bootcount::read(dev).ok().flatten();
+            let on_trial = super::bootcount::trial_of_default(dev, &entries)
+                .ok()
+                .flatten()
+                .is_some();
+            Some(BootCounting {
+                tries: bc.tries,
+                trial: on_trial.then(|| all.first().map(|d| d.commit.clone())).flatten(),
+                tries_left: on_trial.then(|| state.as_ref().map(|s| s.left)).flatten(),
+                state_unreadable: state.is_none_or(|s| s.unreadable),
+                last_failed: super::bootcount::last_failed(dev).ok().flatten(),
+            })
+        }
+    };
     Ok(Status {
         sysroot: dev.sysroot.path().display().to_string(),
         board: dev.board.name.clone(),
         arch: dev.board.arch.rpm_name().to_string(),
         deployments: out,
+        boot_counting,
     })
 }
 
@@ -180,6 +216,30 @@ pub fn render_text(s: &Status) -> String {
             out.push_str(&format!(
                 "    signature: NOT VALID: {}\n",
                 d.signature.reasons.join("; ")
+            ));
+        }
+    }
+    if let Some(bc) = &s.boot_counting {
+        match (&bc.trial, bc.tries_left) {
+            (Some(c), Some(left)) => out.push_str(&format!(
+                "boot counting: {c} is on trial, {left} of {} boots left; `arbor health` marks it good\n",
+                bc.tries
+            )),
+            _ if bc.state_unreadable => {
+                out.push_str("boot counting: the state file on the firmware partition is missing or unreadable\n")
+            }
+            _ => out.push_str(&format!(
+                "boot counting: {} tries per new deployment; none on trial\n",
+                bc.tries
+            )),
+        }
+        if let Some(f) = &bc.last_failed {
+            out.push_str(&format!(
+                "last failed update: {} (version {}) did not come up healthy in {} boots; rolled back to {}\n",
+                f.commit,
+                f.version.as_deref().unwrap_or("?"),
+                f.boots,
+                f.running
             ));
         }
     }

@@ -27,6 +27,8 @@ pub struct Options {
     pub stall: Duration,
     /// libostree's network retries per request.
     pub retries: u32,
+    /// Deploy a commit even though it failed its boot trial here before.
+    pub force: bool,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
             allow_downgrade: false,
             stall: Duration::from_secs(60),
             retries: 5,
+            force: false,
         }
     }
 }
@@ -120,6 +123,18 @@ pub fn upgrade(dev: &Device, opts: &Options, on_report: &(dyn Fn(&Report) + Sync
         // A run killed after its boot files and before its cleanup ends here.
         dev.sysroot.cleanup()?;
         return Ok(outcome(dev, "no-update", &target, &src, None, None, vec![]));
+    }
+    if let Some(f) = super::bootcount::last_failed(dev)?
+        && f.commit == target
+        && !opts.force
+    {
+        bail!(
+            "the server's newest commit {target} (version {}) failed its boot trial here ({} boots, rolled back to {}); \
+             nothing was changed: wait for a newer version, or deploy it again with --force",
+            f.version.as_deref().unwrap_or("?"),
+            f.boots,
+            f.running
+        );
     }
     apply(dev, &src, &target, &trust, &current, opts, on_report)
 }
@@ -214,6 +229,7 @@ pub fn upgrade_bundle(dev: &Device, file: &std::path::Path, opts: &Options) -> R
     dev.sysroot.deploy(&default.osname, &board.to, &origin)?;
     crate::failpoint::hit("device::entries-written")?;
     dev.sysroot.set_remote_ref(&src.remote, &src.refname, &board.to)?;
+    super::bootcount::arm(dev)?;
     let files = super::bootfiles::render(dev)?;
     crate::failpoint::hit("device::bootfiles-written")?;
     dev.sysroot.cleanup()?;
@@ -243,6 +259,9 @@ pub fn rollback(dev: &Device) -> Result<Outcome> {
     }
     let mut order: Vec<usize> = (0..all.len()).collect();
     order.swap(0, 1);
+    // The new default is not on trial (the user chose it); cleared first, as
+    // deployment ids move with the order.
+    super::bootcount::disarm(dev)?;
     dev.sysroot.reorder(&order)?;
     crate::failpoint::hit("device::entries-written")?;
     let files = super::bootfiles::render(dev)?;
@@ -426,6 +445,8 @@ fn apply(
     let refspec = format!("{}:{}", src.remote, src.refname);
     dev.sysroot.deploy(&osname, target, &refspec)?;
     crate::failpoint::hit("device::entries-written")?;
+    // Only now, with the new deployment and its entries complete: a trial.
+    super::bootcount::arm(dev)?;
     tracing::info!("deployed; rendering the bootloader files");
     let files = super::bootfiles::render(dev)?;
     crate::failpoint::hit("device::bootfiles-written")?;

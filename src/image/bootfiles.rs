@@ -33,18 +33,25 @@ pub(super) fn bootloader_files(plan: &Plan, deployed: Deployed, bar: &Progress) 
     let root_dir = &deployed.root_dir;
     let boot_dir = root_dir.join("boot");
     let entries = crate::bootloader::read_entries(&boot_dir)?;
-    let rendered = crate::bootloader::render(board, &entries, board.boot_prefix())?;
+    let rendered = crate::bootloader::render(board, &entries, board.boot_prefix(), None)?;
     let mut fat_files: Vec<(String, FatSource)> = Vec::new();
+    if board.boot_counting.is_some() {
+        // Created here, so U-Boot's `save` only ever rewrites it in place.
+        fat_files.push((
+            crate::bootloader::STATE_FILE.to_string(),
+            FatSource::Bytes(crate::bootloader::state_blob(None)?),
+        ));
+    }
     for f in rendered {
         match f.role {
-            Role::Firmware => fat_files.push((f.path.clone(), FatSource::Bytes(f.content.into_bytes()))),
+            Role::Firmware => fat_files.push((f.path.clone(), FatSource::Bytes(f.content))),
             Role::Boot | Role::Root => {
                 let base = if f.role == Role::Boot || board.partition(Role::Boot).is_none() {
                     boot_dir.clone()
                 } else {
                     root_dir.clone()
                 };
-                crate::atomic::write_beneath(&base, f.path.trim_start_matches('/'), f.content.as_bytes())?;
+                crate::atomic::write_beneath(&base, f.path.trim_start_matches('/'), &f.content)?;
             }
         }
     }
