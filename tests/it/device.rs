@@ -362,13 +362,30 @@ fn upgrade_boot_rollback_boot(board: &str) {
                 .firmware_file("cmdline.txt")
                 .expect("cmdline.txt on the firmware partition");
             let cmdline = String::from_utf8(cmdline).unwrap();
-            let entries = std::fs::read_to_string(m.top.join("boot/extlinux/extlinux.conf")).unwrap();
-            let default = entries.lines().find(|l| l.trim_start().starts_with("append")).unwrap();
+            // The Pi counts boots: boot.scr on the FAT partition boots the new
+            // default on trial, with the state file armed with the board's tries.
+            let scr = m.firmware_file("boot.scr").expect("boot.scr on the firmware partition");
+            let script = String::from_utf8(arbor::bootloader::uboot::script_text(&scr).unwrap().to_vec()).unwrap();
+            let default = script
+                .lines()
+                .find(|l| l.trim_start().starts_with("setenv bootargs"))
+                .unwrap();
             let ostree_arg = cmdline.split_whitespace().find(|a| a.starts_with("ostree=")).unwrap();
             assert!(
                 default.contains(ostree_arg),
                 "cmdline.txt follows the new default entry: {cmdline} vs {default}"
             );
+            let state = m
+                .firmware_file("arbor.env")
+                .expect("arbor.env on the firmware partition");
+            let vars = arbor::bootloader::uboot::parse_env_blob(&state).expect("arbor.env passes its CRC");
+            let trial = arbor::bootloader::deployment_id(ostree_arg.trim_start_matches("ostree="));
+            assert_eq!(vars["arbor_trial"], trial, "{vars:?}");
+            assert_eq!(vars["arbor_left"], "3", "{vars:?}");
+            assert!(script.contains(&format!("if test -n \"{trial}\"; then")), "{script}");
+            let s = status(&m);
+            assert_eq!(s["boot_counting"]["trial"], w.v2.as_str(), "{s}");
+            assert_eq!(s["boot_counting"]["tries_left"], 3, "{s}");
             let config = String::from_utf8(m.firmware_file("config.txt").unwrap()).unwrap();
             assert!(config.contains("kernel=u-boot.bin"), "{config}");
             if let Some(dev) = &m.firmware {
@@ -1186,7 +1203,7 @@ fn variants() -> &'static World {
         };
         let other_board = treefiles_with(d, "tf-board", |f, t| {
             if f == "sample-aarch64.yaml" {
-                t.replace("  - qemu-virt-aarch64\n  - rpi3\n", "")
+                t.replace("  - qemu-virt-aarch64\n  - qemu-virt-aarch64-bootcount\n  - rpi3\n", "")
             } else {
                 t
             }

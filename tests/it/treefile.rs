@@ -728,7 +728,10 @@ fn shipped_sample_minimal_resolves_per_arch() {
     }
     assert_eq!(a.exclude_packages, ["hello-extras"]);
     assert!(a.recommends);
-    assert_eq!(a.boards, ["qemu-virt-aarch64", "rpi3", "rpi4"]);
+    assert_eq!(
+        a.boards,
+        ["qemu-virt-aarch64", "qemu-virt-aarch64-bootcount", "rpi3", "rpi4"]
+    );
     assert_eq!(
         a.add_commit_metadata.get("arbor.edition"),
         Some(&serde_json::json!("minimal")),
@@ -822,7 +825,10 @@ fn shipped_sample_armv7_names_its_board() {
 fn shipped_sample_device_adds_arbor_from_the_device_repository_per_arch() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for (arch, boards) in [
-        (Arch::Aarch64, &["qemu-virt-aarch64", "rpi3", "rpi4"][..]),
+        (
+            Arch::Aarch64,
+            &["qemu-virt-aarch64", "qemu-virt-aarch64-bootcount", "rpi3", "rpi4"][..],
+        ),
         (Arch::Armv7hl, &["qemu-virt-armv7"][..]),
     ] {
         let t = treefile::load(&shipped("sample-device.yaml"), arch).unwrap();

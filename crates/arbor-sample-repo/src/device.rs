@@ -359,7 +359,11 @@ fn needs_of_deps(by: &str, requires: &[String], arch: Arch) -> Result<Vec<Need>>
         .collect()
 }
 
-/// The arbor package: the binary at /usr/bin/arbor, version `arbor --version` prints.
+/// arbor's systemd unit for `arbor health` after every boot (busybox-init trees use sample-device-init's hook).
+const HEALTH_UNIT: &str = include_str!("../../../dist/systemd/arbor-health.service");
+
+/// The arbor package: the binary at /usr/bin/arbor, version `arbor --version`
+/// prints, and the `arbor health` unit, enabled.
 fn arbor_package(arch: Arch, binary: Vec<u8>, source_date: u32) -> (Manifest, RpmEvr, Entries) {
     let m = Manifest {
         name: ARBOR_PACKAGE.into(),
@@ -378,6 +382,18 @@ fn arbor_package(arch: Arch, binary: Vec<u8>, source_date: u32) -> (Manifest, Rp
     entries.insert(
         "/usr/bin/arbor".into(),
         Entry::synthetic(Kind::File(Arc::new(binary)), 0o755, source_date),
+    );
+    entries.insert(
+        "/usr/lib/systemd/system/arbor-health.service".into(),
+        Entry::synthetic(
+            Kind::File(Arc::new(HEALTH_UNIT.as_bytes().to_vec())),
+            0o644,
+            source_date,
+        ),
+    );
+    entries.insert(
+        "/usr/lib/systemd/system/multi-user.target.wants/arbor-health.service".into(),
+        Entry::synthetic(Kind::Symlink("../arbor-health.service".into()), 0o777, source_date),
     );
     (m, evr, entries)
 }
