@@ -110,6 +110,17 @@ pub fn run(dev: &Device, opts: &Options) -> Result<Report> {
     };
     tracing::debug!(?state, on_trial, booted = booted.index, "boot state");
 
+    let left = state.as_ref().map(|s| s.left).unwrap_or(0);
+    if on_trial && booted.index != 0 && left > 0 {
+        // Tries left, yet the previous deployment runs: the trial was armed
+        // but its boot.scr not yet written when the power went (or its kernel
+        // did not load, and a try went). Finish it: the next boot tries it.
+        report.bootloader_files = super::bootfiles::render(dev)?.written;
+        let (checks, ok) = run_checks(opts)?;
+        report.checks = checks;
+        report.result = if ok { "healthy" } else { "unhealthy" };
+        return Ok(report);
+    }
     if on_trial && booted.index != 0 {
         // U-Boot spent the trial's boots and booted the previous deployment.
         let failed = bootcount::rolled_back(dev, &default, &booted)?;

@@ -1050,7 +1050,7 @@ fn booted_by_default(m: &Mounted) -> String {
 }
 
 /// A small seeded generator: the same seed gives the same kill moments.
-fn next(seed: &mut u64) -> u64 {
+pub(crate) fn next(seed: &mut u64) -> u64 {
     *seed = seed
         .wrapping_mul(6_364_136_223_846_793_005)
         .wrapping_add(1_442_695_040_888_963_407);

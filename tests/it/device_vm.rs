@@ -26,28 +26,28 @@ use std::time::{Duration, Instant};
 use common::{arbor, ok_json, run};
 
 /// v1's commit time; v2 is a day later, v3 two.
-const EPOCH: u64 = 1_704_067_200;
+pub(crate) const EPOCH: u64 = 1_704_067_200;
 /// One boot under TCG, U-Boot to the marker (about a minute here; generous for a loaded CI machine).
-const BOOT: Duration = Duration::from_secs(600);
+pub(crate) const BOOT: Duration = Duration::from_secs(600);
 /// One arbor verb inside the VM.
-const VERB: Duration = Duration::from_secs(900);
+pub(crate) const VERB: Duration = Duration::from_secs(900);
 
 /// What differs between the two boards.
-struct Target {
+pub(crate) struct Target {
     /// rpm arch.
-    arch: &'static str,
+    pub(crate) arch: &'static str,
     /// Rust target of `make cross`.
-    rust_target: &'static str,
+    pub(crate) rust_target: &'static str,
     /// Debian arch of `make cross`'s sysroot.
-    deb_arch: &'static str,
-    board: &'static str,
+    pub(crate) deb_arch: &'static str,
+    pub(crate) board: &'static str,
     /// What `file` says about the binary.
-    file_says: &'static str,
+    pub(crate) file_says: &'static str,
     /// `uname -m` in the guest.
-    uname: &'static str,
+    pub(crate) uname: &'static str,
 }
 
-const AARCH64: Target = Target {
+pub(crate) const AARCH64: Target = Target {
     arch: "aarch64",
     rust_target: "aarch64-unknown-linux-gnu",
     deb_arch: "arm64",
@@ -90,12 +90,12 @@ fn device_repo(t: &Target) -> PathBuf {
 }
 
 /// A network namespace with only `lo`, deleted on drop.
-struct Netns {
+pub(crate) struct Netns {
     name: String,
 }
 
 impl Netns {
-    fn new(tag: &str) -> Netns {
+    pub(crate) fn new(tag: &str) -> Netns {
         let name = format!("arbor-it-{}-{tag}", std::process::id());
         run(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns { name };
@@ -106,7 +106,7 @@ impl Netns {
     }
 
     /// A file server on the namespace's loopback.
-    fn serve(&self, root: PathBuf) -> http::Server {
+    pub(crate) fn serve(&self, root: PathBuf) -> http::Server {
         let path = format!("/run/netns/{}", self.name);
         std::thread::spawn(move || {
             let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
@@ -127,7 +127,7 @@ impl Drop for Netns {
 }
 
 /// A qemu VM whose serial console the test reads and types into.
-struct Vm {
+pub(crate) struct Vm {
     child: common::deadline::Timed,
     stdin: ChildStdin,
     rx: mpsc::Receiver<String>,
@@ -141,7 +141,20 @@ impl Vm {
     /// Boots `disk` (raw, written in place) as `t`'s board inside `ns`, with
     /// user-mode networking and `extra` as a second virtio disk.
     /// `uboot` is the board's U-Boot, taken from the tree (qemu runs it as firmware).
-    fn start(t: &Target, ns: &Netns, uboot: &Path, disk: &Path, extra: Option<&Path>, log: &Path) -> Vm {
+    pub(crate) fn start(t: &Target, ns: &Netns, uboot: &Path, disk: &Path, extra: Option<&Path>, log: &Path) -> Vm {
+        Vm::start_with(t, ns, uboot, disk, extra, log, "writeback")
+    }
+
+    /// [`Vm::start`] with the disk's qemu cache mode.
+    pub(crate) fn start_with(
+        t: &Target,
+        ns: &Netns,
+        uboot: &Path,
+        disk: &Path,
+        extra: Option<&Path>,
+        log: &Path,
+        cache: &str,
+    ) -> Vm {
         // The board's machine, CPU and memory; the disks and network are this test's.
         let qemu = arbor::board::find(t.board).unwrap().qemu.unwrap();
         let mut cmd = Command::new("ip");
@@ -162,7 +175,10 @@ impl Vm {
                 .args(["-device", "virtio-blk-device,drive=hd1"]);
         }
         cmd.arg("-drive")
-            .arg(format!("if=none,file={},format=raw,id=hd0", disk.display()))
+            .arg(format!(
+                "if=none,file={},format=raw,id=hd0,cache={cache}",
+                disk.display()
+            ))
             .args(["-device", "virtio-blk-device,drive=hd0"]);
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -184,7 +200,7 @@ impl Vm {
         }
     }
 
-    fn fail(&self, why: &str) -> ! {
+    pub(crate) fn fail(&self, why: &str) -> ! {
         panic!(
             "{why}; the last lines of the serial console ({}):\n{}",
             self.log_path.display(),
@@ -193,7 +209,7 @@ impl Vm {
     }
 
     /// The next console line, or `None` when qemu exited.
-    fn line(&mut self, deadline: Instant, waiting_for: &str) -> Option<String> {
+    pub(crate) fn line(&mut self, deadline: Instant, waiting_for: &str) -> Option<String> {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.rx.recv_timeout(left.max(Duration::from_millis(1))) {
             Ok(line) => {
@@ -210,7 +226,7 @@ impl Vm {
     }
 
     /// Waits for a line containing `needle`; returns it.
-    fn expect(&mut self, needle: &str, within: Duration) -> String {
+    pub(crate) fn expect(&mut self, needle: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
         loop {
             match self.line(deadline, needle) {
@@ -222,12 +238,19 @@ impl Vm {
     }
 
     /// Waits for the boot: the status line (parsed) and the marker.
-    fn booted(&mut self) -> (serde_json::Value, String) {
+    pub(crate) fn booted(&mut self) -> (serde_json::Value, String) {
         let status = self.expect("arbor-status", BOOT);
         let Some(json) = status.split_once("arbor-status: ").map(|(_, j)| j.to_string()) else {
             self.fail(&format!("arbor status failed at boot: {status}"))
         };
         let marker = self.expect("arbor-booted:", BOOT);
+        self.ready();
+        let status = serde_json::from_str(&json).unwrap_or_else(|e| self.fail(&format!("{e}: {json}")));
+        (status, marker)
+    }
+
+    /// After the boot marker: the shell set up for [`Vm::sh`].
+    pub(crate) fn ready(&mut self) {
         // init's askfirst then asks to "press Enter to activate this console"
         // (no newline after it); the terminal keeps what is typed until then.
         self.type_line("");
@@ -237,17 +260,21 @@ impl Vm {
         // Everything the console showed until then (the banner, the echo of the
         // line above) ends before this command's marker.
         self.sh("true", BOOT);
-        let status = serde_json::from_str(&json).unwrap_or_else(|e| self.fail(&format!("{e}: {json}")));
-        (status, marker)
     }
 
-    fn type_line(&mut self, line: &str) {
+    /// Cuts the power: qemu is killed (SIGKILL) wherever the guest is.
+    pub(crate) fn pull_plug(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub(crate) fn type_line(&mut self, line: &str) {
         writeln!(self.stdin, "{line}").unwrap();
         self.stdin.flush().unwrap();
     }
 
     /// Runs `cmd` in the guest's shell; its exit code and output lines.
-    fn sh(&mut self, cmd: &str, within: Duration) -> (i32, Vec<String>) {
+    pub(crate) fn sh(&mut self, cmd: &str, within: Duration) -> (i32, Vec<String>) {
         self.seq += 1;
         let tag = format!("@@{}:", self.seq);
         // Were the command echoed, its line would show `%s`: only the real
@@ -268,7 +295,7 @@ impl Vm {
     }
 
     /// [`Vm::sh`] that must succeed; its output.
-    fn ok(&mut self, cmd: &str, within: Duration) -> String {
+    pub(crate) fn ok(&mut self, cmd: &str, within: Duration) -> String {
         let (rc, out) = self.sh(cmd, within);
         if rc != 0 {
             self.fail(&format!("`{cmd}` exited {rc} in the guest"));
@@ -277,7 +304,7 @@ impl Vm {
     }
 
     /// `reboot` in the guest; with -no-reboot qemu exits when the guest resets.
-    fn reboot(mut self) {
+    pub(crate) fn reboot(mut self) {
         self.type_line("reboot");
         let deadline = Instant::now() + BOOT;
         while self.line(deadline, "qemu to exit after reboot").is_some() {}
@@ -294,19 +321,24 @@ impl Drop for Vm {
 }
 
 /// Composes, signs, publishes and images what one board's test needs.
-struct World {
-    dir: tempfile::TempDir,
-    reference: String,
-    commits: Vec<String>,
+pub(crate) struct World {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) reference: String,
+    pub(crate) commits: Vec<String>,
 }
 
 impl World {
-    fn path(&self, p: &str) -> PathBuf {
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
 
     /// Composes version `n` (1-based) of the device tree: each later one adds a file.
-    fn compose(&mut self, t: &Target, n: u64) {
+    pub(crate) fn compose(&mut self, t: &Target, n: u64) {
+        self.compose_with(t, n, "", "");
+    }
+
+    /// [`World::compose`] with more treefile keys and more postprocess-script lines.
+    pub(crate) fn compose_with(&mut self, t: &Target, n: u64, keys: &str, script: &str) {
         let d = self.dir.path();
         let tf = d.join(format!("tf{n}"));
         std::fs::create_dir_all(&tf).unwrap();
@@ -328,10 +360,10 @@ impl World {
         if n > 1 {
             let top = tf.join("sample-device.yaml");
             let text = std::fs::read_to_string(&top).unwrap();
-            std::fs::write(&top, format!("{text}postprocess-script: stamp.sh\n")).unwrap();
+            std::fs::write(&top, format!("{text}postprocess-script: stamp.sh\n{keys}")).unwrap();
             std::fs::write(
                 tf.join("stamp.sh"),
-                format!("#!/usr/sbin/busybox sh\necho v{n} > /usr/share/arbor-sample-version\n"),
+                format!("#!/usr/sbin/busybox sh\nbb=/usr/sbin/busybox\necho v{n} > /usr/share/arbor-sample-version\n{script}"),
             )
             .unwrap();
         }
@@ -362,7 +394,7 @@ impl World {
     }
 
     /// A file of `commit`, copied out.
-    fn cat(&self, commit: &str, path: &str) -> PathBuf {
+    pub(crate) fn cat(&self, commit: &str, path: &str) -> PathBuf {
         let out = Command::new("ostree")
             .arg(format!("--repo={}", self.path("repo").display()))
             .args(["cat", commit, path])
@@ -375,7 +407,7 @@ impl World {
     }
 
     /// The image of v1, pointing at `remote`.
-    fn image(&self, t: &Target, remote: &str) -> PathBuf {
+    pub(crate) fn image(&self, t: &Target, remote: &str) -> PathBuf {
         let img = self.path(&format!("{}.img", t.board));
         run(arbor()
             .args(["image", "--ref", &self.reference, "--board", t.board, "--repo"])
@@ -389,7 +421,7 @@ impl World {
 }
 
 /// The booted deployment's commit in `arbor status --json`.
-fn booted_commit(status: &serde_json::Value) -> String {
+pub(crate) fn booted_commit(status: &serde_json::Value) -> String {
     let ds = status["deployments"]
         .as_array()
         .expect("deployments in arbor status --json");

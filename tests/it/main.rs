@@ -12,6 +12,7 @@
 mod common;
 
 mod archive_versions;
+mod bootcount_vm;
 mod bundle;
 mod cli;
 mod compose_tree;
