@@ -146,18 +146,18 @@ fn sign_and_publish(d: &Path, repo: &str, key: &str, public: &str) {
 
 /// An image's partitions attached to loop devices and mounted: root at the
 /// top, /boot at boot/, the firmware partition (if any) at boot/firmware.
-struct Mounted {
-    top: PathBuf,
+pub(crate) struct Mounted {
+    pub(crate) top: PathBuf,
     /// The firmware partition's loop device when the kernel cannot mount it
     /// (arbor then edits it in place: `--firmware-partition`).
-    firmware: Option<String>,
+    pub(crate) firmware: Option<String>,
     mounts: Vec<PathBuf>,
     loops: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Mounted {
-    fn new(image: &Path) -> Mounted {
+    pub(crate) fn new(image: &Path) -> Mounted {
         let dir = tempfile::tempdir().unwrap();
         let top = dir.path().join("sysroot");
         std::fs::create_dir(&top).unwrap();
@@ -268,7 +268,7 @@ fn image_copy(board: &str, dir: &Path) -> PathBuf {
 }
 
 /// `arbor VERB --sysroot MNT ARGS…`.
-fn device(verb: &[&str], m: &Mounted, extra: &[&str]) -> Output {
+pub(crate) fn device(verb: &[&str], m: &Mounted, extra: &[&str]) -> Output {
     let mut cmd = arbor();
     cmd.args(verb).arg("--sysroot").arg(m.arg());
     if let Some(dev) = &m.firmware {

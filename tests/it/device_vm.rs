@@ -180,6 +180,11 @@ impl Vm {
                 disk.display()
             ))
             .args(["-device", "virtio-blk-device,drive=hd0"]);
+        Vm::spawn(cmd, log)
+    }
+
+    /// Runs the qemu command `cmd` with its serial console on stdio.
+    pub(crate) fn spawn(mut cmd: Command, log: &Path) -> Vm {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -357,7 +362,7 @@ impl World {
             ),
         )
         .unwrap();
-        if n > 1 {
+        if n > 1 || !keys.is_empty() || !script.is_empty() {
             let top = tf.join("sample-device.yaml");
             let text = std::fs::read_to_string(&top).unwrap();
             std::fs::write(&top, format!("{text}postprocess-script: stamp.sh\n{keys}")).unwrap();
