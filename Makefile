@@ -3,7 +3,7 @@
 # installs Debian's /usr/bin/cargo, which has no clippy).
 CARGO ?= $(firstword $(wildcard $(HOME)/.cargo/bin/cargo) cargo)
 
-.PHONY: all setup build demo test lint bench soak sample-repo cross device-repo clean
+.PHONY: all setup build demo test lint bench soak soak-bootcount sample-repo cross device-repo clean
 
 all: build
 
@@ -70,8 +70,19 @@ soak: setup
 	ARBOR_KILL_RUNS=$(SOAK_RUNS) $(CARGO) test --test it -- --include-ignored --exact --nocapture \
 		device::killed_at_every_stage_the_sysroot_boots_old_or_new_and_a_rerun_completes
 
+# Boot counting in qemu with POWER_CUTS power cuts (make test runs 3): about 70
+# boot cycles at the default; prints its cycles, recoveries and rollback times.
+POWER_CUTS ?= 24
+soak-bootcount: setup device-repo
+	ARBOR_POWER_CUTS=$(POWER_CUTS) $(CARGO) test --test it -- --include-ignored --exact --nocapture \
+		bootcount_vm::bad_updates_roll_back_by_themselves_and_power_cuts_leave_old_or_new
+
 bench: setup device-repo
 	$(CARGO) bench --bench sample_repo --bench resolve --bench compose --bench delta --bench scriptlets --bench image --bench upgrade --bench device_size
+	@echo "== rollback time: rebooting into a bad update until the previous deployment runs again (qemu, as root) =="
+	@if [ "$$(id -u)" = 0 ]; then ARBOR_POWER_CUTS=0 $(CARGO) test --test it -- --include-ignored --exact --nocapture \
+		bootcount_vm::bad_updates_roll_back_by_themselves_and_power_cuts_leave_old_or_new 2>&1 | grep -E '^(bad update|boot counting)'; \
+	else echo "skipped: needs root (network namespace, loop devices)"; fi
 
 clean:
 	$(CARGO) clean

@@ -380,3 +380,57 @@ fn partition_offsets_near_2_pow_64_are_refused_naming_the_key() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn boot_counting_needs_a_bootable_fat_partition_and_sane_tries() {
+    let fat = "\n[[partitions]]\nrole = \"firmware\"\nlabel = \"FW\"\nsize = \"16MiB\"\nfs = \"vfat\"\n";
+    // The FAT partition first and the only bootable one.
+    let ok = BASE
+        .replace("bootable = true\n", "")
+        .replace(
+            "uboot = \"/usr/share/uboot/x/u-boot.bin\"\n",
+            "uboot = \"/usr/share/uboot/x/u-boot.bin\"\nboot_counting = { tries = 3 }\n",
+        )
+        .replace(
+            "\n[[partitions]]\nrole = \"boot\"",
+            &format!("{fat}bootable = true\n\n[[partitions]]\nrole = \"boot\""),
+        );
+    let b = parse_text(&ok).unwrap_or_else(|e| panic!("{e:#}\n{ok}"));
+    assert_eq!(b.boot_counting, Some(BootCounting { tries: 3 }));
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        (
+            "no tries",
+            ok.replace("tries = 3", "tries = 0"),
+            &["boot_counting.tries", "1 to 9"],
+        ),
+        (
+            "too many",
+            ok.replace("tries = 3", "tries = 10"),
+            &["boot_counting.tries"],
+        ),
+        (
+            "fat not bootable",
+            ok.replacen("bootable = true\n", "", 1),
+            &["boot_counting", "bootable"],
+        ),
+        (
+            "two bootable",
+            ok.replace(
+                "fs = \"ext4\"\n\n[[partitions]]\nrole = \"root\"",
+                "fs = \"ext4\"\nbootable = true\n\n[[partitions]]\nrole = \"root\"",
+            ),
+            &["boot_counting", "no other bootable"],
+        ),
+        (
+            "uenv",
+            ok.replace("uboot-extlinux", "uboot-uenv"),
+            &["boot_counting", "uboot-uenv"],
+        ),
+    ];
+    for (what, text, needles) in cases {
+        let e = format!("{:#}", parse_text(&text).map(|_| ()).expect_err(what));
+        for n in needles.iter().chain(&["boards/t.toml"]) {
+            assert!(e.contains(n), "{what}: {n:?} not in: {e}");
+        }
+    }
+}

@@ -314,7 +314,10 @@ fn bad_updates_roll_back_by_themselves_and_power_cuts_leave_old_or_new() {
     // Good update: v2 boots on trial, passes, is marked good, the counter cleared.
     b.w.compose_with(&BOARD, 2, "", &check("10-ok", "exit 0"));
     let v2 = b.w.commits[1].clone();
+    let up = Instant::now();
     vm.ok("arbor upgrade", VERB);
+    // The power cuts below fall anywhere in an upgrade this long (and a bit after).
+    let upgrade_ms = (up.elapsed().as_millis() as u64).max(1000) * 6 / 5;
     vm.reboot();
     let (mut vm, status, health, seen) = b.until_up(1);
     assert!(seen[0].1.tried, "{seen:?}");
@@ -388,14 +391,14 @@ fn bad_updates_roll_back_by_themselves_and_power_cuts_leave_old_or_new() {
             while vm.line(deadline, "qemu to exit").is_some() {}
             let mut vm = b.start();
             vm.expect("arbor-health-start", BOOT);
-            let ms = crate::device::next(&mut seed) % 2500;
+            let ms = crate::device::next(&mut seed) % 400;
             std::thread::sleep(Duration::from_millis(ms));
             vm.pull_plug();
             format!("health+{ms}ms")
         } else {
-            // Inside `arbor upgrade` (about 20 s here): anywhere from the summary to the cleanup.
+            // Inside `arbor upgrade`: anywhere from the summary to the cleanup.
             vm.type_line("arbor upgrade");
-            let ms = crate::device::next(&mut seed) % 25_000;
+            let ms = crate::device::next(&mut seed) % upgrade_ms;
             std::thread::sleep(Duration::from_millis(ms));
             vm.pull_plug();
             format!("upgrade+{ms}ms")
@@ -423,7 +426,8 @@ fn bad_updates_roll_back_by_themselves_and_power_cuts_leave_old_or_new() {
     b.fsck();
     eprintln!(
         "boot counting: {} boot cycles, {recoveries} bad updates recovered by themselves (3 of 3), \
-         {runs} power cuts all came up healthy on old or new: [{}]; {:.0} s",
+         {runs} power cuts (in an upgrade of {upgrade_ms} ms or the next health check) all came up healthy \
+         on old or new: [{}]; {:.0} s",
         b.boots,
         outcomes.join("; "),
         started.elapsed().as_secs_f64()
