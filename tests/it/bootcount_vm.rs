@@ -179,44 +179,13 @@ impl Bench {
 
     /// `ostree fsck` of the disk's repository, as the power left it.
     fn fsck(&self) {
-        let table: serde_json::Value =
-            serde_json::from_str(&run(Command::new("sfdisk").arg("-J").arg(&self.disk))).unwrap();
-        let parts = table["partitiontable"]["partitions"].as_array().unwrap();
-        let root = parts.last().unwrap();
-        let (start, size) = (
-            root["start"].as_u64().unwrap() * 512,
-            root["size"].as_u64().unwrap() * 512,
-        );
-        let dev = run(Command::new("losetup")
-            .args([
-                "-f",
-                "--show",
-                "-o",
-                &start.to_string(),
-                "--sizelimit",
-                &size.to_string(),
-            ])
-            .arg(&self.disk))
-        .trim()
-        .to_string();
-        let mnt = tempfile::tempdir().unwrap();
-        let mounted = Command::new("mount").arg(&dev).arg(mnt.path()).timed_status().unwrap();
-        let fsck = mounted.success().then(|| {
-            Command::new("ostree")
-                .arg("fsck")
-                .arg("--repo")
-                .arg(mnt.path().join("ostree/repo"))
-                .timed_output()
-                .unwrap()
-        });
-        let _ = Command::new("umount").arg(mnt.path()).timed_status();
-        let _ = Command::new("losetup").arg("-d").arg(&dev).timed_status();
-        assert!(
-            mounted.success(),
-            "mounting the root partition of {}",
-            self.disk.display()
-        );
-        let out = fsck.unwrap();
+        let m = crate::device::Mounted::new(&self.disk);
+        let out = Command::new("ostree")
+            .arg("fsck")
+            .arg("--repo")
+            .arg(m.top.join("ostree/repo"))
+            .timed_output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() && text.contains("no errors"),
