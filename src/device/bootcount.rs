@@ -108,16 +108,15 @@ fn write(dev: &Device, trial: Option<(&str, u32)>) -> Result<()> {
 /// The default entry's id when the state file puts it on trial (what
 /// `boot.scr` is rendered with).
 pub fn trial_of_default(dev: &Device, entries: &[BlsEntry]) -> Result<Option<String>> {
-    let Some(state) = read(dev)? else {
-        return Ok(None);
-    };
+    Ok(trial_in(read(dev)?.as_ref(), entries))
+}
+
+/// [`trial_of_default`] for a state already read.
+pub fn trial_in(state: Option<&State>, entries: &[BlsEntry]) -> Option<String> {
+    let trial = state?.trial.clone()?;
     let mut sorted = entries.to_vec();
     crate::bootloader::sort_newest_first(&mut sorted);
-    let Some(first) = sorted.first() else {
-        return Ok(None);
-    };
-    let id = entry_id(first);
-    Ok(state.trial.filter(|t| *t == id))
+    (entry_id(sorted.first()?) == trial).then_some(trial)
 }
 
 /// The id of the default deployment's entry, from the entries in /boot.

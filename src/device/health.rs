@@ -94,7 +94,7 @@ pub fn run(dev: &Device, opts: &Options) -> Result<Report> {
     let default = dev.default_deployment()?;
     let state = bootcount::read(dev)?;
     let entries = crate::bootloader::read_entries(&dev.sysroot.path().join("boot"))?;
-    let on_trial = bootcount::trial_of_default(dev, &entries)?.is_some();
+    let on_trial = bootcount::trial_in(state.as_ref(), &entries).is_some();
     let stamp = dev.sysroot.path().join("boot/ostree/finalize-failure.stamp");
     let finalize_failure = stamp
         .exists()
