@@ -17,6 +17,7 @@ pub mod failpoint;
 pub mod host;
 pub mod image;
 pub mod input;
+pub mod layer;
 pub mod ostree;
 pub mod overlay;
 pub mod parallel;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
-use super::{not_implemented, print_json};
+use super::print_json;
 use crate::device::{Device, Target, update};
 use crate::ostree::pull::Report;
 
@@ -32,7 +32,7 @@ pub struct Where {
 }
 
 impl Where {
-    fn open(&self) -> Result<Device> {
+    pub(super) fn open(&self) -> Result<Device> {
         Device::open(&Target {
             sysroot: self.sysroot.clone(),
             board: self.board.clone(),
@@ -187,17 +187,6 @@ pub enum Remote {
         #[command(flatten)]
         at: Where,
     },
-}
-
-/// Arguments of `arbor install`.
-#[derive(Debug, Args)]
-pub struct Install {
-    /// Packages to layer on top of the base commit.
-    #[arg(required = true)]
-    pub packages: Vec<String>,
-    /// The sysroot (default: the running system).
-    #[arg(long, default_value = "/")]
-    pub sysroot: PathBuf,
 }
 
 /// The exit status of `arbor upgrade --check` when there is no update (rpm-ostree's).
@@ -367,13 +356,6 @@ impl Remote {
                 Ok(())
             }
         }
-    }
-}
-
-impl Install {
-    /// Runs the verb.
-    pub fn run(self) -> Result<()> {
-        not_implemented("install", "the device client issue on package layering")
     }
 }
 

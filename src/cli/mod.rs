@@ -5,6 +5,7 @@ mod compose;
 mod device;
 mod image;
 mod inspect;
+mod layer;
 mod publish;
 mod sandbox;
 
@@ -66,8 +67,14 @@ enum Command {
     /// Device: show or change the update remote.
     #[command(subcommand)]
     Remote(device::Remote),
-    /// Device: layer extra packages on top of the base commit.
-    Install(device::Install),
+    /// Device: layer packages on top of the base commit (from the device's
+    /// repositories, or .rpm files); kept across upgrades.
+    Install(layer::Install),
+    /// Device: remove layered packages.
+    Uninstall(layer::Uninstall),
+    /// Device: hide or replace packages of the base commit.
+    #[command(subcommand)]
+    Override(layer::Override),
     /// Run a command inside a tree, in the scriptlet sandbox (qemu-user for foreign arches).
     Run(sandbox::Run),
     /// Show an RPM package's header: name, version, dependencies, scriptlets.
@@ -100,16 +107,13 @@ impl Cli {
             Command::Pin(c) => c.run(),
             Command::Remote(c) => c.run(),
             Command::Install(c) => c.run(),
+            Command::Uninstall(c) => c.run(),
+            Command::Override(c) => c.run(),
             Command::Run(c) => c.run(),
             Command::Pkg(c) => c.run(),
             Command::Doctor(c) => c.run(),
         }
     }
-}
-
-/// The error every verb that a later issue fills in returns: plain, no fake output.
-fn not_implemented(verb: &str, issue: &str) -> Result<()> {
-    anyhow::bail!("`arbor {verb}` is not implemented yet ({issue}); nothing was done")
 }
 
 /// Prints `value` as pretty JSON on stdout.

@@ -44,6 +44,17 @@ pub struct Report {
     upper: Option<PathBuf>,
 }
 
+impl Report {
+    /// An empty report for a tree whose overlay upper directory is `upper`
+    /// (layering runs single steps, not [`run`]).
+    pub fn for_upper(upper: &Path) -> Report {
+        Report {
+            upper: Some(upper.to_path_buf()),
+            ..Report::default()
+        }
+    }
+}
+
 /// Runs every postprocessing step on the rootfs at `root`.
 ///
 /// `owned` maps package names to the paths their headers list (for
@@ -407,6 +418,93 @@ fn etc_to_usr_etc(root: &Dir, report: &mut Report) -> Result<()> {
     }
     ensure_real_dirs(root, "usr")?;
     move_tree(root, "etc", "usr/etc", report)
+}
+
+/// Moves the directory `from` into the existing directory `to`, entry by
+/// entry (layering: a layered package's /etc into the base's /usr/etc). A
+/// file both have must be identical (conflicts were refused before); entries
+/// copied from a package are listed in `report.copied` like [`move_tree`]'s.
+pub fn merge_tree(root: &Dir, from: &str, to: &str, report: &mut Report) -> Result<()> {
+    if !root.exists(to) {
+        return move_tree(root, from, to, report);
+    }
+    let mut names: Vec<String> = root
+        .read_dir(from)
+        .with_context(|| format!("listing /{from}"))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("listing /{from}"))?;
+    names.sort();
+    for name in names {
+        let (f, t) = (format!("{from}/{name}"), format!("{to}/{name}"));
+        let fm = root.symlink_metadata(&f).with_context(|| format!("looking at /{f}"))?;
+        match root.symlink_metadata(&t) {
+            Ok(tm) if tm.is_dir() && fm.is_dir() => merge_tree(root, &f, &t, report)?,
+            Ok(tm) if tm.is_file() && fm.is_file() && root.read(&f).ok() == root.read(&t).ok() => {
+                root.remove_file(&f).with_context(|| format!("removing /{f}"))?;
+            }
+            Ok(_) => bail!("/{f} would replace /{t}, which the base tree has: they conflict"),
+            Err(_) if fm.is_dir() => move_tree(root, &f, &t, report)?,
+            Err(_) => {
+                let (src, dst) = (
+                    root.open_dir(from).with_context(|| format!("opening /{from}"))?,
+                    root.open_dir(to).with_context(|| format!("opening /{to}"))?,
+                );
+                if fm.is_symlink() {
+                    let target = src.read_link_contents(&name).with_context(|| format!("reading /{f}"))?;
+                    dst.symlink_contents(target, &name).with_context(|| format!("creating /{t}"))?;
+                } else {
+                    src.copy(&name, &dst, &name).with_context(|| format!("copying /{f} to /{t}"))?;
+                }
+                copy_meta(&src, &name, &dst, &name, &format!("/{t}"))?;
+                note_copy(&dst, &name, &f, &t, report)?;
+                root.remove_file(&f).with_context(|| format!("removing /{f}"))?;
+            }
+        }
+    }
+    root.remove_dir(from).with_context(|| format!("removing /{from} after merging it into /{to}"))
+}
+
+/// What layered packages and their scripts put under /var, as tmpfiles.d
+/// lines in `usr/lib/tmpfiles.d/{name}`, and /var emptied again (the base's
+/// own lines stay in its file). Regular files are dropped and listed.
+pub fn layered_var_to_tmpfiles(root: &Dir, name: &str, report: &mut Report) -> Result<()> {
+    if !root.is_dir("var") {
+        return Ok(());
+    }
+    let mut found = Vec::new();
+    walk(root, Path::new("var"), &mut found)?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut lines = Vec::new();
+    for (path, kind) in found {
+        let p = path.display();
+        match kind {
+            Kind::Dir(mode) => lines.push(format!("d /{p} {mode:04o} root root - -")),
+            Kind::Symlink(target) => lines.push(format!("L /{p} - - - - {}", target.display())),
+            Kind::File => report.dropped_var_files.push(format!("/{p}")),
+        }
+    }
+    let mut names: Vec<String> = root
+        .read_dir("var")
+        .context("listing /var")?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .context("listing /var")?;
+    names.sort();
+    for n in names {
+        remove_tree(root, &format!("var/{n}"), report)?;
+    }
+    let mut text = String::from("# Created by arbor from the layered packages' /var content.\n");
+    for l in &lines {
+        let _ = writeln!(text, "{l}");
+    }
+    root.create_dir_all("usr/lib/tmpfiles.d")
+        .context("creating /usr/lib/tmpfiles.d")?;
+    replace_file(root, &format!("usr/lib/tmpfiles.d/{name}"), text.as_bytes(), 0o644)?;
+    report.tmpfiles = lines;
+    Ok(())
 }
 
 /// Creates `path` and its parents as directories, refusing (by name) a

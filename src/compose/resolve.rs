@@ -130,7 +130,7 @@ pub fn resolve(tf: &Treefile, opts: &Options) -> Result<Resolved> {
 
 /// Where libsolv's parsed form of a repository's metadata is cached: keyed by the
 /// metadata files (whose names carry their checksums) and the libsolv version.
-fn solv_cache_path(cache_dir: &Path, r: &LoadedRepo) -> PathBuf {
+pub(crate) fn solv_cache_path(cache_dir: &Path, r: &LoadedRepo) -> PathBuf {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(crate::solve::libsolv_version());
@@ -143,7 +143,7 @@ fn solv_cache_path(cache_dir: &Path, r: &LoadedRepo) -> PathBuf {
         .join(format!("{}.solv", hex::encode(h.finalize())))
 }
 
-fn baseurl(r: &RepoConfig) -> Result<&str> {
+pub(crate) fn baseurl(r: &RepoConfig) -> Result<&str> {
     r.baseurl.first().map(String::as_str).with_context(|| {
         format!(
             "repository {} ({}) has no baseurl: metalink and mirrorlist are accepted but only baseurl is fetched; add baseurl=",
@@ -153,7 +153,7 @@ fn baseurl(r: &RepoConfig) -> Result<&str> {
     })
 }
 
-fn download_packages(
+pub(crate) fn download_packages(
     packages: &[Package],
     configs: &[&RepoConfig],
     repos: &[LoadedRepo],

@@ -7,6 +7,10 @@
 //! the keys rpm's `tag2index` derives from that header. The schema is rpm's
 //! own SQL, so rpm opens the file as if it had written it.
 //!
+//! Layering reads a tree's database back ([`read_installed`]) and writes a new
+//! one from some of its headers, reused byte for byte, and new packages
+//! ([`write_layered`]); both writers derive the index rows the same way.
+//!
 //! Unlike rpm, the database is left in rollback-journal mode rather than WAL:
 //! a WAL database needs a writable `-shm` file beside it, which a read-only
 //! `/usr` cannot provide, while rpm reads a rollback-journal database anywhere
@@ -14,6 +18,7 @@
 
 mod header;
 mod index;
+mod installed;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -23,7 +28,9 @@ use anyhow::{Context, Result, bail};
 use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
+use crate::rpm::blob::{Blob, tag};
 use index::INDEXES;
+pub use installed::{InstalledPackage, read_installed};
 
 /// The database's file name inside the dbdir.
 pub const FILE_NAME: &str = "rpmdb.sqlite";
@@ -39,27 +46,65 @@ pub const FILE_NAME: &str = "rpmdb.sqlite";
 /// the way rpm's platform config would on the target: 3 for 64-bit multilib
 /// arches such as aarch64 and x86_64, 0 for 32-bit ARM and noarch-only sets.
 pub fn write(dbdir: &Path, packages: &[PathBuf], install_time: u32) -> Result<()> {
+    let records: Vec<Record> = packages.iter().map(|p| Record::Added(p)).collect();
+    write_records(dbdir, &records, install_time)
+}
+
+/// [`write`] for a layered tree: the database holds `kept` (headers of an
+/// existing database, from [`read_installed`], stored byte for byte in this
+/// order, with the install time, transaction id and color they have) followed
+/// by the packages of the .rpm files `added`, installed at `install_time` with
+/// the color of the whole set. Every index row is derived from the stored
+/// header exactly as [`write`] derives it.
+pub fn write_layered(dbdir: &Path, kept: &[InstalledPackage], added: &[PathBuf], install_time: u32) -> Result<()> {
+    let records: Vec<Record> = kept
+        .iter()
+        .map(Record::Kept)
+        .chain(added.iter().map(|p| Record::Added(p)))
+        .collect();
+    write_records(dbdir, &records, install_time)
+}
+
+/// One package of the database being written.
+enum Record<'a> {
+    /// A header of an existing database, stored as it is.
+    Kept(&'a InstalledPackage),
+    /// An .rpm file, installed by this transaction.
+    Added(&'a Path),
+}
+
+fn write_records(dbdir: &Path, records: &[Record], install_time: u32) -> Result<()> {
     // Every package is read once before anything is written: a bad package
     // fails the compose before a file appears, and the color needs them all.
     let mut color = 0;
     let mut seen = std::collections::BTreeMap::new();
-    for path in packages {
-        let pkg = header::install(path, install_time, 0).with_context(|| format!("reading {}", path.display()))?;
-        color = color.max(arch_color(&pkg.arch));
-        if let Some(first) = seen.insert(pkg.nevra.clone(), path) {
-            bail!(
-                "{} is listed twice ({} and {})",
-                pkg.nevra,
-                first.display(),
-                path.display()
-            );
+    for record in records {
+        let (nevra, arch, origin) = match record {
+            Record::Kept(p) => {
+                // The color comes from the header that is stored, whatever `p` says.
+                let h = Blob::parse(p.blob.clone())
+                    .with_context(|| format!("parsing the installed header of {}", p.nevra))?;
+                let arch = h
+                    .string(tag::ARCH)
+                    .with_context(|| format!("the installed header of {} has no ARCH", p.nevra))?;
+                (p.nevra.clone(), arch, format!("the installed {}", p.nevra))
+            }
+            Record::Added(path) => {
+                let pkg =
+                    header::install(path, install_time, 0).with_context(|| format!("reading {}", path.display()))?;
+                (pkg.nevra, pkg.arch, path.display().to_string())
+            }
+        };
+        color = color.max(arch_color(&arch));
+        if let Some(first) = seen.insert(nevra.clone(), origin.clone()) {
+            bail!("{nevra} is listed twice ({first} and {origin})");
         }
     }
 
     fs::create_dir_all(dbdir).with_context(|| format!("creating {}", dbdir.display()))?;
     let dest = dbdir.join(FILE_NAME);
     let tmp = crate::atomic::temp_beside(&dest)?;
-    fill(tmp.path(), packages, install_time, color)
+    fill(tmp.path(), records, install_time, color)
         .with_context(|| format!("writing the rpm database {}", tmp.path().display()))?;
     // rpm's database is world-readable: `rpm -q` works for every user.
     tmp.as_file()
@@ -76,12 +121,12 @@ pub fn write(dbdir: &Path, packages: &[PathBuf], install_time: u32) -> Result<()
         }
     }
     crate::atomic::persist(tmp, &dest).with_context(|| format!("renaming the database to {}", dest.display()))?;
-    tracing::debug!(path = %dest.display(), packages = packages.len(), "wrote the rpm database");
+    tracing::debug!(path = %dest.display(), packages = records.len(), "wrote the rpm database");
     Ok(())
 }
 
 /// Creates the schema in the empty file at `path` and adds every package.
-fn fill(path: &Path, packages: &[PathBuf], install_time: u32, color: u32) -> Result<()> {
+fn fill(path: &Path, records: &[Record], install_time: u32, color: u32) -> Result<()> {
     let mut conn = Connection::open(path)?;
     // The file is renamed into place only once complete: no journal needed.
     conn.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")?;
@@ -93,13 +138,24 @@ fn fill(path: &Path, packages: &[PathBuf], install_time: u32, color: u32) -> Res
             .iter()
             .map(|i| tx.prepare(&format!("INSERT INTO '{}' VALUES(?, ?, ?)", i.table)))
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        for path in packages {
-            let pkg =
-                header::install(path, install_time, color).with_context(|| format!("reading {}", path.display()))?;
-            put_pkg.execute((None::<u32>, pkg.blob.bytes()))?;
+        for record in records {
+            let (blob, origin) = match record {
+                Record::Kept(p) => (
+                    Blob::parse(p.blob.clone())
+                        .with_context(|| format!("parsing the installed header of {}", p.nevra))?,
+                    format!("the installed {}", p.nevra),
+                ),
+                Record::Added(path) => (
+                    header::install(path, install_time, color)
+                        .with_context(|| format!("reading {}", path.display()))?
+                        .blob,
+                    path.display().to_string(),
+                ),
+            };
+            put_pkg.execute((None::<u32>, blob.bytes()))?;
             let hnum = tx.last_insert_rowid();
             for (index, put) in INDEXES.iter().zip(&mut put_keys) {
-                let rows = index::rows(&pkg.blob, index).with_context(|| format!("indexing {}", path.display()))?;
+                let rows = index::rows(&blob, index).with_context(|| format!("indexing {origin}"))?;
                 for row in rows {
                     // rpm binds string keys as TEXT whatever their encoding.
                     let key = if index.text {

@@ -148,7 +148,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     // copied in with compression on every core, and the cache lives under cache_dir.
     let target_mode = target.as_ref().map(Repo::mode).transpose()?.unwrap_or(Mode::BareUser);
     let build_repo = match target_mode {
-        Mode::BareUser => opts.repo.clone(),
+        Mode::BareUser | Mode::Bare => opts.repo.clone(),
         Mode::Archive => opts.cache_dir.join("pkgcache"),
     };
     let users = users_from_packages(&resolved.files, &headers)?;
@@ -318,6 +318,7 @@ fn run_scripts(
     let exec_opts = exec::Options {
         timeout: opts.script_timeout,
         ignore: tf.ignore_scriptlet_failures.clone(),
+        treefile_hint: true,
     };
     let mut report = exec::run_steps(sb, &steps, &names, &exec_opts)?;
     report.ran += exec::run_postprocess(

@@ -67,8 +67,21 @@ pub struct Deployment {
     pub arch: Option<String>,
     /// The commit's `arbor.boards`.
     pub boards: Vec<String>,
-    /// The signature under the keys the default deployment trusts.
+    /// The signature under the keys the default deployment trusts (of the
+    /// base commit, for a layered deployment: its own commit is local).
     pub signature: Signature,
+    /// A layered deployment's base commit (the one the server published).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
+    /// What is layered (from the origin), absent when nothing is.
+    #[serde(skip_serializing_if = "crate::layer::Layering::is_empty")]
+    pub layering: crate::layer::Layering,
+    /// The packages the layered commit added and hid (NEVRA).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layered_packages: Vec<String>,
+    /// Base packages the layered commit hides (NEVRA).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hidden_packages: Vec<String>,
 }
 
 /// What the signature check said.
@@ -99,6 +112,8 @@ pub fn status(dev: &Device) -> Result<Status> {
         let info = repo.commit_info(&d.commit).ok();
         let meta = |k: &str| info.as_ref().and_then(|i| i.metadata.get(k).cloned());
         let refname = d.origin.as_deref().map(|o| super::split_refspec(o).1.to_string());
+        let base_commit = meta("arbor.base-commit");
+        let list = |k: &str| info.as_ref().and_then(|i| i.lists.get(k).cloned()).unwrap_or_default();
         let signature = match &trust {
             Ok(t) => {
                 let binding = Binding {
@@ -106,7 +121,8 @@ pub fn status(dev: &Device) -> Result<Status> {
                     board: Some(dev.board.name.clone()),
                     ref_name: refname,
                 };
-                match crate::ostree::sign::check_commit(repo, &d.commit, t, &binding) {
+                let signed = base_commit.as_deref().unwrap_or(&d.commit);
+                match crate::ostree::sign::check_commit(repo, signed, t, &binding) {
                     Ok(r) => Signature {
                         valid: r.valid,
                         key: r.key,
@@ -143,6 +159,10 @@ pub fn status(dev: &Device) -> Result<Status> {
                 .and_then(|i| i.lists.get(crate::sign::BOARDS_KEY).cloned())
                 .unwrap_or_default(),
             signature,
+            layering: crate::layer::Layering::from_origin(&d.origin_lists),
+            layered_packages: list("arbor.layered"),
+            hidden_packages: list("arbor.removed"),
+            base_commit,
         });
     }
     let boot_counting = match dev.board.boot_counting {
@@ -207,6 +227,15 @@ pub fn render_text(s: &Status) -> String {
             d.origin.as_deref().unwrap_or("(none)"),
             d.timestamp.map(|t| t.to_string()).unwrap_or_else(|| "(unknown)".into())
         ));
+        if let Some(b) = &d.base_commit {
+            out.push_str(&format!("    base commit: {b}\n"));
+        }
+        if !d.layering.is_empty() {
+            out.push_str(&format!("    layered: {}\n", d.layering.summary()));
+        }
+        if !d.layered_packages.is_empty() {
+            out.push_str(&format!("    layered packages: {}\n", d.layered_packages.join(" ")));
+        }
         if d.signature.valid {
             out.push_str(&format!(
                 "    signature: good, key {}\n",

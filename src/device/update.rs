@@ -59,6 +59,16 @@ pub struct Outcome {
     pub key: Option<String>,
     /// Bootloader files replaced.
     pub bootloader_files: Vec<String>,
+    /// The layered packages built onto the new commit (a layered deployment's upgrade).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layered: Option<crate::layer::build::Built>,
+}
+
+impl Outcome {
+    fn with_layered(mut self, layered: Option<crate::layer::build::Built>) -> Outcome {
+        self.layered = layered;
+        self
+    }
 }
 
 /// Where updates come from for the default deployment.
@@ -119,7 +129,13 @@ pub fn upgrade(dev: &Device, opts: &Options, on_report: &(dyn Fn(&Report) + Sync
     let target = head(&src, &trust)?;
     tracing::info!(commit = %target, url = %src.url, "the server's summary verified");
     let current = dev.current()?;
-    if target == current.commit || target == dev.default_deployment()?.commit {
+    let repo = dev.sysroot.repo();
+    let default = dev.default_deployment()?;
+    // A layered deployment is up to date when its base is the server's commit.
+    let same_layering = |d: &DeploymentInfo| d.origin_lists == default.origin_lists;
+    if (same_layering(&current) && target == crate::layer::base_of(repo, &current.commit)?)
+        || target == crate::layer::base_of(repo, &default.commit)?
+    {
         // A run killed after its boot files and before its cleanup ends here.
         dev.sysroot.cleanup()?;
         return Ok(outcome(dev, "no-update", &target, &src, None, None, vec![]));
@@ -226,13 +242,8 @@ pub fn upgrade_bundle(dev: &Device, file: &std::path::Path, opts: &Options) -> R
     let key = fetch_verified(dev, &src, &board.to, &trust, &current, opts)?;
     let boot_bytes = repo.boot_files_size(&board.to)?;
     check_space(&dev.sysroot.path().join("boot"), boot_bytes, "/boot")?;
-    dev.sysroot.deploy(&default.osname, &board.to, &origin)?;
-    crate::failpoint::hit("device::entries-written")?;
+    let (files, layered) = deploy_target(dev, &default.osname, &board.to, &origin)?;
     dev.sysroot.set_remote_ref(&src.remote, &src.refname, &board.to)?;
-    super::bootcount::arm(dev)?;
-    let files = super::bootfiles::render(dev)?;
-    crate::failpoint::hit("device::bootfiles-written")?;
-    dev.sysroot.cleanup()?;
     Ok(outcome(
         dev,
         "deployed",
@@ -240,8 +251,37 @@ pub fn upgrade_bundle(dev: &Device, file: &std::path::Path, opts: &Options) -> R
         &src,
         std::fs::metadata(file).ok().map(|m| m.len()),
         Some(key),
-        files.written,
-    ))
+        files,
+    )
+    .with_layered(layered))
+}
+
+/// Deploys the verified, pulled `target` in front: as it is, or with the
+/// default deployment's layered packages built onto it (recorded script runs
+/// replayed); then the trial, the bootloader files, cleanup. Returns the
+/// bootloader files written.
+fn deploy_target(
+    dev: &Device,
+    osname: &str,
+    target: &str,
+    refspec: &str,
+) -> Result<(Vec<String>, Option<crate::layer::build::Built>)> {
+    let layering = crate::layer::Layering::from_origin(&dev.default_deployment()?.origin_lists);
+    if !layering.is_empty() {
+        tracing::info!(layered = %layering.summary(), "layering onto the new base");
+        let o = crate::layer::relayer(dev, osname, target, refspec, &layering, &crate::layer::Options::default())?;
+        return Ok((o.bootloader_files, o.built));
+    }
+    dev.sysroot.deploy(osname, target, refspec)?;
+    crate::failpoint::hit("device::entries-written")?;
+    // Only now, with the new deployment and its entries complete: a trial.
+    super::bootcount::arm(dev)?;
+    tracing::info!("deployed; rendering the bootloader files");
+    let files = super::bootfiles::render(dev)?;
+    crate::failpoint::hit("device::bootfiles-written")?;
+    tracing::info!("cleaning up");
+    dev.sysroot.cleanup()?;
+    Ok((files.written, None))
 }
 
 /// `arbor rollback`: the second deployment in boot order becomes the first
@@ -312,7 +352,7 @@ pub fn cleanup(dev: &Device) -> Result<()> {
 /// (otherwise the verb's own cleanup at its end does it). Every mutating verb
 /// starts with it, under the lock, so a run killed between libostree's entry
 /// swap and arbor's files is finished by the next one.
-fn settle(dev: &Device) -> Result<super::bootfiles::Rendered> {
+pub(crate) fn settle(dev: &Device) -> Result<super::bootfiles::Rendered> {
     dev.sysroot.thaw_boot()?;
     let files = super::bootfiles::render(dev)?;
     if !files.written.is_empty() {
@@ -443,15 +483,7 @@ fn apply(
     check_space(&dev.sysroot.path().join("boot"), boot_bytes, "/boot")?;
     let osname = dev.default_deployment()?.osname;
     let refspec = format!("{}:{}", src.remote, src.refname);
-    dev.sysroot.deploy(&osname, target, &refspec)?;
-    crate::failpoint::hit("device::entries-written")?;
-    // Only now, with the new deployment and its entries complete: a trial.
-    super::bootcount::arm(dev)?;
-    tracing::info!("deployed; rendering the bootloader files");
-    let files = super::bootfiles::render(dev)?;
-    crate::failpoint::hit("device::bootfiles-written")?;
-    tracing::info!("cleaning up");
-    dev.sysroot.cleanup()?;
+    let (files, layered) = deploy_target(dev, &osname, target, &refspec)?;
     tracing::info!("done");
     Ok(outcome(
         dev,
@@ -460,8 +492,9 @@ fn apply(
         src,
         Some(transferred.bytes),
         Some(key),
-        files.written,
-    ))
+        files,
+    )
+    .with_layered(layered))
 }
 
 /// Refuses when the filesystem holding `dir` has less than `need` bytes free
@@ -534,6 +567,7 @@ fn outcome(
         .ok()
         .and_then(|i| i.metadata.get("version").cloned());
     Outcome {
+        layered: None,
         result,
         commit: commit.to_string(),
         version,

@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod commit;
+mod layered;
 pub mod publish;
 pub mod pull;
 pub mod repo;

@@ -119,6 +119,9 @@ pub enum Mode {
     BareUser,
     /// For serving over HTTP: compressed objects.
     Archive,
+    /// A device's sysroot repository: real owners (arbor writes into it only
+    /// when layering packages, as root).
+    Bare,
 }
 
 /// What a revision (ref or checksum) names.
@@ -180,10 +183,12 @@ impl Repo {
             let m = match mode {
                 Mode::BareUser => ::ostree::RepoMode::BareUser,
                 Mode::Archive => ::ostree::RepoMode::Archive,
+                Mode::Bare => ::ostree::RepoMode::Bare,
             };
             let what = match mode {
                 Mode::BareUser => "a bare-user",
                 Mode::Archive => "an archive",
+                Mode::Bare => "a bare",
             };
             ::ostree::Repo::new_for_path(path)
                 .create(m, gio::Cancellable::NONE)
@@ -221,6 +226,7 @@ impl Repo {
         Ok(match self.repo.mode() {
             ::ostree::RepoMode::Archive => Mode::Archive,
             ::ostree::RepoMode::BareUser => Mode::BareUser,
+            ::ostree::RepoMode::Bare => Mode::Bare,
             other => bail!(
                 "{} is a {other:?} repository; arbor composes into bare-user (building) or archive (serving) repositories",
                 self.path.display()

@@ -362,12 +362,34 @@ pub struct DeploymentInfo {
     pub bootcsum: String,
     /// The origin refspec (`remote:ref`), when the origin file has one.
     pub origin: Option<String>,
+    /// The origin's list keys of [`ORIGIN_GROUPS`] as `group.key` (package layering).
+    pub origin_lists: std::collections::BTreeMap<String, Vec<String>>,
     /// Pinned deployments are never removed by cleanup.
     pub pinned: bool,
     /// The running system booted this one.
     pub booted: bool,
     /// The deployment directory, relative to the sysroot.
     pub dir: PathBuf,
+}
+
+/// Origin groups whose string lists arbor keeps (rpm-ostree's names).
+pub const ORIGIN_GROUPS: [&str; 2] = ["packages", "overrides"];
+
+fn origin_lists(origin: Option<&glib::KeyFile>) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(o) = origin else { return out };
+    for group in ORIGIN_GROUPS {
+        let Ok(keys) = o.keys(group) else { continue };
+        for key in keys.iter() {
+            if let Ok(list) = o.string_list(group, key) {
+                let list: Vec<String> = list.iter().map(|s| s.to_string()).filter(|s| !s.is_empty()).collect();
+                if !list.is_empty() {
+                    out.insert(format!("{group}.{key}"), list);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// An existing, loaded OSTree sysroot (a device's root filesystem, running or
@@ -433,6 +455,7 @@ impl Sysroot {
                     .origin()
                     .and_then(|o| o.string("origin", "refspec").ok())
                     .map(|s| s.to_string()),
+                origin_lists: origin_lists(d.origin().as_ref()),
                 pinned: d.is_pinned(),
                 booted: booted.as_ref().is_some_and(|b| b.equal(d)),
                 dir: PathBuf::from(self.raw.deployment_dirpath(d).as_str()),
@@ -447,10 +470,28 @@ impl Sysroot {
     /// booted one leave the boot entries; their files stay until [`Sysroot::cleanup`],
     /// so a bootloader configuration written before that still finds them.
     pub fn deploy(&self, osname: &str, commit: &str, refspec: &str) -> Result<DeploymentInfo> {
+        self.deploy_with(osname, commit, refspec, &Default::default())
+    }
+
+    /// [`Sysroot::deploy`] with string lists added to the origin (`group.key`
+    /// → values; groups of [`ORIGIN_GROUPS`]): what is layered on the commit.
+    pub fn deploy_with(
+        &self,
+        osname: &str,
+        commit: &str,
+        refspec: &str,
+        lists: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<DeploymentInfo> {
         let cancel = gio::Cancellable::NONE;
         let shown = self.path.display();
         let merge = self.raw.merge_deployment(Some(osname));
         let origin = self.raw.origin_new_from_refspec(refspec);
+        for (k, values) in lists {
+            let (group, key) = k.split_once('.').with_context(|| format!("origin key {k} has no group"))?;
+            // GKeyFile's list syntax; package names and NEVRAs hold no `;`.
+            let joined: String = values.iter().map(|v| format!("{v};")).collect();
+            origin.set_value(group, key, &joined);
+        }
         // The merge deployment's kernel arguments, less the ostree= libostree adds
         // (an empty list would be taken as "no arguments", not "keep them").
         let kargs: Vec<String> = merge

@@ -125,6 +125,31 @@ pub fn read(path: &Path) -> Result<PackageScripts> {
     from_metadata(&m).with_context(ctx)
 }
 
+/// [`read`] for a header blob as the rpm database stores it (rpm's
+/// `headerExport`: no magic, the install-time tags after the immutable region).
+pub fn from_header_blob(blob: &[u8]) -> Result<PackageScripts> {
+    // Bounds-checked first: the `rpm` crate slices the data by the blob's
+    // offsets, and a database can be as damaged as any package.
+    super::blob::Blob::parse(blob.to_vec()).context("parsing the header blob")?;
+    // The `rpm` crate parses only whole packages: the blob goes behind a
+    // binary lead (`rpmlead.c`) and an empty signature header.
+    let mut pkg = Vec::with_capacity(96 + 16 + 8 + blob.len());
+    pkg.extend_from_slice(&[0xed, 0xab, 0xee, 0xdb, 3, 0]);
+    pkg.extend_from_slice(&0u16.to_be_bytes()); // type: binary
+    pkg.extend_from_slice(&1u16.to_be_bytes()); // archnum
+    pkg.extend_from_slice(&[0; 66]); // name
+    pkg.extend_from_slice(&1u16.to_be_bytes()); // osnum
+    pkg.extend_from_slice(&5u16.to_be_bytes()); // signature type: header-style
+    pkg.extend_from_slice(&[0; 16]); // reserved
+    let magic = super::blob::HEADER_MAGIC;
+    pkg.extend_from_slice(&magic);
+    pkg.extend_from_slice(&[0; 8]); // no entries, no data: no padding either
+    pkg.extend_from_slice(&magic);
+    pkg.extend_from_slice(blob);
+    let m = rpm::PackageMetadata::parse(&mut pkg.as_slice()).context("parsing the header blob")?;
+    from_metadata(&m)
+}
+
 /// [`read`] for a header already in memory.
 pub fn from_metadata(m: &rpm::PackageMetadata) -> Result<PackageScripts> {
     let (name, evr, nevra) = super::header::name_evr_nevra(m)?;
@@ -438,6 +463,22 @@ mod tests {
             !s.files.iter().any(|f| f.contains("demo.log")),
             "ghosts are not installed"
         );
+    }
+
+    #[test]
+    fn header_blobs_read_like_their_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = build(dir.path(), |b| {
+            b.post_install_script("echo post")
+                .trans_file_trigger_in("/usr/lib", None, "echo t");
+        });
+        let (_, main) = crate::rpm::blob::read_package(&path).unwrap();
+        assert_eq!(from_header_blob(main.bytes()).unwrap(), read(&path).unwrap());
+        // Damaged blobs are errors, not panics in the `rpm` crate.
+        let mut bad = main.bytes().to_vec();
+        bad[8 + 16 + 8..8 + 16 + 12].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(from_header_blob(&bad).is_err());
+        assert!(from_header_blob(&main.bytes()[..20]).is_err());
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct Options {
     /// Failures that do not fail the compose: `"NAME %KIND"` → reason (treefile
     /// `ignore-scriptlet-failures`).
     pub ignore: BTreeMap<String, String>,
+    /// Whether a failure's message suggests the treefile's ignore list (composes do).
+    pub treefile_hint: bool,
 }
 
 /// What ran.
@@ -40,42 +42,60 @@ pub fn run_steps(sb: &mut Sandbox, steps: &[Step], names: &BTreeMap<String, Stri
     let mut report = Report::default();
     let bar = crate::progress::Progress::bar(steps.len() as u64, "scriptlets");
     for step in steps {
-        let label = format!("{} {}", step.package, step.phase);
-        bar.message(&label);
-        let lua = step.script.is_lua();
-        let job = Job {
-            label: label.clone(),
-            program: if lua { Vec::new() } else { step.script.program.clone() },
-            script: step.script.body.clone(),
-            lua,
-            args: step.args.clone(),
-            stdin: step.stdin.clone(),
-            timeout_ms: opts.timeout.as_millis() as u64,
-        };
-        let outcome = sb.run(&job)?;
-        report.ran += 1;
-        report.lua += usize::from(lua);
-        report.millis += outcome.millis;
+        bar.message(&format!("{} {}", step.package, step.phase));
+        let done = run_step(sb, step, names, opts, &mut report);
         bar.inc();
-        tracing::debug!(script = %label, status = outcome.status, millis = outcome.millis, "scriptlet ran");
-        if outcome.status == 0 && !outcome.timed_out {
-            continue;
+        if done.is_err() {
+            bar.finish();
         }
-        let name = names.get(&step.package).map(String::as_str).unwrap_or(&step.package);
-        let key = format!("{name} {}", step.phase);
-        if let Some(reason) = opts.ignore.get(&key) {
-            tracing::warn!("{} (ignored: {reason})", failure(&label, &outcome, opts));
-            report.ignored.push(format!("{key}: {reason}"));
-            continue;
-        }
-        bar.finish();
-        bail!(
-            "{}\n(if this failure is harmless, list it in the treefile: ignore-scriptlet-failures: {{\"{key}\": \"<why>\"}})",
-            failure(&label, &outcome, opts)
-        );
+        done?;
     }
     bar.finish();
     Ok(report)
+}
+
+/// Runs one step and adds it to `report`; a failure the treefile does not
+/// ignore is an error naming the package, the script and its output.
+pub fn run_step(
+    sb: &mut Sandbox,
+    step: &Step,
+    names: &BTreeMap<String, String>,
+    opts: &Options,
+    report: &mut Report,
+) -> Result<()> {
+    let label = format!("{} {}", step.package, step.phase);
+    let lua = step.script.is_lua();
+    let job = Job {
+        label: label.clone(),
+        program: if lua { Vec::new() } else { step.script.program.clone() },
+        script: step.script.body.clone(),
+        lua,
+        args: step.args.clone(),
+        stdin: step.stdin.clone(),
+        timeout_ms: opts.timeout.as_millis() as u64,
+    };
+    let outcome = sb.run(&job)?;
+    report.ran += 1;
+    report.lua += usize::from(lua);
+    report.millis += outcome.millis;
+    tracing::debug!(script = %label, status = outcome.status, millis = outcome.millis, "scriptlet ran");
+    if outcome.status == 0 && !outcome.timed_out {
+        return Ok(());
+    }
+    let name = names.get(&step.package).map(String::as_str).unwrap_or(&step.package);
+    let key = format!("{name} {}", step.phase);
+    if let Some(reason) = opts.ignore.get(&key) {
+        tracing::warn!("{} (ignored: {reason})", failure(&label, &outcome, opts));
+        report.ignored.push(format!("{key}: {reason}"));
+        return Ok(());
+    }
+    if !opts.treefile_hint {
+        bail!("{}", failure(&label, &outcome, opts));
+    }
+    bail!(
+        "{}\n(if this failure is harmless, list it in the treefile: ignore-scriptlet-failures: {{\"{key}\": \"<why>\"}})",
+        failure(&label, &outcome, opts)
+    );
 }
 
 /// Runs the treefile's `postprocess` scripts, then its `postprocess-script`
@@ -120,7 +140,8 @@ pub fn run_postprocess(sb: &mut Sandbox, inline: &[String], file: Option<&Path>,
                     &outcome,
                     &Options {
                         timeout,
-                        ignore: BTreeMap::new()
+                        ignore: BTreeMap::new(),
+                        treefile_hint: false,
                     }
                 )
             );

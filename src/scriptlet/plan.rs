@@ -161,6 +161,81 @@ pub fn plan(pkgs: &[PackageScripts], cmp: impl Fn(&str, &str) -> Ordering) -> Ve
     p.steps
 }
 
+/// The scriptlet runs of installing `new` (transaction order) on top of
+/// `installed` (already in the rpmdb, install order), as rpm runs them for
+/// `rpm -i` of `new` into a root holding `installed`: the new packages' own
+/// scripts, the package and file triggers of installed packages that the new
+/// ones set off, and the new packages' triggers on what is installed. The
+/// installed packages' `%transfiletriggerin` see only the new packages' files
+/// (rpm's `runFileTriggers` before `runImmedFileTriggers`).
+pub fn plan_layered(
+    installed: &[PackageScripts],
+    new: &[PackageScripts],
+    cmp: impl Fn(&str, &str) -> Ordering,
+) -> Vec<Step> {
+    let pkgs: Vec<PackageScripts> = installed.iter().chain(new).cloned().collect();
+    let first_new = installed.len();
+    let fresh = first_new..pkgs.len();
+    let mut p = Planner {
+        pkgs: &pkgs,
+        cmp: &cmp,
+        db: (0..first_new).collect(),
+        steps: Vec::new(),
+    };
+    for (i, pkg) in pkgs.iter().enumerate().skip(first_new) {
+        if let Some(s) = &pkg.pretrans {
+            p.push(i, Phase::PreTrans, s, &[p.count(&pkg.name) + 1], None, None);
+        }
+    }
+    for i in fresh.clone() {
+        p.install(i);
+    }
+    for (i, pkg) in pkgs.iter().enumerate().skip(first_new) {
+        if let Some(s) = &pkg.posttrans {
+            p.push(i, Phase::PostTrans, s, &[p.count(&pkg.name)], None, None);
+        }
+    }
+    // Installed packages' transaction file triggers on the new files, by
+    // priority, then install order, then script index.
+    let mut found: Vec<(u32, usize, &FileTrigger)> = Vec::new();
+    for (o, pkg) in pkgs.iter().enumerate().take(first_new) {
+        found.extend(pkg.file_triggers.iter().filter(|t| t.transaction).map(|t| (t.priority, o, t)));
+    }
+    // A stable sort keeps the script order within a package.
+    found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, o, t) in found {
+        if t.kind != TriggerKind::In {
+            continue;
+        }
+        let mut paths = String::new();
+        let mut from: Vec<&str> = Vec::new();
+        for pfx in &t.prefixes {
+            for pkg in &pkgs[fresh.clone()] {
+                for f in pkg.files.iter().filter(|f| f.starts_with(pfx.as_str())) {
+                    paths.push_str(f);
+                    paths.push('\n');
+                    if !from.contains(&pkg.nevra.as_str()) {
+                        from.push(&pkg.nevra);
+                    }
+                }
+            }
+        }
+        if paths.is_empty() {
+            continue;
+        }
+        let arg1 = p.count(&pkgs[o].name);
+        let cause = Some(format!("files of {}", from.join(" ")));
+        p.push(o, Phase::TransFileTriggerIn, &t.script, &[arg1], Some(paths), cause);
+    }
+    for (i, pkg) in pkgs.iter().enumerate().skip(first_new) {
+        let arg1 = p.count(&pkg.name);
+        for (t, _) in p.own_file_triggers(i, true, None) {
+            p.run_file_trigger(i, t, Phase::TransFileTriggerIn, Match::Db, &[arg1]);
+        }
+    }
+    p.steps
+}
+
 /// Where a file trigger looks for matching files.
 #[derive(Clone, Copy)]
 enum Match {
@@ -508,6 +583,37 @@ mod tests {
         );
         assert!(got.iter().all(|s| s.stdin.is_none() && s.cause.is_none()));
         assert!(got[2].phase.critical() && !got[3].phase.critical());
+    }
+
+    #[test]
+    fn layering_runs_new_scripts_and_the_installed_triggers_they_set_off() {
+        let mut glibc = pkg("glibc", &["/usr/lib", "/usr/lib/libc.so.6"]);
+        glibc.post = Some(sh("base post, never again"));
+        glibc.file_triggers = vec![ftrigger(true, &["/usr/lib"], 1_000_000, "ldconfig")];
+        let mut watcher = pkg("watcher", &["/usr/share/w"]);
+        watcher.triggers = vec![trigger(TriggerKind::In, "lib", None, "saw lib")];
+        watcher.file_triggers = vec![ftrigger(false, &["/usr/share/doc"], 1_000_000, "docs")];
+        let mut lib = with_all("lib");
+        lib.files = vec!["/usr/lib/libx.so.1".into(), "/usr/share/doc/lib/README".into()];
+        let tool = pkg("tool", &["/usr/bin/tool"]);
+        let got = plan_layered(&[glibc.clone(), watcher], &[lib, tool.clone()], cmp);
+        assert_eq!(
+            brief(&got),
+            [
+                "lib %pretrans 1",
+                "lib %pre 1",
+                "watcher %filetriggerin 1 1",
+                "lib %post 1",
+                "watcher %triggerin 1 1",
+                "lib %posttrans 1",
+                "glibc %transfiletriggerin 1",
+            ]
+        );
+        let ldconfig = got.last().unwrap();
+        assert_eq!(ldconfig.stdin.as_deref(), Some("/usr/lib/libx.so.1\n"));
+        assert_eq!(ldconfig.cause.as_deref(), Some("files of lib-1.0-1.noarch"));
+        // Nothing new under a watched prefix: no trigger runs, and no base script reruns.
+        assert!(plan_layered(&[glibc], &[tool], cmp).is_empty());
     }
 
     #[test]

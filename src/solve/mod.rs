@@ -1,5 +1,8 @@
 //! libsolv, the solver dnf uses, kept behind one safe module. All unsafe FFI
-//! for libsolv lives here; callers see [`Pool`], [`Request`] and [`Solution`].
+//! for libsolv lives here and in its submodules; callers see [`Pool`],
+//! [`Request`] and [`Package`]. Repositories come from rpm-md metadata (here)
+//! or from rpm headers, installed or in local files (`installed`); a device's
+//! layering solve over an installed base is in `layer`.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,6 +14,12 @@ use libsolv_sys::ffi;
 use serde::Serialize;
 
 use crate::arch::Arch;
+
+mod installed;
+mod layer;
+
+pub use installed::INSTALLED_REPO;
+pub use layer::{LayerRequest, LayerSolution};
 
 // SAFETY: declared as in libsolv's evr.h and solv_xfopen.h, which libsolv-sys does not bind.
 unsafe extern "C" {
@@ -70,7 +79,9 @@ pub struct Package {
     pub arch: String,
     /// The repository it comes from.
     pub repo: String,
-    /// Path relative to the repository's base URL.
+    /// Path relative to the repository's base URL; for a package added by
+    /// [`Pool::add_local_rpms`], the file's path as given; empty for an
+    /// installed one.
     pub location: String,
     /// Checksum type from the metadata (`sha256`).
     pub checksum_type: String,
@@ -519,6 +530,17 @@ impl Pool {
                 let text = match text.strip_suffix(" is disabled") {
                     Some(p) => format!("{p} is excluded (exclude-packages or repo-packages)"),
                     None => text,
+                };
+                // libsolv says "conflicting requests" for every job; the layering
+                // jobs on one installed package can say which.
+                let text = match (kind, target as u32 & (ffi::SOLVER_JOBMASK | ffi::SOLVER_SELECTMASK)) {
+                    (ffi::SolverRuleinfo_SOLVER_RULE_JOB, how) if how == ffi::SOLVER_LOCK | ffi::SOLVER_SOLVABLE => {
+                        format!("installed package {} is kept as it is", self.package(dep).nevra())
+                    }
+                    (ffi::SolverRuleinfo_SOLVER_RULE_JOB, how) if how == ffi::SOLVER_ERASE | ffi::SOLVER_SOLVABLE => {
+                        format!("removing {} was requested", self.package(dep).nevra())
+                    }
+                    _ => text,
                 };
                 if !out.contains(&text) {
                     out.push(text);

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use self::include::shown;
 use self::layer::{Layer, Src};
-pub use self::repo::RepoConfig;
+pub use self::repo::{RepoConfig, enabled_repos};
 use self::repo::RepoDir;
 pub use self::vars::VarValue;
 use self::vars::{SubstError, Syntax, Vars};

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
 use super::include::{normalize, shown};
-use super::vars::{self, SubstError, Syntax, Vars};
+use super::vars::{self, SubstError, Syntax, VarValue, Vars};
 
 /// A repository from a `.repo` file, with variables substituted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -207,6 +207,41 @@ impl RawRepo {
             file: self.file.clone(),
         })
     }
+}
+
+/// The enabled repositories of `.repo` files given as (path shown in errors,
+/// text), as a device's /etc/yum.repos.d holds them: `$basearch` is `basearch`,
+/// `$releasever` (and its `_major`/`_minor`) `releasever` when given. An id
+/// defined twice is an error naming both files.
+pub fn enabled_repos(files: &[(PathBuf, String)], basearch: &str, releasever: Option<&str>) -> Result<Vec<RepoConfig>> {
+    let mut vars = Vars::new();
+    vars.insert("basearch".into(), VarValue::String(basearch.into()));
+    vars.insert("arch".into(), VarValue::String(basearch.into()));
+    if let Some(r) = releasever {
+        let (major, minor) = r.split_once('.').unwrap_or((r, ""));
+        vars.insert("releasever".into(), VarValue::String(r.into()));
+        vars.insert("releasever_major".into(), VarValue::String(major.into()));
+        vars.insert("releasever_minor".into(), VarValue::String(minor.into()));
+    }
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (file, text) in files {
+        for raw in parse_repo_text(file, text)? {
+            if let Some(other) = seen.insert(raw.id.clone(), file.clone()) {
+                bail!(
+                    "repo id `{}` is defined in both {} and {}",
+                    raw.id,
+                    shown(&other),
+                    shown(file)
+                );
+            }
+            let cfg = raw.resolve(&vars)?;
+            if cfg.enabled {
+                out.push(cfg);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Every repository defined by the `*.repo` files of one directory.

@@ -73,7 +73,7 @@ impl World {
 
 /// Copies of the shipped treefiles in `d/name`, the top one edited by `edit`,
 /// with a repo file pointing at the sample repository.
-fn treefiles(d: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+pub(crate) fn treefiles(d: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
     treefiles_with(d, name, |file, text| {
         if file == "sample-minimal.yaml" {
             edit(text)
@@ -109,7 +109,7 @@ fn treefiles_with(d: &Path, name: &str, edit: impl Fn(&str, String) -> String) -
 }
 
 /// Composes `treefile` into `d/repo` with the given commit time; the commit.
-fn compose(d: &Path, treefile: &Path, repo: &str, epoch: u64) -> String {
+pub(crate) fn compose(d: &Path, treefile: &Path, repo: &str, epoch: u64) -> String {
     compose_arch(d, treefile, repo, epoch, "aarch64")
 }
 
@@ -126,7 +126,7 @@ fn compose_arch(d: &Path, treefile: &Path, repo: &str, epoch: u64, arch: &str) -
     ok_json(&out)["commit"].as_str().unwrap().to_string()
 }
 
-fn sign_and_publish(d: &Path, repo: &str, key: &str, public: &str) {
+pub(crate) fn sign_and_publish(d: &Path, repo: &str, key: &str, public: &str) {
     run(arbor()
         .args(["sign", "--repo"])
         .arg(d.join(repo))

@@ -24,6 +24,7 @@ mod flash;
 mod hostile_rpms;
 mod image;
 mod initramfs;
+mod layer;
 mod package_conflicts;
 mod pkgcache;
 mod publish;

@@ -20,9 +20,15 @@ use super::repo::Repo;
 /// been ruled out by the caller: identical files are allowed, others fail.
 pub fn checkout_union(repo: &Repo, commits: &[String], dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    // libostree hardlinks a bare repository's objects only into a checkout
+    // that keeps their owners (a device's sysroot repository, as root).
+    let mode = match repo.mode()? {
+        super::Mode::Bare => ostree::RepoCheckoutMode::None,
+        _ => ostree::RepoCheckoutMode::User,
+    };
     for commit in commits {
         let opts = ostree::RepoCheckoutAtOptions {
-            mode: ostree::RepoCheckoutMode::User,
+            mode,
             overwrite_mode: ostree::RepoCheckoutOverwriteMode::UnionIdentical,
             no_copy_fallback: true,
             ..Default::default()
