@@ -27,6 +27,7 @@ pub const ALL: &[&str] = &[
     "device::fat-committed",
     "device::bootfiles-written",
     "device::marked-good",
+    "layer::built",
 ];
 
 /// Checks the failpoint `name`.

@@ -33,15 +33,25 @@ impl Repo {
             } else {
                 root.resolve_relative_path(dir)
             };
-            let Ok(children) = parent.enumerate_children(
-                "standard::name,standard::type",
-                gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
-                gio::Cancellable::NONE,
-            ) else {
+            // A commit without the directory has nothing under the prefix (and
+            // a RepoFile's enumerator would report its absence on every call).
+            if parent.query_file_type(gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS, gio::Cancellable::NONE)
+                != gio::FileType::Directory
+            {
                 continue;
-            };
+            }
+            let children = parent
+                .enumerate_children(
+                    "standard::name,standard::type",
+                    gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+                    gio::Cancellable::NONE,
+                )
+                .with_context(|| format!("{commit}: listing /{dir}"))?;
             let mut found = Vec::new();
-            for info in children.flatten() {
+            while let Some(info) = children
+                .next_file(gio::Cancellable::NONE)
+                .with_context(|| format!("{commit}: listing /{dir}"))?
+            {
                 let name = info.name().to_string_lossy().into_owned();
                 let hit = if whole_dir { name == stem } else { name.starts_with(stem) };
                 if hit {

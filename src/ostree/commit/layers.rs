@@ -115,6 +115,12 @@ pub fn commit_layers(
                 .with_context(|| format!("adding package commit {commit} to the tree"))?;
         }
         let sources = sources(&mtree, copied)?;
+        if commits.is_empty() {
+            // Nothing below the upper directory: the root's metadata is its own.
+            let md = std::fs::symlink_metadata(req.dir)
+                .with_context(|| format!("looking at {}", req.dir.display()))?;
+            mtree.set_metadata_checksum(&dir_meta(repo, req.dir, &md, "/", None)?);
+        }
         let mut applied = Applied::default();
         apply_upper(repo, &mtree, req.dir, "", &sources, &mut applied)?;
         let checksum = finish_commit(repo, &mtree, req)?;
