@@ -146,8 +146,16 @@ fn show(o: &Outcome, json: bool) -> Result<()> {
     if let Some(b) = &o.built {
         println!(
             "  added: {}; hidden: {}; scripts run: {}, reused: {}",
-            if b.added.is_empty() { "-".to_string() } else { b.added.join(" ") },
-            if b.removed.is_empty() { "-".to_string() } else { b.removed.join(" ") },
+            if b.added.is_empty() {
+                "-".to_string()
+            } else {
+                b.added.join(" ")
+            },
+            if b.removed.is_empty() {
+                "-".to_string()
+            } else {
+                b.removed.join(" ")
+            },
             b.scripts.ran.len(),
             b.scripts.reused.len()
         );

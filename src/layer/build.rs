@@ -86,18 +86,17 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
         .map(|nevra| opts.local_dir.join(format!("{nevra}.rpm")))
         .collect();
     let solution = super::resolve::resolve(&installed, layering, &local, opts)?;
-    let erased: Vec<&InstalledPackage> = installed
-        .iter()
-        .filter(|p| solution.erase.contains(&p.nevra))
-        .collect();
+    let erased: Vec<&InstalledPackage> = installed.iter().filter(|p| solution.erase.contains(&p.nevra)).collect();
     let kept: Vec<InstalledPackage> = installed
         .iter()
         .filter(|p| !solution.erase.contains(&p.nevra))
         .cloned()
         .collect();
     let files = solution.files;
-    let headers: Vec<crate::rpm::header::HeaderInfo> =
-        files.iter().map(|f| crate::rpm::header::read(f)).collect::<Result<_>>()?;
+    let headers: Vec<crate::rpm::header::HeaderInfo> = files
+        .iter()
+        .map(|f| crate::rpm::header::read(f))
+        .collect::<Result<_>>()?;
     check_conflicts(&base_tree, &kept, &headers)?;
 
     // Import and assemble.
@@ -143,8 +142,7 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
         .map(|f| crate::rpm::scripts::read(f))
         .collect::<Result<_>>()?;
     let base_scripts: Vec<crate::rpm::scripts::PackageScripts> = kept.iter().map(|p| p.scripts.clone()).collect();
-    let steps =
-        crate::scriptlet::plan::plan_layered(&base_scripts, &new_scripts, crate::rpm::vercmp::evrcmp);
+    let steps = crate::scriptlet::plan::plan_layered(&base_scripts, &new_scripts, crate::rpm::vercmp::evrcmp);
     let all: Vec<&crate::rpm::scripts::PackageScripts> = base_scripts.iter().chain(&new_scripts).collect();
     let prefixes = |step: &crate::scriptlet::plan::Step| -> Vec<String> {
         all.iter()
@@ -174,7 +172,8 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
     let scripts = memo::run_steps(&runner, &mut sb, &steps, &prefixes, &names, &exec_opts)
         .context("a script of the layered packages failed; nothing was deployed")?;
     crate::scriptlet::users::apply_tree(&root)?;
-    root.remove_file("etc").context("removing the /etc link of the scripts")?;
+    root.remove_file("etc")
+        .context("removing the /etc link of the scripts")?;
     crate::compose::postprocess::layered_var_to_tmpfiles(&root, "arbor-layered.conf", &mut pp)?;
     for f in &pp.dropped_var_files {
         tracing::warn!(path = %f, "dropping a regular file under /var (OSTree trees carry no /var content)");
@@ -237,7 +236,9 @@ fn read_rpmdb(tree: &crate::image::tree::Tree, cache_dir: &Path, base: &str) -> 
 /// Users and groups of the base tree, for the owners in package payloads.
 fn accounts(tree: &crate::image::tree::Tree) -> Result<crate::pkgcache::Users> {
     let read = |p: &str| -> Result<String> {
-        let bytes = tree.read(&format!("/{p}"), crate::input::CONFIG_CAP)?.unwrap_or_default();
+        let bytes = tree
+            .read(&format!("/{p}"), crate::input::CONFIG_CAP)?
+            .unwrap_or_default();
         String::from_utf8(bytes).with_context(|| format!("/{p} of the base tree is not UTF-8"))
     };
     crate::pkgcache::Users::from_passwd_group(&read("usr/etc/passwd")?, &read("usr/etc/group")?)

@@ -101,11 +101,7 @@ pub fn run_steps(
         bar.message(&label);
         let key = key(r, step, &prefixes(step), &before)?;
         let refname = format!("{REF_PREFIX}{key}");
-        let hit = if r.memoize {
-            r.repo.resolve_ref(&refname)?
-        } else {
-            None
-        };
+        let hit = if r.memoize { r.repo.resolve_ref(&refname)? } else { None };
         let replayed = match hit {
             Some(commit) => replay(r, &commit).with_context(|| format!("replaying the recorded run of {label}"))?,
             None => false,
@@ -237,10 +233,14 @@ fn lower_state(r: &Runner, path: &str) -> Result<String> {
         return Ok(if md.is_dir() {
             format!("dir {meta}")
         } else if md.is_symlink() {
-            let target = dir.read_link_contents(path).with_context(|| format!("reading /{path}"))?;
+            let target = dir
+                .read_link_contents(path)
+                .with_context(|| format!("reading /{path}"))?;
             format!("link {meta} {}", target.display())
         } else {
-            let mut f = dir.open(path).with_context(|| format!("opening /{path} in {}", layer.display()))?;
+            let mut f = dir
+                .open(path)
+                .with_context(|| format!("opening /{path} in {}", layer.display()))?;
             let mut h = Sha256::new();
             std::io::copy(&mut f, &mut h).with_context(|| format!("reading /{path}"))?;
             format!("file {meta} {}", hex::encode(h.finalize()))
@@ -329,7 +329,10 @@ fn stage(upper: &Path, staging: &Path, path: &str) -> Result<()> {
         } else if md.is_file() {
             std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
         } else {
-            anyhow::bail!("{}: a script made a special file; its run is not recorded", src.display());
+            anyhow::bail!(
+                "{}: a script made a special file; its run is not recorded",
+                src.display()
+            );
         }
         std::os::unix::fs::lchown(&dst, Some(md.uid()), Some(md.gid()))
             .with_context(|| format!("setting the owner of {}", dst.display()))?;
@@ -395,7 +398,9 @@ fn apply(src: &Dir, root: &Dir, rel: &str) -> Result<()> {
     names.sort();
     for name in names {
         let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-        let md = src.symlink_metadata(&path).with_context(|| format!("looking at /{path}"))?;
+        let md = src
+            .symlink_metadata(&path)
+            .with_context(|| format!("looking at /{path}"))?;
         use cap_std::fs::MetadataExt as _;
         let existing = root.symlink_metadata(&path).ok();
         if md.is_dir() {
@@ -412,11 +417,14 @@ fn apply(src: &Dir, root: &Dir, rel: &str) -> Result<()> {
                 remove(root, &path)?;
             }
             if md.is_symlink() {
-                let target = src.read_link_contents(&path).with_context(|| format!("reading /{path}"))?;
+                let target = src
+                    .read_link_contents(&path)
+                    .with_context(|| format!("reading /{path}"))?;
                 root.symlink_contents(target, &path)
                     .with_context(|| format!("creating /{path}"))?;
             } else {
-                src.copy(&path, root, &path).with_context(|| format!("writing /{path}"))?;
+                src.copy(&path, root, &path)
+                    .with_context(|| format!("writing /{path}"))?;
                 root.set_permissions(&path, md.permissions())
                     .with_context(|| format!("setting the mode of /{path}"))?;
             }

@@ -23,7 +23,12 @@ pub struct Solution {
 /// The local RPMs' pool name (dnf's).
 const LOCAL: &str = "@commandline";
 
-pub fn resolve(installed: &[InstalledPackage], layering: &Layering, local: &[PathBuf], opts: &Options) -> Result<Solution> {
+pub fn resolve(
+    installed: &[InstalledPackage],
+    layering: &Layering,
+    local: &[PathBuf],
+    opts: &Options,
+) -> Result<Solution> {
     for f in local {
         if !f.is_file() {
             bail!(
@@ -60,7 +65,9 @@ pub fn resolve(installed: &[InstalledPackage], layering: &Layering, local: &[Pat
     }
     let blobs: Vec<crate::rpm::blob::Blob> = installed
         .iter()
-        .map(|p| crate::rpm::blob::Blob::parse(p.blob.clone()).with_context(|| format!("installed package {}", p.nevra)))
+        .map(|p| {
+            crate::rpm::blob::Blob::parse(p.blob.clone()).with_context(|| format!("installed package {}", p.nevra))
+        })
         .collect::<Result<_>>()?;
     pool.add_installed(&blobs)?;
     if !local.is_empty() {
@@ -85,8 +92,7 @@ pub fn resolve(installed: &[InstalledPackage], layering: &Layering, local: &[Pat
             recommends: false,
         })
         .context("resolving the layered packages against the base")?;
-    let from_repos: Vec<crate::solve::Package> =
-        solution.install.iter().filter(|p| p.repo != LOCAL).cloned().collect();
+    let from_repos: Vec<crate::solve::Package> = solution.install.iter().filter(|p| p.repo != LOCAL).cloned().collect();
     let configs: Vec<&crate::treefile::RepoConfig> = opts.repos.iter().collect();
     let downloaded = crate::compose::resolve::download_packages(
         &from_repos,

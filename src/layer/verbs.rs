@@ -131,7 +131,8 @@ pub fn relayer(
     let commit = built.as_ref().map_or(base, |b| b.commit.as_str()).to_string();
     repo.set_ref(&format!("{BASE_REF_PREFIX}{base}"), Some(base))?;
     crate::failpoint::hit("layer::built")?;
-    dev.sysroot.deploy_with(osname, &commit, refspec, &layering.to_origin())?;
+    dev.sysroot
+        .deploy_with(osname, &commit, refspec, &layering.to_origin())?;
     crate::failpoint::hit("device::entries-written")?;
     crate::device::bootcount::arm(dev)?;
     let files = crate::device::bootfiles::render(dev)?;
@@ -216,7 +217,12 @@ fn changed(dev: &Device, now: &Layering, change: &Change) -> Result<Layering> {
                         if now.packages.is_empty() && now.local.is_empty() {
                             "nothing".to_string()
                         } else {
-                            now.packages.iter().chain(&now.local).cloned().collect::<Vec<_>>().join(", ")
+                            now.packages
+                                .iter()
+                                .chain(&now.local)
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         }
                     );
                 }
@@ -281,7 +287,12 @@ fn prune(dev: &Device) -> Result<()> {
     let mut locals = std::collections::BTreeSet::new();
     for d in dev.sysroot.deployments() {
         let info = repo.commit_info(&d.commit)?;
-        bases.insert(info.metadata.get("arbor.base-commit").cloned().unwrap_or(d.commit.clone()));
+        bases.insert(
+            info.metadata
+                .get("arbor.base-commit")
+                .cloned()
+                .unwrap_or(d.commit.clone()),
+        );
         keys.extend(info.lists.get("arbor.memo-keys").cloned().unwrap_or_default());
         let l = Layering::from_origin(&d.origin_lists);
         locals.extend(l.local.into_iter().chain(l.replace));

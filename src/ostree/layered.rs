@@ -53,7 +53,11 @@ impl Repo {
                 .with_context(|| format!("{commit}: listing /{dir}"))?
             {
                 let name = info.name().to_string_lossy().into_owned();
-                let hit = if whole_dir { name == stem } else { name.starts_with(stem) };
+                let hit = if whole_dir {
+                    name == stem
+                } else {
+                    name.starts_with(stem)
+                };
                 if hit {
                     found.push(name);
                 }

@@ -199,7 +199,12 @@ pub fn plan_layered(
     // priority, then install order, then script index.
     let mut found: Vec<(u32, usize, &FileTrigger)> = Vec::new();
     for (o, pkg) in pkgs.iter().enumerate().take(first_new) {
-        found.extend(pkg.file_triggers.iter().filter(|t| t.transaction).map(|t| (t.priority, o, t)));
+        found.extend(
+            pkg.file_triggers
+                .iter()
+                .filter(|t| t.transaction)
+                .map(|t| (t.priority, o, t)),
+        );
     }
     // A stable sort keeps the script order within a package.
     found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));

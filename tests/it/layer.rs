@@ -41,10 +41,16 @@ fn world() -> &'static World {
             // An unrelated change: a data file under /usr/share.
             treefiles(d, "tf2", |t| base(t).replace(LAST, &format!("{LAST}  - wallpaper\n"))),
             // A change under the ldconfig trigger's /usr/lib.
-            treefiles(d, "tf3", |t| base(t).replace(LAST, &format!("{LAST}  - wallpaper libnoise\n"))),
+            treefiles(d, "tf3", |t| {
+                base(t).replace(LAST, &format!("{LAST}  - wallpaper libnoise\n"))
+            }),
         ];
         for t in &tf[1..] {
-            assert!(std::fs::read_to_string(t).unwrap().contains("  - wallpaper"), "{}", t.display());
+            assert!(
+                std::fs::read_to_string(t).unwrap().contains("  - wallpaper"),
+                "{}",
+                t.display()
+            );
         }
         for t in &tf {
             let repo = t.parent().unwrap().join("sample.repo");
@@ -62,7 +68,11 @@ fn world() -> &'static World {
             .arg(d.join("v1.img"))
             .args(["--remote", &server.url, "--keys"])
             .arg(d.join("key.pub")));
-        World { dir, _server: server, tf }
+        World {
+            dir,
+            _server: server,
+            tf,
+        }
     })
 }
 
@@ -83,9 +93,13 @@ fn extra_repo(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let build = |name: &str, version: &str, f: &dyn Fn(&mut PackageBuilder)| {
         let mut b = PackageBuilder::new(name, version, "MIT", "noarch", name);
-        b.release("1").using_config(rpm::BuildConfig::v4().source_date(1_700_000_000u32));
+        b.release("1")
+            .using_config(rpm::BuildConfig::v4().source_date(1_700_000_000u32));
         f(&mut b);
-        b.build().unwrap().write_file(dir.join(format!("{name}-{version}.rpm"))).unwrap();
+        b.build()
+            .unwrap()
+            .write_file(dir.join(format!("{name}-{version}.rpm")))
+            .unwrap();
     };
     build("hello-post", "1.0", &|b| {
         b.requires(rpm::Dependency::any("/bin/sh"))
@@ -105,8 +119,11 @@ fn extra_repo(dir: &Path) {
             .unwrap();
     });
     build("clashing", "1.0", &|b| {
-        b.with_file_contents("#!/bin/sh\necho clash\n", FileOptions::new("/usr/bin/hello").mode(FileMode::regular(0o755)))
-            .unwrap();
+        b.with_file_contents(
+            "#!/bin/sh\necho clash\n",
+            FileOptions::new("/usr/bin/hello").mode(FileMode::regular(0o755)),
+        )
+        .unwrap();
     });
     build("failing-post", "1.0", &|b| {
         b.requires(rpm::Dependency::any("/bin/sh"))
@@ -117,7 +134,8 @@ fn extra_repo(dir: &Path) {
     let local = dir.parent().unwrap().join("local");
     std::fs::create_dir_all(&local).unwrap();
     let mut b = PackageBuilder::new("hello", "9.9", "MIT", "noarch", "hello, replaced");
-    b.release("1").using_config(rpm::BuildConfig::v4().source_date(1_700_000_000u32));
+    b.release("1")
+        .using_config(rpm::BuildConfig::v4().source_date(1_700_000_000u32));
     b.with_file_contents(
         "#!/bin/sh\necho replaced hello\n",
         FileOptions::new("/usr/bin/hello").mode(FileMode::regular(0o755)),
@@ -135,7 +153,11 @@ fn fresh(name: &str) -> (PathBuf, Mounted) {
         .arg("--sparse=always")
         .arg(w.dir.path().join("v1.img"))
         .arg(&img));
-    std::fs::copy(w.dir.path().join("v1.img.json"), w.dir.path().join(format!("{name}.img.json"))).unwrap();
+    std::fs::copy(
+        w.dir.path().join("v1.img.json"),
+        w.dir.path().join(format!("{name}.img.json")),
+    )
+    .unwrap();
     let m = Mounted::new(&img);
     write_repos(&m);
     (img, m)
@@ -211,6 +233,14 @@ fn content(m: &Mounted, c: &str) -> String {
     format!("{}{}", f[4], f[5])
 }
 
+/// `arbor upgrade --json`'s result line (after its progress lines), asserting success.
+fn upgrade(m: &Mounted) -> serde_json::Value {
+    let out = device(&["upgrade", "--json"], m, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().rev().find(|l| l.contains("\"event\":\"result\"")).unwrap()).unwrap()
+}
+
 const PACKAGES: [&str; 3] = ["hello-post", "ncurses-libs", "strace"];
 
 #[test]
@@ -229,7 +259,10 @@ fn layered_packages_run_their_scripts_boot_and_come_back_with_every_upgrade() {
     let o = layer(&m, &["install"], &PACKAGES);
     assert_eq!(o["result"], "deployed", "{o:#}");
     let b = &o["built"];
-    let added: Vec<String> = strings(&b["added"]).iter().map(|n| n.rsplitn(3, '-').nth(2).unwrap().to_string()).collect();
+    let added: Vec<String> = strings(&b["added"])
+        .iter()
+        .map(|n| n.rsplitn(3, '-').nth(2).unwrap().to_string())
+        .collect();
     for p in PACKAGES {
         assert!(added.contains(&p.to_string()), "{p} not added: {added:?}");
     }
@@ -241,10 +274,16 @@ fn layered_packages_run_their_scripts_boot_and_come_back_with_every_upgrade() {
     let layered = o["commit"].as_str().unwrap().to_string();
     let dir = default_dir(&m);
     assert!(dir.ends_with(format!("{layered}.0")));
-    assert_eq!(std::fs::read_to_string(dir.join("etc/hello-post.marker")).unwrap(), "post 1\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("etc/hello-post.marker")).unwrap(),
+        "post 1\n"
+    );
     assert!(dir.join("usr/bin/strace").is_file());
     let cache = std::fs::read(dir.join("usr/etc/ld.so.cache")).unwrap();
-    assert!(cache.windows(13).any(|x| x == b"libtinfo.so.6"), "ldconfig did not run for the layered library");
+    assert!(
+        cache.windows(13).any(|x| x == b"libtinfo.so.6"),
+        "ldconfig did not run for the layered library"
+    );
     let qa = rpm_qa(&dir);
     for p in ["hello-post", "strace", "ncurses-libs", "glibc", "busybox"] {
         assert!(qa.contains(&p.to_string()), "rpm -qa lacks {p}: {qa:?}");
@@ -256,12 +295,23 @@ fn layered_packages_run_their_scripts_boot_and_come_back_with_every_upgrade() {
     assert_eq!(top["signature"]["valid"], true, "the base's signature counts: {top:#}");
 
     // Errors: nothing is deployed.
-    let count = |m: &Mounted| ok_json(&device(&["status", "--json"], m, &[]))["deployments"].as_array().unwrap().len();
+    let count = |m: &Mounted| {
+        ok_json(&device(&["status", "--json"], m, &[]))["deployments"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
     let before = count(&m);
     for (args, says) in [
         (vec!["no-such-package"], "no-such-package"),
-        (vec!["clashing"], "/usr/bin/hello from clashing-1.0-1.noarch conflicts with the file from base package hello"),
-        (vec!["failing-post"], "failing-post-1.0-1.noarch %post failed with exit status 3"),
+        (
+            vec!["clashing"],
+            "/usr/bin/hello from clashing-1.0-1.noarch conflicts with the file from base package hello",
+        ),
+        (
+            vec!["failing-post"],
+            "failing-post-1.0-1.noarch %post failed with exit status 3",
+        ),
     ] {
         let out = device(&["install"], &m, &args);
         let e = common::err(&out);
@@ -279,14 +329,17 @@ fn layered_packages_run_their_scripts_boot_and_come_back_with_every_upgrade() {
         .args(["--expect-commit", &layered, "--log"])
         .arg(&log));
     let console = std::fs::read_to_string(&log).unwrap();
-    let line = console.lines().find(|l| l.starts_with("layered-ok:")).unwrap_or_else(|| panic!("{console}"));
+    let line = console
+        .lines()
+        .find(|l| l.starts_with("layered-ok:"))
+        .unwrap_or_else(|| panic!("{console}"));
     assert!(line.starts_with("layered-ok: post 1 strace -- version "), "{line}");
     let m = Mounted::new(&img);
 
     // A base upgrade that changes an unrelated package: every recorded run is reused.
     let base2 = compose(d, &w.tf[1], "repo", EPOCH + 86_400);
     sign_and_publish(d, "repo", "key", "pub");
-    let o = ok_json(&device(&["upgrade", "--json"], &m, &[]));
+    let o = upgrade(&m);
     let b = &o["layered"];
     assert_eq!(b["base"], base2.as_str(), "{o:#}");
     assert!(scripts(b, "ran").is_empty(), "{b:#}");
@@ -298,7 +351,7 @@ fn layered_packages_run_their_scripts_boot_and_come_back_with_every_upgrade() {
     // A base upgrade under /usr/lib: the ldconfig trigger runs again, the %post is reused.
     let base3 = compose(d, &w.tf[2], "repo", EPOCH + 2 * 86_400);
     sign_and_publish(d, "repo", "key", "pub");
-    let o = ok_json(&device(&["upgrade", "--json"], &m, &[]));
+    let o = upgrade(&m);
     let b = &o["layered"];
     assert_eq!(b["base"], base3.as_str());
     assert_eq!(scripts(b, "ran"), ["glibc %transfiletriggerin"], "{b:#}");
@@ -315,7 +368,11 @@ fn layered_packages_run_their_scripts_boot_and_come_back_with_every_upgrade() {
         write_repos(&m2);
         let o = layer(&m2, &["install"], &[&PACKAGES[..], &["--no-memo"]].concat());
         assert!(scripts(&o["built"], "reused").is_empty());
-        assert_eq!(o["content"].as_str().unwrap(), memoized, "memoized and full runs differ on {base}");
+        assert_eq!(
+            o["content"].as_str().unwrap(),
+            memoized,
+            "memoized and full runs differ on {base}"
+        );
         let o = layer(&m2, &["uninstall"], &PACKAGES);
         assert_eq!(o["commit"], base.as_str());
     }
@@ -336,11 +393,19 @@ fn layered_packages_run_their_scripts_boot_and_come_back_with_every_upgrade() {
     layer(&m, &["override", "reset"], &[]);
     let o = layer(&m, &["override", "replace"], &[local.to_str().unwrap()]);
     let dir = default_dir(&m);
-    assert_eq!(std::fs::read_to_string(dir.join("usr/bin/hello")).unwrap(), "#!/bin/sh\necho replaced hello\n", "{o:#}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("usr/bin/hello")).unwrap(),
+        "#!/bin/sh\necho replaced hello\n",
+        "{o:#}"
+    );
     let v = run(common::rpm(&dir.join("usr/lib/sysimage/rpm")).args(["-q", "--qf", "%{VERSION}", "hello"]));
     assert_eq!(v, "9.9");
     let o = layer(&m, &["override", "reset"], &[]);
     assert_eq!(o["commit"], base3.as_str());
-    assert!(std::fs::read_to_string(default_dir(&m).join("usr/bin/hello")).unwrap() != "#!/bin/sh\necho replaced hello\n");
-    run(Command::new("ostree").args(["fsck", "--repo"]).arg(m.top.join("ostree/repo")));
+    assert!(
+        std::fs::read_to_string(default_dir(&m).join("usr/bin/hello")).unwrap() != "#!/bin/sh\necho replaced hello\n"
+    );
+    run(Command::new("ostree")
+        .args(["fsck", "--repo"])
+        .arg(m.top.join("ostree/repo")));
 }

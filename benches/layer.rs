@@ -1,0 +1,200 @@
+//! `make bench`: package layering on a real qemu-virt-aarch64 image's mounted
+//! sysroot (the aarch64 scripts under qemu-user, as on a build host).
+//!
+//! Prints (1) `arbor install ncurses-libs strace` against composing the base
+//! plus those packages from scratch (`arbor compose tree`, fresh cache), goal
+//! <= 0.1x; (2) the same layering again with its recorded script runs replayed
+//! against `--no-memo` (every script rerun: rpm-ostree's way, the same code).
+//! Needs root (loop devices and mounts); prints why and exits otherwise.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+const REF: &str = "arbor/aarch64/sample-minimal";
+const LAYERED: [&str; 2] = ["ncurses-libs", "strace"];
+
+fn arbor() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_arbor"));
+    c.env("ARBOR_NO_PROGRESS", "1");
+    c
+}
+
+fn run(c: &mut Command) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("starting {c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Treefiles copied to `d/name` (no bash, so ncurses-libs is not in the base), edited by `edit`.
+fn treefiles(d: &Path, name: &str, sample: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = d.join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(root.join("treefiles")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let mut text = std::fs::read_to_string(&p).unwrap();
+            if p.ends_with("sample-minimal.yaml") {
+                text = edit(text.replace("filesystem setup bash glibc", "filesystem setup glibc busybox-sh"));
+            }
+            std::fs::write(out.join(p.file_name().unwrap()), text).unwrap();
+        }
+    }
+    std::fs::write(out.join("sample.repo"), repo_file(sample)).unwrap();
+    out.join("sample-minimal.yaml")
+}
+
+fn repo_file(sample: &Path) -> String {
+    format!(
+        "[arbor-sample]\nname=s\nbaseurl=file://{}/\ngpgcheck=0\n",
+        sample.display()
+    )
+}
+
+fn compose(d: &Path, tf: &Path, repo: &str, cache: &str) -> f64 {
+    let t0 = Instant::now();
+    run(arbor()
+        .env("SOURCE_DATE_EPOCH", "1704067200")
+        .args(["compose", "tree", "--arch", "aarch64", "--repo"])
+        .arg(d.join(repo))
+        .arg("--cache-dir")
+        .arg(d.join(cache))
+        .arg(tf));
+    t0.elapsed().as_secs_f64()
+}
+
+/// The root and boot partitions of `image`, mounted at `top` and `top/boot`.
+struct Mounted {
+    mounts: Vec<PathBuf>,
+    loops: Vec<String>,
+}
+
+impl Mounted {
+    fn new(image: &Path, top: &Path) -> Mounted {
+        std::fs::create_dir_all(top).unwrap();
+        let table: serde_json::Value = serde_json::from_str(&run(Command::new("sfdisk").arg("-J").arg(image))).unwrap();
+        let mut m = Mounted {
+            mounts: Vec::new(),
+            loops: Vec::new(),
+        };
+        let mut parts = Vec::new();
+        for p in table["partitiontable"]["partitions"].as_array().unwrap() {
+            let (start, size) = (p["start"].as_u64().unwrap() * 512, p["size"].as_u64().unwrap() * 512);
+            let dev = run(Command::new("losetup")
+                .args([
+                    "-f",
+                    "--show",
+                    "-o",
+                    &start.to_string(),
+                    "--sizelimit",
+                    &size.to_string(),
+                ])
+                .arg(image))
+            .trim()
+            .to_string();
+            m.loops.push(dev.clone());
+            let label = run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value", &dev]));
+            parts.push((label.trim().to_string(), dev));
+        }
+        for (label, at) in [("root", top.to_path_buf()), ("boot", top.join("boot"))] {
+            let dev = &parts.iter().find(|(l, _)| l == label).unwrap().1;
+            run(Command::new("mount").arg(dev).arg(&at));
+            m.mounts.push(at);
+        }
+        m
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        for t in self.mounts.iter().rev() {
+            let _ = Command::new("umount").arg(t).status();
+        }
+        for l in &self.loops {
+            let _ = Command::new("losetup").arg("-d").arg(l).status();
+        }
+    }
+}
+
+/// Runs a layering verb; returns its seconds and JSON result.
+fn layer(top: &Path, verb: &[&str], extra: &[&str]) -> (f64, serde_json::Value) {
+    let t0 = Instant::now();
+    let out = run(arbor().args(verb).arg("--sysroot").arg(top).args(extra).arg("--json"));
+    (t0.elapsed().as_secs_f64(), serde_json::from_str(&out).unwrap())
+}
+
+/// The default deployment's /etc/yum.repos.d gets the sample repository.
+fn write_repos(top: &Path, sample: &Path) {
+    let s: serde_json::Value =
+        serde_json::from_str(&run(arbor().args(["status", "--json", "--sysroot"]).arg(top))).unwrap();
+    let d = &s["deployments"][0];
+    let dir = top.join(format!(
+        "ostree/deploy/{}/deploy/{}.{}/etc/yum.repos.d",
+        d["osname"].as_str().unwrap(),
+        d["commit"].as_str().unwrap(),
+        d["serial"]
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("sample.repo"), repo_file(sample)).unwrap();
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("layer: skipped: needs root (loop devices and mounts for the image's partitions)");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sample = arbor_sample_repo::ensure(&arbor_sample_repo::Options::for_source_tree(root)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let tf1 = treefiles(d, "tf1", &sample.out, |t| t);
+    let tf2 = treefiles(d, "tf2", &sample.out, |t| {
+        t.replace("  - busybox\n", &format!("  - busybox {}\n", LAYERED.join(" ")))
+    });
+    run(arbor().arg("keygen").arg("-o").arg(d.join("key")));
+    compose(d, &tf1, "repo", "cache");
+    run(arbor()
+        .args(["image", "--ref", REF, "--board", "qemu-virt-aarch64", "--repo"])
+        .arg(d.join("repo"))
+        .arg("-o")
+        .arg(d.join("v1.img"))
+        .args(["--remote", "file:///nonexistent", "--keys"])
+        .arg(d.join("key.pub")));
+
+    // The reference: the base plus the packages, composed from scratch.
+    let scratch = compose(d, &tf2, "scratch-repo", "scratch-cache");
+
+    let top = d.join("sysroot");
+    let _m = Mounted::new(&d.join("v1.img"), &top);
+    write_repos(&top, &sample.out);
+    let (first, o) = layer(&top, &["install"], &LAYERED);
+    let ran = o["built"]["scripts"]["ran"].as_array().map_or(0, Vec::len);
+    layer(&top, &["uninstall"], &LAYERED);
+    let (memo, o) = layer(&top, &["install"], &LAYERED);
+    let reused = o["built"]["scripts"]["reused"].as_array().map_or(0, Vec::len);
+    let memo_content = o["content"].as_str().unwrap().to_string();
+    layer(&top, &["uninstall"], &LAYERED);
+    let (full, o) = layer(&top, &["install", "--no-memo"], &LAYERED);
+    assert_eq!(
+        o["content"].as_str().unwrap(),
+        memo_content,
+        "memoized and full layerings differ"
+    );
+
+    println!(
+        "layering {} onto the sample tree (qemu-virt-aarch64 image, aarch64 scripts under qemu-user):\n\
+         \x20 first install {first:.2} s ({ran} scripts run) vs compose of base + packages from scratch {scratch:.2} s: {:.3}x (goal <= 0.1x)\n\
+         \x20 again, recorded runs replayed ({reused} reused) {memo:.2} s vs every script rerun (--no-memo, rpm-ostree's way) {full:.2} s: {:.2}x",
+        LAYERED.join(" + "),
+        first / scratch.max(1e-9),
+        memo / full.max(1e-9)
+    );
+}
