@@ -126,8 +126,12 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
     let root = Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority())
         .with_context(|| format!("opening the assembled tree at {}", rootfs.display()))?;
     let mut pp = crate::compose::postprocess::Report::for_upper(&upper);
+    // The hidden packages' files, less those a new package ships (a replacement's).
+    let shipped: std::collections::BTreeSet<String> =
+        headers.iter().flat_map(|h| h.files.iter().map(|f| tree_path(&f.path))).collect();
+    let mut hidden = Vec::new();
     for p in &erased {
-        hide(&root, p)?;
+        hidden.extend(hide(&root, p, &shipped)?);
     }
     if root.is_dir("etc") {
         crate::compose::postprocess::merge_tree(&root, "etc", "usr/etc", &mut pp)?;
@@ -144,18 +148,35 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
     let base_scripts: Vec<crate::rpm::scripts::PackageScripts> = kept.iter().map(|p| p.scripts.clone()).collect();
     let steps = crate::scriptlet::plan::plan_layered(&base_scripts, &new_scripts, crate::rpm::vercmp::evrcmp);
     let all: Vec<&crate::rpm::scripts::PackageScripts> = base_scripts.iter().chain(&new_scripts).collect();
-    let prefixes = |step: &crate::scriptlet::plan::Step| -> Vec<String> {
-        all.iter()
+    // A file trigger's domain, as rpm sees it: the packages with files under
+    // its prefixes, each by its header's SHA-256 (the immutable part: install
+    // times differ between bases) or its package commit.
+    let identities: Vec<(String, &[String])> = kept
+        .iter()
+        .map(|p| (header_identity(p), p.files.as_slice()))
+        .chain(new_scripts.iter().zip(&imported).map(|(p, i)| (i.commit.clone(), p.files.as_slice())))
+        .collect();
+    let inputs = |step: &crate::scriptlet::plan::Step| -> Vec<String> {
+        let prefixes: Vec<&String> = all
+            .iter()
             .filter(|p| p.nevra == step.package)
             .flat_map(|p| p.file_triggers.iter())
             .filter(|t| t.script == step.script)
-            .flat_map(|t| t.prefixes.iter().cloned())
-            .collect()
+            .flat_map(|t| t.prefixes.iter())
+            .collect();
+        let mut lines = Vec::new();
+        for pfx in prefixes {
+            for (id, files) in &identities {
+                if files.iter().any(|f| f.starts_with(pfx.as_str())) {
+                    lines.push(format!("{pfx}\t{id}"));
+                }
+            }
+        }
+        lines
     };
     let names: BTreeMap<String, String> = all.iter().map(|p| (p.nevra.clone(), p.name.clone())).collect();
     let runner = memo::Runner {
         repo,
-        commits: &commits,
         layers: &layers,
         upper: &upper,
         root: &root,
@@ -169,7 +190,7 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
         ignore: BTreeMap::new(),
         treefile_hint: false,
     };
-    let scripts = memo::run_steps(&runner, &mut sb, &steps, &prefixes, &names, &exec_opts)
+    let scripts = memo::run_steps(&runner, &mut sb, &steps, &inputs, &names, &exec_opts)
         .context("a script of the layered packages failed; nothing was deployed")?;
     crate::scriptlet::users::apply_tree(&root)?;
     root.remove_file("etc")
@@ -192,9 +213,10 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
     let added: Vec<String> = headers.iter().map(|h| h.nevra.clone()).collect();
     let removed: Vec<String> = erased.iter().map(|p| p.nevra.clone()).collect();
     let metadata = metadata(&base_info, base, layering, &added, &removed, &scripts.keys);
-    let (commit, _) = crate::ostree::commit::layers::commit_layers(
+    let (commit, _) = crate::ostree::commit::layers::commit_layers_hiding(
         repo,
         &commits,
+        &hidden,
         &pp.copied,
         &ocommit::CommitRequest {
             dir: &upper,
@@ -231,6 +253,15 @@ fn read_rpmdb(tree: &crate::image::tree::Tree, cache_dir: &Path, base: &str) -> 
         .with_context(|| format!("creating a temporary file in {}", cache_dir.display()))?;
     std::fs::write(tmp.path(), &bytes).with_context(|| format!("writing {}", tmp.path().display()))?;
     rpmdb::read_installed(tmp.path()).with_context(|| format!("reading the rpm database of base commit {base}"))
+}
+
+/// An installed package's identity: its `SHA256HEADER` (the digest of its
+/// immutable header, as the package was built), else its NEVRA.
+fn header_identity(p: &InstalledPackage) -> String {
+    crate::rpm::blob::Blob::parse(p.blob.clone())
+        .ok()
+        .and_then(|b| b.string(crate::rpm::blob::tag::SHA256HEADER))
+        .map_or_else(|| p.nevra.clone(), |d| format!("{} {d}", p.nevra))
 }
 
 /// Users and groups of the base tree, for the owners in package payloads.
@@ -295,22 +326,23 @@ fn check_conflicts(
     Ok(())
 }
 
-/// Removes a hidden base package's files (not directories) from the tree.
-fn hide(root: &Dir, p: &InstalledPackage) -> Result<()> {
+/// Removes a hidden base package's files (not directories) from the tree,
+/// except those in `shipped` (a new package's); returns the paths removed.
+fn hide(root: &Dir, p: &InstalledPackage, shipped: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
     let mut paths: Vec<String> = p.files.iter().map(|f| tree_path(f)).collect();
     paths.sort();
+    let mut removed = Vec::new();
     for path in paths.iter().rev() {
         if path.starts_with("var/") {
             continue;
         }
-        match root.symlink_metadata(path) {
-            Ok(m) if !m.is_dir() => root
-                .remove_file(path)
-                .with_context(|| format!("hiding /{path} of {}", p.nevra))?,
-            _ => {}
+        if !shipped.contains(path) && root.symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
+            root.remove_file(path)
+                .with_context(|| format!("hiding /{path} of {}", p.nevra))?;
         }
+        removed.push(path.clone());
     }
-    Ok(())
+    Ok(removed)
 }
 
 fn metadata(

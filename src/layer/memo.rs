@@ -6,8 +6,9 @@
 //!
 //! The key: the script (interpreter argv, body), its package, rpm's arguments,
 //! its stdin (a file trigger's matched paths), the content of its interpreter
-//! in the tree, for a file trigger the tree's objects under its prefixes
-//! (every layer, by object checksum), and the upper directory's whole state
+//! in the tree, for a file trigger the packages with files under its
+//! prefixes (rpm's own domain for the trigger: each by its installed header's
+//! digest or its package commit), and the upper directory's whole state
 //! before the run (content digests of what earlier runs, the layered
 //! packages' /etc and the hidden base files left there). The preconditions:
 //! every path the run changed has, in the read-only layers, the state it had
@@ -56,8 +57,6 @@ pub struct Report {
 pub struct Runner<'a> {
     /// The repository records are kept in.
     pub repo: &'a Repo,
-    /// The commits stacked under the upper directory (base first).
-    pub commits: &'a [String],
     /// Their checkouts (the overlay's read-only layers), top first.
     pub layers: &'a [PathBuf],
     /// The overlay's upper directory (host path).
@@ -84,12 +83,13 @@ struct Entry {
 type Snapshot = BTreeMap<String, Entry>;
 
 /// Runs `steps` in order, replaying recorded runs where allowed.
-/// `prefixes` gives a file trigger step's path prefixes.
+/// `inputs` gives more of what decides a step's effect (for a file trigger,
+/// the packages with files under its prefixes), as lines of the key.
 pub fn run_steps(
     r: &Runner,
     sb: &mut crate::sandbox::Sandbox,
     steps: &[Step],
-    prefixes: &dyn Fn(&Step) -> Vec<String>,
+    inputs: &dyn Fn(&Step) -> Vec<String>,
     names: &BTreeMap<String, String>,
     opts: &exec::Options,
 ) -> Result<Report> {
@@ -99,7 +99,7 @@ pub fn run_steps(
     for step in steps {
         let label = format!("{} {}", step.package, step.phase);
         bar.message(&label);
-        let key = key(r, step, &prefixes(step), &before)?;
+        let key = key(r, step, &inputs(step), &before)?;
         let refname = format!("{REF_PREFIX}{key}");
         let hit = if r.memoize { r.repo.resolve_ref(&refname)? } else { None };
         let replayed = match hit {
@@ -130,7 +130,7 @@ pub fn run_steps(
 }
 
 /// The key of `step` given the upper directory's state before it.
-fn key(r: &Runner, step: &Step, prefixes: &[String], upper: &Snapshot) -> Result<String> {
+fn key(r: &Runner, step: &Step, inputs: &[String], upper: &Snapshot) -> Result<String> {
     let mut h = Sha256::new();
     let mut field = |name: &str, value: &[u8]| {
         h.update(name.as_bytes());
@@ -155,9 +155,8 @@ fn key(r: &Runner, step: &Step, prefixes: &[String], upper: &Snapshot) -> Result
         _ => env!("CARGO_PKG_VERSION").to_string(),
     };
     field("interpreter", interpreter.as_bytes());
-    for p in prefixes {
-        field("prefix", p.as_bytes());
-        field("objects", r.repo.prefix_digest(r.commits, p)?.as_bytes());
+    for line in inputs {
+        field("input", line.as_bytes());
     }
     let mut state = Sha256::new();
     for (path, e) in upper {

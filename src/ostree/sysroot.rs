@@ -372,6 +372,30 @@ pub struct DeploymentInfo {
     pub dir: PathBuf,
 }
 
+/// While alive, what libostree prints on stdout ("Copying /etc changes: …")
+/// goes to stderr: stdout is for what the user asked for (`--json`).
+struct QuietStdout(Option<std::os::fd::OwnedFd>);
+
+impl QuietStdout {
+    fn new() -> QuietStdout {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        let saved = nix::unistd::dup(std::io::stdout()).ok();
+        if saved.is_some() {
+            let _ = nix::unistd::dup2_stdout(std::io::stderr());
+        }
+        QuietStdout(saved)
+    }
+}
+
+impl Drop for QuietStdout {
+    fn drop(&mut self) {
+        if let Some(fd) = self.0.take() {
+            let _ = nix::unistd::dup2_stdout(&fd);
+        }
+    }
+}
+
 /// Origin groups whose string lists arbor keeps (rpm-ostree's names).
 pub const ORIGIN_GROUPS: [&str; 2] = ["packages", "overrides"];
 
@@ -506,6 +530,7 @@ impl Sysroot {
             })
             .unwrap_or_default();
         let kargs: Vec<&str> = kargs.iter().map(String::as_str).collect();
+        let _quiet = QuietStdout::new();
         let new = self
             .raw
             .deploy_tree(Some(osname), commit, Some(&origin), merge.as_ref(), &kargs, cancel)
@@ -531,6 +556,7 @@ impl Sysroot {
     /// [`Sysroot::deployments`]); the first boots next. Files of deployments
     /// left out stay until [`Sysroot::cleanup`].
     pub fn reorder(&self, indices: &[usize]) -> Result<()> {
+        let _quiet = QuietStdout::new();
         let all = self.raw.deployments();
         let mut order = Vec::new();
         for &i in indices {
@@ -566,6 +592,7 @@ impl Sysroot {
     /// Removes what no boot entry references: old boot versions, deployments
     /// left out, and unreferenced objects in the repository.
     pub fn cleanup(&self) -> Result<()> {
+        let _quiet = QuietStdout::new();
         self.raw
             .cleanup(gio::Cancellable::NONE)
             .with_context(|| format!("cleaning up {}", self.path.display()))

@@ -4,7 +4,7 @@
 //! memoized scripts against a layering with memoization off, and the layered
 //! image booting in qemu with the layered program running.
 
-use crate::common::{self, http};
+use crate::common::{self, Deadline as _, http};
 use crate::device::{Mounted, compose, device, sign_and_publish, treefiles};
 
 use std::path::{Path, PathBuf};
@@ -194,7 +194,10 @@ fn write_repos(m: &Mounted) {
 fn layer(m: &Mounted, verb: &[&str], args: &[&str]) -> serde_json::Value {
     let mut extra = args.to_vec();
     extra.push("--json");
-    ok_json(&device(verb, m, &extra))
+    let out = device(verb, m, &extra);
+    assert!(out.status.success(), "{verb:?} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{verb:?} {args:?}: {e}: stdout {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn strings(v: &serde_json::Value) -> Vec<String> {
@@ -383,6 +386,19 @@ fn layered_packages_run_their_scripts_boot_and_come_back_with_every_upgrade() {
     assert_eq!(o["commit"], base3.as_str(), "{o:#}");
     assert_eq!(o["content"].as_str().unwrap(), content(&m, &base3));
     assert!(!default_dir(&m).join("usr/bin/strace").exists());
+
+    // Killed after building, before deploying: nothing changed, and a rerun completes.
+    let (before, n) = (default_dir(&m), count(&m));
+    let out = arbor()
+        .env("ARBOR_FAILPOINT", "layer::built")
+        .args(["override", "remove", "hello", "--sysroot"])
+        .arg(&m.top)
+        .args(m.firmware.iter().flat_map(|f| ["--firmware-partition", f.as_str()]))
+        .timed_output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(default_dir(&m), before);
+    assert_eq!(count(&m), n);
 
     // Overrides: hide a base package, replace it by a local RPM, reset.
     let o = layer(&m, &["override", "remove"], &["hello"]);

@@ -95,10 +95,26 @@ pub fn commit_layers(
     copied: &[Copied],
     req: &CommitRequest,
 ) -> Result<(String, Applied)> {
+    commit_layers_hiding(repo, commits, &[], copied, req)
+}
+
+/// [`commit_layers`], with the files and symlinks at `hidden` (tree paths
+/// without the leading `/`) taken out of the first commit before the others
+/// are added: a layering's base less the packages it hides or replaces.
+pub fn commit_layers_hiding(
+    repo: &Repo,
+    commits: &[String],
+    hidden: &[String],
+    copied: &[Copied],
+    req: &CommitRequest,
+) -> Result<(String, Applied)> {
     let repo = repo.raw();
     crate::ostree::repo::in_transaction(repo, || {
         let mtree = ostree::MutableTree::new();
-        for commit in commits {
+        for (n, commit) in commits.iter().enumerate() {
+            if n == 1 {
+                hide(&mtree, hidden)?;
+            }
             let (root, _) = repo
                 .read_commit(commit, gio::Cancellable::NONE)
                 .with_context(|| format!("reading package commit {commit}"))?;
@@ -114,6 +130,9 @@ pub fn commit_layers(
             union(repo, &mtree, &contents, &meta, "")
                 .with_context(|| format!("adding package commit {commit} to the tree"))?;
         }
+        if commits.len() == 1 {
+            hide(&mtree, hidden)?;
+        }
         let sources = sources(&mtree, copied)?;
         if commits.is_empty() {
             // Nothing below the upper directory: the root's metadata is its own.
@@ -126,6 +145,27 @@ pub fn commit_layers(
         let checksum = finish_commit(repo, &mtree, req)?;
         Ok((checksum, applied))
     })
+}
+
+/// Removes the files and symlinks at `paths` from `mt` (absent ones are skipped).
+fn hide(mt: &ostree::MutableTree, paths: &[String]) -> Result<()> {
+    'paths: for path in paths {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let Some((last, parents)) = parts.split_last() else {
+            continue;
+        };
+        let mut dir = mt.clone();
+        for p in parents {
+            match lookup(&dir, p)? {
+                Some(Entry::Dir(d)) => dir = d,
+                _ => continue 'paths,
+            }
+        }
+        if let Some(Entry::File(_)) = lookup(&dir, last)? {
+            dir.remove(last, false).with_context(|| format!("hiding /{path}"))?;
+        }
+    }
+    Ok(())
 }
 
 enum Entry {
