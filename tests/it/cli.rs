@@ -8,8 +8,25 @@ use common::{arbor, package, run};
 fn help_lists_every_verb_group() {
     let help = run(arbor().arg("--help"));
     for verb in [
-        "compose", "treefile", "keygen", "sign", "verify", "delta", "publish", "bundle", "image", "flash", "status",
-        "upgrade", "rollback", "deploy", "install", "pkg", "doctor",
+        "compose",
+        "treefile",
+        "keygen",
+        "sign",
+        "verify",
+        "delta",
+        "publish",
+        "bundle",
+        "image",
+        "flash",
+        "status",
+        "upgrade",
+        "rollback",
+        "deploy",
+        "install",
+        "uninstall",
+        "override",
+        "pkg",
+        "doctor",
     ] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(&format!("{verb} "))),
@@ -19,16 +36,19 @@ fn help_lists_every_verb_group() {
 }
 
 #[test]
-fn unimplemented_verbs_say_so_and_fail() {
-    let args = ["install", "hello", "--sysroot", "/nonexistent"];
-    let out = arbor().args(args).timed_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{args:?}");
-    assert!(
-        err.contains("is not implemented yet") && err.contains("nothing was done"),
-        "{args:?}: {err}"
-    );
-    assert!(out.stdout.is_empty(), "{args:?} printed output it did not produce");
+fn layering_verbs_name_a_sysroot_that_is_not_one_and_print_nothing() {
+    for args in [
+        &["install", "hello", "--sysroot", "/nonexistent"][..],
+        &["uninstall", "hello", "--sysroot", "/nonexistent"],
+        &["override", "remove", "hello", "--sysroot", "/nonexistent"],
+        &["override", "reset", "--sysroot", "/nonexistent"],
+    ] {
+        let out = arbor().args(args).timed_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(err.contains("/nonexistent is not an OSTree sysroot"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed output it did not produce");
+    }
 }
 
 #[test]
