@@ -177,12 +177,15 @@ fn main() {
     write_repos(&top, &sample.out);
     let (first, o) = layer(&top, &["install"], &LAYERED);
     let ran = o["built"]["scripts"]["ran"].as_array().map_or(0, Vec::len);
+    let first_build = o["built"]["secs"].as_f64().unwrap();
     layer(&top, &["uninstall"], &LAYERED);
     let (memo, o) = layer(&top, &["install"], &LAYERED);
+    let memo_build = o["built"]["secs"].as_f64().unwrap();
     let reused = o["built"]["scripts"]["reused"].as_array().map_or(0, Vec::len);
     let memo_content = o["content"].as_str().unwrap().to_string();
     layer(&top, &["uninstall"], &LAYERED);
     let (full, o) = layer(&top, &["install", "--no-memo"], &LAYERED);
+    let full_build = o["built"]["secs"].as_f64().unwrap();
     assert_eq!(
         o["content"].as_str().unwrap(),
         memo_content,
@@ -191,10 +194,13 @@ fn main() {
 
     println!(
         "layering {} onto the sample tree (qemu-virt-aarch64 image, aarch64 scripts under qemu-user):\n\
-         \x20 first install {first:.2} s ({ran} scripts run) vs compose of base + packages from scratch {scratch:.2} s: {:.3}x (goal <= 0.1x)\n\
-         \x20 again, recorded runs replayed ({reused} reused) {memo:.2} s vs every script rerun (--no-memo, rpm-ostree's way) {full:.2} s: {:.2}x",
+         \x20 first install: the layered commit built in {first_build:.2} s ({ran} scripts run) vs a compose of base + packages \
+         from scratch {scratch:.2} s: {:.3}x (goal <= 0.1x); the whole verb, with libostree's deploy and cleanup, {first:.2} s: {:.3}x\n\
+         \x20 again, recorded runs replayed ({reused} reused): built in {memo_build:.2} s vs every script rerun (--no-memo, \
+         rpm-ostree's way) {full_build:.2} s: {:.2}x (whole verbs {memo:.2} s vs {full:.2} s)",
         LAYERED.join(" + "),
+        first_build / scratch.max(1e-9),
         first / scratch.max(1e-9),
-        memo / full.max(1e-9)
+        memo_build / full_build.max(1e-9)
     );
 }

@@ -66,11 +66,14 @@ pub struct Built {
     pub removed: Vec<String>,
     /// Scripts run and reused.
     pub scripts: memo::Report,
+    /// Seconds spent building the commit (resolve to commit; not the deploy).
+    pub secs: f64,
 }
 
 /// Builds `layering` on top of `base` in `repo` (the sysroot's repository)
 /// and points [`REF`] at the result.
 pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Result<Built> {
+    let started = std::time::Instant::now();
     std::fs::create_dir_all(&opts.cache_dir).with_context(|| format!("creating {}", opts.cache_dir.display()))?;
     let base_layer = crate::pkgcache::checkouts::layers(repo.path(), &opts.cache_dir, &[base.to_string()], 1)?
         .pop()
@@ -127,8 +130,10 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
         .with_context(|| format!("opening the assembled tree at {}", rootfs.display()))?;
     let mut pp = crate::compose::postprocess::Report::for_upper(&upper);
     // The hidden packages' files, less those a new package ships (a replacement's).
-    let shipped: std::collections::BTreeSet<String> =
-        headers.iter().flat_map(|h| h.files.iter().map(|f| tree_path(&f.path))).collect();
+    let shipped: std::collections::BTreeSet<String> = headers
+        .iter()
+        .flat_map(|h| h.files.iter().map(|f| tree_path(&f.path)))
+        .collect();
     let mut hidden = Vec::new();
     for p in &erased {
         hidden.extend(hide(&root, p, &shipped)?);
@@ -154,7 +159,12 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
     let identities: Vec<(String, &[String])> = kept
         .iter()
         .map(|p| (header_identity(p), p.files.as_slice()))
-        .chain(new_scripts.iter().zip(&imported).map(|(p, i)| (i.commit.clone(), p.files.as_slice())))
+        .chain(
+            new_scripts
+                .iter()
+                .zip(&imported)
+                .map(|(p, i)| (i.commit.clone(), p.files.as_slice())),
+        )
         .collect();
     let inputs = |step: &crate::scriptlet::plan::Step| -> Vec<String> {
         let prefixes: Vec<&String> = all
@@ -239,6 +249,7 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
         added,
         removed,
         scripts,
+        secs: started.elapsed().as_secs_f64(),
     })
 }
 
