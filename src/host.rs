@@ -58,8 +58,10 @@ impl Report {
         if !self.libostree_ok {
             p.push("libostree is older than 2022.7".into());
         }
-        if let Some(v) = &self.mke2fs_version
-            && !version_at_least(v, &[1, 47, 1])
+        if let Some(v) = self
+            .mke2fs_version
+            .as_ref()
+            .filter(|v| !version_at_least(v, &[1, 47, 1]))
         {
             p.push(format!(
                 "mke2fs {v} ignores SOURCE_DATE_EPOCH: images will not be byte-for-byte reproducible (needs 1.47.1; scripts/setup installs it from bookworm-backports)"

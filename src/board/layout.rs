@@ -133,9 +133,7 @@ impl Board {
                     show(image_size)
                 );
             }
-            if let Some(prev) = placed.last()
-                && start < prev.end()
-            {
+            if let Some(prev) = placed.last().filter(|prev| start < prev.end()) {
                 bail!(
                     "{what} ({}) overlaps partition {} (..{}): partitions are in disk order",
                     range(&r),

@@ -106,9 +106,7 @@ pub fn render(
             ("devicetree", e.devicetree.as_ref()),
             ("fdtdir", e.fdtdir.as_ref()),
         ] {
-            if let Some(p) = path
-                && !p.starts_with('/')
-            {
+            if let Some(p) = path.filter(|p| !p.starts_with('/')) {
                 bail!("BLS entry {}: {key} {p:?} is not an absolute path in /boot", e.name);
             }
         }
@@ -167,9 +165,7 @@ fn boot_script(board: &Board, entries: &[BlsEntry], trial: Option<&str>) -> Resu
         .context("boot counting needs a /boot partition")?
         + 1;
     let id0 = entry_id(&entries[0]);
-    if let Some(t) = trial
-        && t != id0
-    {
+    if let Some(t) = trial.filter(|t| *t != id0) {
         bail!("the deployment on trial {t} is not the default one {id0}");
     }
     // With one deployment, a failed load of it has nothing else to try.

@@ -248,9 +248,10 @@ pub fn judge_commit(
                 v.version.as_deref().unwrap_or("none")
             ));
         }
-        if let Some(r) = &board.ref_name
-            && !v.ref_binding.is_empty()
-            && !v.ref_binding.contains(r)
+        if let Some(r) = board
+            .ref_name
+            .as_ref()
+            .filter(|r| !v.ref_binding.is_empty() && !v.ref_binding.contains(*r))
         {
             reasons.push(format!(
                 "{BOARD} says ref {r} but the commit is bound to [{}]",

@@ -452,9 +452,11 @@ pub fn merge_tree(root: &Dir, from: &str, to: &str, report: &mut Report) -> Resu
                 );
                 if fm.is_symlink() {
                     let target = src.read_link_contents(&name).with_context(|| format!("reading /{f}"))?;
-                    dst.symlink_contents(target, &name).with_context(|| format!("creating /{t}"))?;
+                    dst.symlink_contents(target, &name)
+                        .with_context(|| format!("creating /{t}"))?;
                 } else {
-                    src.copy(&name, &dst, &name).with_context(|| format!("copying /{f} to /{t}"))?;
+                    src.copy(&name, &dst, &name)
+                        .with_context(|| format!("copying /{f} to /{t}"))?;
                 }
                 copy_meta(&src, &name, &dst, &name, &format!("/{t}"))?;
                 note_copy(&dst, &name, &f, &t, report)?;
@@ -462,7 +464,8 @@ pub fn merge_tree(root: &Dir, from: &str, to: &str, report: &mut Report) -> Resu
             }
         }
     }
-    root.remove_dir(from).with_context(|| format!("removing /{from} after merging it into /{to}"))
+    root.remove_dir(from)
+        .with_context(|| format!("removing /{from} after merging it into /{to}"))
 }
 
 /// What layered packages and their scripts put under /var, as tmpfiles.d

@@ -104,9 +104,9 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     };
     let prev_version = previous.as_ref().and_then(|(_, m)| m.get("version").cloned());
     let version = next_version(tf, prev_version.as_deref(), when);
-    if let Some((commit, meta)) = &previous
-        && meta.get("arbor.inputhash") == Some(&input_hash)
-        && !opts.force
+    if let Some((commit, meta)) = previous
+        .as_ref()
+        .filter(|(_, meta)| meta.get("arbor.inputhash") == Some(&input_hash) && !opts.force)
     {
         return Ok(Composed {
             refname: tf.treeref.clone(),

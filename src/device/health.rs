@@ -136,12 +136,12 @@ pub fn run(dev: &Device, opts: &Options) -> Result<Report> {
         report.checks = run_checks(opts)?.0;
         return Ok(report);
     }
-    if !on_trial
-        && booted.index != 0
-        && let Some(f) = bootcount::last_failed(dev)?
-        && f.commit == default.commit
-        && f.running == booted.commit
-    {
+    let cut_short = if !on_trial && booted.index != 0 {
+        bootcount::last_failed(dev)?.filter(|f| f.commit == default.commit && f.running == booted.commit)
+    } else {
+        None
+    };
+    if let Some(f) = cut_short {
         // A rollback cut short after its record: finish it.
         bootcount::finish_rollback(dev, &booted)?;
         report.failed = Some(f);

@@ -304,10 +304,10 @@ fn read_keys(tree: &Tree, dir: &str) -> Result<Vec<ed25519_dalek::VerifyingKey>>
     let mut names = Vec::new();
     for e in d.entries().with_context(|| format!("listing {dir}"))? {
         let e = e.with_context(|| format!("listing {dir}"))?;
-        if e.file_type()?.is_file()
-            && let Some(n) = e.file_name().to_str()
-        {
-            names.push(n.to_string());
+        if e.file_type()?.is_file() {
+            if let Some(n) = e.file_name().to_str() {
+                names.push(n.to_string());
+            }
         }
     }
     names.sort();

@@ -140,10 +140,7 @@ pub fn upgrade(dev: &Device, opts: &Options, on_report: &(dyn Fn(&Report) + Sync
         dev.sysroot.cleanup()?;
         return Ok(outcome(dev, "no-update", &target, &src, None, None, vec![]));
     }
-    if let Some(f) = super::bootcount::last_failed(dev)?
-        && f.commit == target
-        && !opts.force
-    {
+    if let Some(f) = super::bootcount::last_failed(dev)?.filter(|f| f.commit == target && !opts.force) {
         bail!(
             "the server's newest commit {target} (version {}) failed its boot trial here ({} boots, rolled back to {}); \
              nothing was changed: wait for a newer version, or deploy it again with --force",
@@ -226,13 +223,13 @@ pub fn upgrade_bundle(dev: &Device, file: &std::path::Path, opts: &Options) -> R
         );
     }
     let repo = dev.sysroot.repo();
-    if let Some(from) = &board.from
-        && !repo.has_commit(from)?
-    {
-        bail!(
-            "bundle {shown} updates from commit {from}, which this device does not have (it runs {}); nothing was changed",
-            current.commit
-        );
+    if let Some(from) = &board.from {
+        if !repo.has_commit(from)? {
+            bail!(
+                "bundle {shown} updates from commit {from}, which this device does not have (it runs {}); nothing was changed",
+                current.commit
+            );
+        }
     }
     if board.to == default.commit {
         return Ok(outcome(dev, "no-update", &board.to, &src, None, None, vec![]));
@@ -269,7 +266,14 @@ fn deploy_target(
     let layering = crate::layer::Layering::from_origin(&dev.default_deployment()?.origin_lists);
     if !layering.is_empty() {
         tracing::info!(layered = %layering.summary(), "layering onto the new base");
-        let o = crate::layer::relayer(dev, osname, target, refspec, &layering, &crate::layer::Options::default())?;
+        let o = crate::layer::relayer(
+            dev,
+            osname,
+            target,
+            refspec,
+            &layering,
+            &crate::layer::Options::default(),
+        )?;
         return Ok((o.bootloader_files, o.built));
     }
     dev.sysroot.deploy(osname, target, refspec)?;
@@ -485,16 +489,7 @@ fn apply(
     let refspec = format!("{}:{}", src.remote, src.refname);
     let (files, layered) = deploy_target(dev, &osname, target, &refspec)?;
     tracing::info!("done");
-    Ok(outcome(
-        dev,
-        "deployed",
-        target,
-        src,
-        Some(transferred.bytes),
-        Some(key),
-        files,
-    )
-    .with_layered(layered))
+    Ok(outcome(dev, "deployed", target, src, Some(transferred.bytes), Some(key), files).with_layered(layered))
 }
 
 /// Refuses when the filesystem holding `dir` has less than `need` bytes free

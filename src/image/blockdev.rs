@@ -180,9 +180,7 @@ pub(super) fn sharing_storage(dev: u64) -> BTreeMap<u64, Option<String>> {
             }
             out.insert(s, via.clone());
             let this = loops.iter().find(|l| l.dev == s);
-            if let Some(l) = this
-                && let Backing::Device(b) = l.backing
-            {
+            if let Some(Backing::Device(b)) = this.map(|l| l.backing) {
                 todo.push((b, Some(format!("{} is a loop device on {}", dev_name(s), dev_name(b)))));
             }
             for o in loops.iter().filter(|o| o.dev != s) {
@@ -195,10 +193,8 @@ pub(super) fn sharing_storage(dev: u64) -> BTreeMap<u64, Option<String>> {
                     )
                 } else if o.backing == Backing::Device(s) {
                     format!("{} is a loop device on {}", dev_name(o.dev), dev_name(s))
-                } else if let Some((disk, start, end)) = partition_range(s)
-                    && o.backing == Backing::Device(disk)
-                    && o.start < end
-                    && start < o.end
+                } else if let Some((disk, _, _)) = partition_range(s)
+                    .filter(|&(disk, start, end)| o.backing == Backing::Device(disk) && o.start < end && start < o.end)
                 {
                     format!(
                         "{} is a loop device on {}, over {}",

@@ -162,8 +162,10 @@ fn plan(opts: &ImageOptions) -> Result<Plan<'_>> {
         .layout(size)
         .with_context(|| format!("board {}: planning a {size}-byte image", board.source.display()))?;
     let meta = crate::ostree::Repo::open(&opts.repo)?.commit_info(&opts.rev)?;
-    if let Some(arch) = meta.metadata.get("arbor.arch")
-        && arch != board.arch.rpm_name()
+    if let Some(arch) = meta
+        .metadata
+        .get("arbor.arch")
+        .filter(|arch| *arch != board.arch.rpm_name())
     {
         bail!(
             "{} is an {arch} tree, and board {} is {}: compose the treefile with --arch {}",

@@ -146,9 +146,7 @@ impl Tree {
                     for e in d.entries().with_context(|| format!("listing {}", self.what(shown)))? {
                         let e = e.with_context(|| format!("listing {}", self.what(shown)))?;
                         let name = e.file_name();
-                        if let Some(name) = name.to_str()
-                            && pat.matches(name)
-                        {
+                        if let Some(name) = name.to_str().filter(|name| pat.matches(name)) {
                             next.push(format!("{dir}/{name}"));
                         }
                     }

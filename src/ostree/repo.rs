@@ -374,8 +374,9 @@ impl Repo {
             };
             if let Some(v) = value.str() {
                 metadata.insert(key, v.to_string());
-            } else if value.type_().as_str() == "as"
-                && let Some(l) = value.get::<Vec<String>>()
+            } else if let Some(l) = (value.type_().as_str() == "as")
+                .then(|| value.get::<Vec<String>>())
+                .flatten()
             {
                 lists.insert(key, l);
             }
@@ -644,10 +645,10 @@ impl Transaction<'_> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
-        if self.open
-            && let Err(e) = self.repo.repo.abort_transaction(gio::Cancellable::NONE)
-        {
-            tracing::warn!("aborting a transaction in {}: {e}", self.repo.path.display());
+        if self.open {
+            if let Err(e) = self.repo.repo.abort_transaction(gio::Cancellable::NONE) {
+                tracing::warn!("aborting a transaction in {}: {e}", self.repo.path.display());
+            }
         }
     }
 }

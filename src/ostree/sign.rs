@@ -129,11 +129,12 @@ pub fn check_commit(repo: &Repo, commit: &str, trust: &Trust, binding: &Binding)
     };
     // Given by checksum: the commit counts as reached through the asked-for
     // ref when that ref points to it now.
-    if reached_through.is_none()
-        && let Some(r) = &binding.ref_name
-        && repo.resolve_ref(r).ok().flatten().is_some_and(|c| c == csum)
-    {
-        reached_through = Some(r.clone());
+    if reached_through.is_none() {
+        reached_through = binding
+            .ref_name
+            .as_ref()
+            .filter(|r| repo.resolve_ref(r).ok().flatten().is_some_and(|c| c == csum))
+            .cloned();
     }
     if !variant.is_normal_form() {
         reasons.push(format!(

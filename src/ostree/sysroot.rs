@@ -511,7 +511,9 @@ impl Sysroot {
         let merge = self.raw.merge_deployment(Some(osname));
         let origin = self.raw.origin_new_from_refspec(refspec);
         for (k, values) in lists {
-            let (group, key) = k.split_once('.').with_context(|| format!("origin key {k} has no group"))?;
+            let (group, key) = k
+                .split_once('.')
+                .with_context(|| format!("origin key {k} has no group"))?;
             // GKeyFile's list syntax; package names and NEVRAs hold no `;`.
             let joined: String = values.iter().map(|v| format!("{v};")).collect();
             origin.set_value(group, key, &joined);

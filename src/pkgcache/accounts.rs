@@ -114,9 +114,7 @@ fn from_header(m: &rpm::PackageMetadata) -> Result<[Option<Wanted>; 2]> {
 /// Refuses an account file the header says is over the cap, before the payload is read.
 fn check_sizes(wanted: [Option<Wanted>; 2]) -> Result<[Option<Wanted>; 2]> {
     for (w, path) in wanted.iter().zip(ACCOUNT_FILES) {
-        if let Some(w) = w
-            && w.size > MAX_ACCOUNT_FILE
-        {
+        if let Some(w) = w.as_ref().filter(|w| w.size > MAX_ACCOUNT_FILE) {
             bail!(
                 "the header says {path} is {} bytes; refusing more than {MAX_ACCOUNT_FILE}",
                 w.size
@@ -162,13 +160,13 @@ fn read_payload(pkg: import::Opened, mut wanted: [Option<Wanted>; 2]) -> Result<
                 .take(w.size)
                 .read_to_end(&mut bytes)
                 .with_context(|| format!("{path}: reading the payload"))?;
-            if let Some((algo, want)) = &w.digest
-                && let Some(mut h) = import::file_hasher(*algo)
-            {
-                h.update(&bytes);
-                let got = hex::encode(h.finalize());
-                if got != *want {
-                    bail!("{path}: content digest mismatch: the header says {want}, the payload hashes to {got}");
+            if let Some((algo, want)) = &w.digest {
+                if let Some(mut h) = import::file_hasher(*algo) {
+                    h.update(&bytes);
+                    let got = hex::encode(h.finalize());
+                    if got != *want {
+                        bail!("{path}: content digest mismatch: the header says {want}, the payload hashes to {got}");
+                    }
                 }
             }
             w.text = Some(String::from_utf8_lossy(&bytes).into_owned());

@@ -141,10 +141,10 @@ impl PayloadHasher {
         let got256 = self.sha256.take().map(|d| hex::encode(d.finalize()));
         let got512 = self.sha512.take().map(|d| hex::encode(d.finalize()));
         for (name, want, got) in [("SHA-256", &want.sha256, got256), ("SHA-512", &want.sha512, got512)] {
-            if let (Some(w), Some(g)) = (want, got)
-                && *w != g
-            {
-                bail!("payload {name} digest mismatch: the header says {w}, the payload hashes to {g}");
+            if let (Some(w), Some(g)) = (want, got) {
+                if *w != g {
+                    bail!("payload {name} digest mismatch: the header says {w}, the payload hashes to {g}");
+                }
             }
         }
         Ok(())

@@ -146,18 +146,19 @@ pub fn conflicts(pkgs: &[HeaderInfo]) -> Vec<String> {
                 if parent.is_empty() {
                     break;
                 }
-                if let Some((q, g)) = owner.get(parent)
-                    && !matches!(g.kind, FileKind::Dir)
-                    && q.nevra != p.nevra
-                    && seen.insert((parent, q.nevra.as_str(), p.nevra.as_str()))
-                {
-                    out.push(format!(
-                        "{parent}: {} ships {}, and {} ships {} beneath it",
-                        q.nevra,
-                        describe(&g.kind),
-                        p.nevra,
-                        f.path
-                    ));
+                if let Some((q, g)) = owner.get(parent) {
+                    if !matches!(g.kind, FileKind::Dir)
+                        && q.nevra != p.nevra
+                        && seen.insert((parent, q.nevra.as_str(), p.nevra.as_str()))
+                    {
+                        out.push(format!(
+                            "{parent}: {} ships {}, and {} ships {} beneath it",
+                            q.nevra,
+                            describe(&g.kind),
+                            p.nevra,
+                            f.path
+                        ));
+                    }
                 }
                 at = parent;
             }

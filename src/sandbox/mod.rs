@@ -190,22 +190,21 @@ impl Sandbox {
             Reply::Failed(e) => bail!("{}: {e}", job.label),
             other => bail!("{}: unexpected reply from the sandbox: {other:?}", job.label),
         };
-        if let (Some(before), Some(after)) = (before, self.free_bytes())
-            && after < MIN_FREE_BYTES
-            && after < before
-        {
-            bail!(
-                "{} filled the filesystem of {}: {} MiB were free before it ran, {} KiB after{}",
-                job.label,
-                self.writable_dir().display(),
-                before >> 20,
-                after >> 10,
-                if outcome.output.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!("; its output ends:\n{}", tail(&outcome.output, 2000))
-                }
-            );
+        if let (Some(before), Some(after)) = (before, self.free_bytes()) {
+            if after < MIN_FREE_BYTES && after < before {
+                bail!(
+                    "{} filled the filesystem of {}: {} MiB were free before it ran, {} KiB after{}",
+                    job.label,
+                    self.writable_dir().display(),
+                    before >> 20,
+                    after >> 10,
+                    if outcome.output.trim().is_empty() {
+                        String::new()
+                    } else {
+                        format!("; its output ends:\n{}", tail(&outcome.output, 2000))
+                    }
+                );
+            }
         }
         Ok(outcome)
     }

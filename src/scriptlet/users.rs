@@ -294,25 +294,25 @@ pub fn apply(passwd: &str, group: &str, shadow: &str, gshadow: &str, entries: &[
     // Implicit users of `m` lines.
     let mut users: Vec<SysUser> = Vec::new();
     for e in entries {
-        if let Entry::User(u) = e
-            && !users.iter().any(|x| x.name == u.name)
-        {
-            users.push(u.clone());
+        if let Entry::User(u) = e {
+            if !users.iter().any(|x| x.name == u.name) {
+                users.push(u.clone());
+            }
         }
     }
     for e in entries {
-        if let Entry::Member { user, .. } = e
-            && !users.iter().any(|x| x.name == *user)
-        {
-            users.push(SysUser {
-                name: user.clone(),
-                uid: None,
-                group: PrimaryGroup::Own,
-                gecos: String::new(),
-                home: "/".into(),
-                shell: NOLOGIN.into(),
-            });
-            want_group(user, None);
+        if let Entry::Member { user, .. } = e {
+            if !users.iter().any(|x| x.name == *user) {
+                users.push(SysUser {
+                    name: user.clone(),
+                    uid: None,
+                    group: PrimaryGroup::Own,
+                    gecos: String::new(),
+                    home: "/".into(),
+                    shell: NOLOGIN.into(),
+                });
+                want_group(user, None);
+            }
         }
     }
     let exists = |recs: &[Vec<String>], name: &str| recs.iter().any(|r| r[0] == name);
@@ -321,17 +321,14 @@ pub fn apply(passwd: &str, group: &str, shadow: &str, gshadow: &str, entries: &[
     let mut new_gid: BTreeMap<String, u32> = BTreeMap::new();
     let mut new_uid: BTreeMap<String, u32> = BTreeMap::new();
     for (name, gid) in &groups {
-        if let Some(g) = gid
-            && !exists(&gr, name)
-            && gids.insert(*g)
-        {
-            new_gid.insert(name.clone(), *g);
+        if let Some(g) = gid {
+            if !exists(&gr, name) && gids.insert(*g) {
+                new_gid.insert(name.clone(), *g);
+            }
         }
     }
     for u in &users {
-        if let Some(id) = u.uid
-            && !exists(&pw, &u.name)
-        {
+        if let Some(id) = u.uid.filter(|_| !exists(&pw, &u.name)) {
             if uids.contains(&id) {
                 bail!("user {}: uid {id} is already used", u.name);
             }

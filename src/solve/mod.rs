@@ -290,10 +290,10 @@ impl Pool {
         // SAFETY: repo is live.
         unsafe { ffi::repo_internalize(repo) };
         self.prepared = false;
-        if let Some(cache) = solv_cache
-            && let Err(e) = write_solv(repo, cache)
-        {
-            tracing::warn!(cache = %cache.display(), "not caching parsed metadata: {e:#}");
+        if let Some(cache) = solv_cache {
+            if let Err(e) = write_solv(repo, cache) {
+                tracing::warn!(cache = %cache.display(), "not caching parsed metadata: {e:#}");
+            }
         }
         Ok(())
     }

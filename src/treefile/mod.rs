@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use self::include::shown;
 use self::layer::{Layer, Src};
-pub use self::repo::{RepoConfig, enabled_repos};
 use self::repo::RepoDir;
+pub use self::repo::{RepoConfig, enabled_repos};
 pub use self::vars::VarValue;
 use self::vars::{SubstError, Syntax, Vars};
 use crate::arch::Arch;

@@ -195,9 +195,17 @@ fn layer(m: &Mounted, verb: &[&str], args: &[&str]) -> serde_json::Value {
     let mut extra = args.to_vec();
     extra.push("--json");
     let out = device(verb, m, &extra);
-    assert!(out.status.success(), "{verb:?} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{verb:?} {args:?}: {e}: stdout {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "{verb:?} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{verb:?} {args:?}: {e}: stdout {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 fn strings(v: &serde_json::Value) -> Vec<String> {

@@ -290,9 +290,7 @@ pub fn assemble(
                 )?;
             }
             Kind::File(bytes) => {
-                if m.elf_deps
-                    && let Some(d) = elfdeps::scan(bytes)
-                {
+                if let Some(d) = m.elf_deps.then(|| elfdeps::scan(bytes)).flatten() {
                     if Some(d.machine) != arch.elf_machine() {
                         bail!(
                             "{path} is an ELF file for machine {} but the package is {arch}",

@@ -105,9 +105,7 @@ pub fn ensure(opts: &DeviceOptions) -> Result<Summary> {
     };
     let deb_files = list_debs(&opts.debs)?;
     let digest = input_digest(opts, &binary, &deb_files, &sample, &extra)?;
-    if !opts.force
-        && let Some(existing) = output::up_to_date(&out, &digest)
-    {
+    if let Some(existing) = (!opts.force).then(|| output::up_to_date(&out, &digest)).flatten() {
         tracing::info!(out = %out.display(), "device repository is up to date");
         return Ok(existing);
     }
@@ -316,20 +314,20 @@ fn elf_needs(entries: &Entries, arch: Arch, package: &str) -> Result<Vec<Need>> 
     let mut provides = BTreeSet::new();
     let mut needs = Vec::new();
     for (path, e) in entries {
-        if let Kind::File(bytes) = e.kind()
-            && bytes.starts_with(b"\x7fELF")
-        {
-            let by = format!("{path} in {package}");
-            check_machine(Path::new(&by), bytes, arch)?;
-            let Some(d) = elfdeps::scan(bytes) else { continue };
-            provides.extend(
-                d.provides
-                    .iter()
-                    .filter_map(|p| p.strip_suffix(arch.soname_suffix()))
-                    .map(str::to_string),
-            );
-            needs.extend(needs_of_deps(&by, &d.requires, arch)?);
+        let Kind::File(bytes) = e.kind() else { continue };
+        if !bytes.starts_with(b"\x7fELF") {
+            continue;
         }
+        let by = format!("{path} in {package}");
+        check_machine(Path::new(&by), bytes, arch)?;
+        let Some(d) = elfdeps::scan(bytes) else { continue };
+        provides.extend(
+            d.provides
+                .iter()
+                .filter_map(|p| p.strip_suffix(arch.soname_suffix()))
+                .map(str::to_string),
+        );
+        needs.extend(needs_of_deps(&by, &d.requires, arch)?);
     }
     needs.retain(|n| !provides.contains(&n.soname));
     Ok(needs)

@@ -109,9 +109,7 @@ pub fn ensure(opts: &Options) -> Result<Summary> {
     let opts = &Options { out, ..opts.clone() };
     let manifests = manifest::load_dir(&opts.manifests)?;
     let digest = input_digest(&manifests)?;
-    if !opts.force
-        && let Some(existing) = output::up_to_date(&opts.out, &digest)
-    {
+    if let Some(existing) = (!opts.force).then(|| output::up_to_date(&opts.out, &digest)).flatten() {
         tracing::info!(out = %opts.out.display(), "sample repository is up to date");
         return Ok(existing);
     }

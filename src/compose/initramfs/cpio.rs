@@ -123,10 +123,10 @@ impl Archive {
         let mtime = u32::try_from(mtime).unwrap_or(u32::MAX);
         let mut subdirs: BTreeMap<&str, u32> = BTreeMap::new();
         for (path, e) in &self.entries {
-            if e.kind == Kind::Dir
-                && let Some((parent, _)) = path.rsplit_once('/')
-            {
-                *subdirs.entry(parent).or_default() += 1;
+            if e.kind == Kind::Dir {
+                if let Some((parent, _)) = path.rsplit_once('/') {
+                    *subdirs.entry(parent).or_default() += 1;
+                }
             }
         }
         let mut out = Vec::new();

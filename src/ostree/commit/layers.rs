@@ -136,8 +136,7 @@ pub fn commit_layers_hiding(
         let sources = sources(&mtree, copied)?;
         if commits.is_empty() {
             // Nothing below the upper directory: the root's metadata is its own.
-            let md = std::fs::symlink_metadata(req.dir)
-                .with_context(|| format!("looking at {}", req.dir.display()))?;
+            let md = std::fs::symlink_metadata(req.dir).with_context(|| format!("looking at {}", req.dir.display()))?;
             mtree.set_metadata_checksum(&dir_meta(repo, req.dir, &md, "/", None)?);
         }
         let mut applied = Applied::default();

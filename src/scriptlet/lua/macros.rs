@@ -128,8 +128,9 @@ impl Macros {
             rest = &opts[close + 1..];
         }
         let mut body = rest.trim();
-        if let Some(inner) = body.strip_prefix('{')
-            && matching_brace(inner) == Some(inner.len() - 1)
+        if let Some(inner) = body
+            .strip_prefix('{')
+            .filter(|inner| matching_brace(inner) == Some(inner.len() - 1))
         {
             body = &inner[..inner.len() - 1];
         }
