@@ -9,9 +9,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/sysroot.rs"]
+mod sysroot;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+
+use sysroot::{Mounted, run};
 
 const REF: &str = "arbor/aarch64/sample-minimal";
 const LAYERED: [&str; 2] = ["ncurses-libs", "strace"];
@@ -20,17 +25,6 @@ fn arbor() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_arbor"));
     c.env("ARBOR_NO_PROGRESS", "1");
     c
-}
-
-fn run(c: &mut Command) -> String {
-    let out = c.output().unwrap_or_else(|e| panic!("starting {c:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{c:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Treefiles copied to `d/name` (no bash, so ncurses-libs is not in the base), edited by `edit`.
@@ -69,59 +63,6 @@ fn compose(d: &Path, tf: &Path, repo: &str, cache: &str) -> f64 {
         .arg(d.join(cache))
         .arg(tf));
     t0.elapsed().as_secs_f64()
-}
-
-/// The root and boot partitions of `image`, mounted at `top` and `top/boot`.
-struct Mounted {
-    mounts: Vec<PathBuf>,
-    loops: Vec<String>,
-}
-
-impl Mounted {
-    fn new(image: &Path, top: &Path) -> Mounted {
-        std::fs::create_dir_all(top).unwrap();
-        let table: serde_json::Value = serde_json::from_str(&run(Command::new("sfdisk").arg("-J").arg(image))).unwrap();
-        let mut m = Mounted {
-            mounts: Vec::new(),
-            loops: Vec::new(),
-        };
-        let mut parts = Vec::new();
-        for p in table["partitiontable"]["partitions"].as_array().unwrap() {
-            let (start, size) = (p["start"].as_u64().unwrap() * 512, p["size"].as_u64().unwrap() * 512);
-            let dev = run(Command::new("losetup")
-                .args([
-                    "-f",
-                    "--show",
-                    "-o",
-                    &start.to_string(),
-                    "--sizelimit",
-                    &size.to_string(),
-                ])
-                .arg(image))
-            .trim()
-            .to_string();
-            m.loops.push(dev.clone());
-            let label = run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value", &dev]));
-            parts.push((label.trim().to_string(), dev));
-        }
-        for (label, at) in [("root", top.to_path_buf()), ("boot", top.join("boot"))] {
-            let dev = &parts.iter().find(|(l, _)| l == label).unwrap().1;
-            run(Command::new("mount").arg(dev).arg(&at));
-            m.mounts.push(at);
-        }
-        m
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        for t in self.mounts.iter().rev() {
-            let _ = Command::new("umount").arg(t).status();
-        }
-        for l in &self.loops {
-            let _ = Command::new("losetup").arg("-d").arg(l).status();
-        }
-    }
 }
 
 /// Runs a layering verb; returns its seconds and JSON result.
