@@ -222,7 +222,9 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
 
     let added: Vec<String> = headers.iter().map(|h| h.nevra.clone()).collect();
     let removed: Vec<String> = erased.iter().map(|p| p.nevra.clone()).collect();
-    let metadata = metadata(&base_info, base, layering, &added, &removed, &scripts.keys);
+    let mut metadata = metadata(&base_info, base, layering, &added, &removed, &scripts.keys);
+    // The package commits, whose cache refs a later prune keeps.
+    metadata.insert("arbor.package-commits".into(), Meta::StrList(commits[1..].to_vec()));
     let (commit, _) = crate::ostree::commit::layers::commit_layers_hiding(
         repo,
         &commits,

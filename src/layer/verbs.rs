@@ -137,8 +137,9 @@ pub fn relayer(
     crate::device::bootcount::arm(dev)?;
     let files = crate::device::bootfiles::render(dev)?;
     crate::failpoint::hit("device::bootfiles-written")?;
-    dev.sysroot.cleanup()?;
+    // Refs first, so the cleanup's prune frees what they alone kept.
     prune(dev)?;
+    dev.sysroot.cleanup()?;
     Ok(Outcome {
         result: "deployed",
         content: repo.content_checksum(&commit)?,
@@ -279,12 +280,14 @@ fn keep_local(dev: &Device, file: &Path) -> Result<String> {
     Ok(h.nevra)
 }
 
-/// Drops base refs, local RPMs and recorded runs that no deployment uses any more.
+/// Drops base refs, package refs, local RPMs and recorded runs that no
+/// deployment uses any more.
 fn prune(dev: &Device) -> Result<()> {
     let repo = dev.sysroot.repo();
     let mut bases = std::collections::BTreeSet::new();
     let mut keys = std::collections::BTreeSet::new();
     let mut locals = std::collections::BTreeSet::new();
+    let mut packages = std::collections::BTreeSet::new();
     for d in dev.sysroot.deployments() {
         let info = repo.commit_info(&d.commit)?;
         bases.insert(
@@ -294,6 +297,7 @@ fn prune(dev: &Device) -> Result<()> {
                 .unwrap_or(d.commit.clone()),
         );
         keys.extend(info.lists.get("arbor.memo-keys").cloned().unwrap_or_default());
+        packages.extend(info.lists.get("arbor.package-commits").cloned().unwrap_or_default());
         let l = Layering::from_origin(&d.origin_lists);
         locals.extend(l.local.into_iter().chain(l.replace));
     }
@@ -304,6 +308,11 @@ fn prune(dev: &Device) -> Result<()> {
     }
     for (name, _) in repo.refs_with_prefix(memo::REF_PREFIX)? {
         if !keys.contains(name.trim_start_matches(memo::REF_PREFIX)) {
+            repo.set_ref(&name, None)?;
+        }
+    }
+    for (name, commit) in repo.refs_with_prefix(crate::pkgcache::REF_PREFIX)? {
+        if !packages.contains(&commit) {
             repo.set_ref(&name, None)?;
         }
     }

@@ -389,11 +389,22 @@ fn layered_packages_run_their_scripts_boot_and_come_back_with_every_upgrade() {
     }
     drop(m2);
 
-    // Uninstall gives back the base tree.
+    // Uninstall gives back the base tree; only what the rollback deployment uses stays cached.
+    let refs = |m: &Mounted, prefix: &str| {
+        let out = run(Command::new("ostree")
+            .arg(format!("--repo={}", m.top.join("ostree/repo").display()))
+            .arg("refs"));
+        out.lines().filter(|l| l.starts_with(prefix)).count()
+    };
+    assert_eq!(refs(&m, "arbor/pkg/"), 3, "one ref per layered package");
     let o = layer(&m, &["uninstall"], &PACKAGES);
     assert_eq!(o["commit"], base3.as_str(), "{o:#}");
     assert_eq!(o["content"].as_str().unwrap(), content(&m, &base3));
     assert!(!default_dir(&m).join("usr/bin/strace").exists());
+    assert_eq!(refs(&m, "arbor/pkg/"), 3, "the rollback deployment still layers them");
+    layer(&m, &["override", "remove"], &["hello"]);
+    layer(&m, &["override", "reset"], &[]);
+    assert_eq!(refs(&m, "arbor/pkg/"), 0, "no deployment layers packages any more");
 
     // Killed after building, before deploying: nothing changed, and a rerun completes.
     let (before, n) = (default_dir(&m), count(&m));
