@@ -1,7 +1,8 @@
 //! One treefile file on its own: text → checked keys → [`Wire`].
 //!
 //! YAML and JSON both become a `serde_json::Value` first, so both go through
-//! the same key checks (rpm-ostree ignores unknown JSON keys; arbor does not).
+//! the same key checks, except that unknown JSON keys not resembling a known
+//! key are ignored with a warning, as rpm-ostree ignores them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -364,9 +365,19 @@ pub(super) fn parse_file(shown: &str, path: &Path, text: &str, arch: Arch) -> Re
         if NOT_IMPLEMENTED.contains(&key) {
             bail!("key `{key}` in {shown} is an rpm-ostree key that arbor does not implement yet");
         }
-        let hint = suggest(key)
-            .map(|s| format!("; did you mean `{s}`?"))
-            .unwrap_or_default();
+        let near = suggest(key);
+        // rpm-ostree ignores unknown keys in JSON treefiles (its own fixtures use
+        // `comment-*` keys as comments); one that looks like a typo of a key is
+        // still refused, as ignoring it would silently change the tree.
+        if near.is_none() && path.extension().is_some_and(|e| e == "json") {
+            tracing::warn!(
+                "{}: ignoring unknown key `{key}` (JSON treefiles allow them, as in rpm-ostree)",
+                at(shown, text, key)
+            );
+            map.remove(key);
+            continue;
+        }
+        let hint = near.map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
         bail!("{}: unknown key `{key}`{hint}", at(shown, text, key));
     }
 

@@ -90,6 +90,24 @@ fn unknown_key_names_file_line_and_nearest_key() {
 }
 
 #[test]
+fn json_treefiles_may_carry_comment_keys_as_in_rpm_ostree_and_yaml_ones_may_not() {
+    let dir = fixture(&[
+        (
+            "c.json",
+            "{\n  \"comment-1\": \"rpm-ostree's fixtures comment like this\",\n  \"ref\": \"t/r\",\n  \"packages\": [\"bash\"]\n}\n",
+        ),
+        ("c.yaml", "ref: t/r\ncomment-1: no\npackages: [bash]\n"),
+    ]);
+    let tf = treefile::load(&dir.path().join("c.json"), Arch::Aarch64).unwrap();
+    assert_eq!(tf.treeref, "t/r");
+    assert_eq!(tf.packages, ["bash"]);
+    assert_has(
+        &error(&dir, "c.yaml", Arch::Aarch64),
+        &[&format!("{}:2: unknown key `comment-1`", path_of(&dir, "c.yaml"))],
+    );
+}
+
+#[test]
 fn rpm_ostree_keys_arbor_lacks_are_named_as_such() {
     let keys = [
         "rojig",
