@@ -80,12 +80,12 @@ impl Tool {
         }
         .with_context(|| format!("starting `{}` (is it installed? scripts/setup installs it)", self.shown))?;
         if !out.status.success() {
-            bail!(
-                "`{}` failed ({}): {}",
-                self.shown,
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            // Some tools (rpmkeys) say why on stdout only.
+            let said = match String::from_utf8_lossy(&out.stderr).trim() {
+                "" => tail(String::from_utf8_lossy(&out.stdout).trim(), 4000),
+                e => e.to_string(),
+            };
+            bail!("`{}` failed ({}): {said}", self.shown, out.status);
         }
         Ok(out.stdout)
     }
@@ -100,6 +100,18 @@ impl Tool {
     pub fn run(self) -> Result<()> {
         self.output().map(drop)
     }
+}
+
+/// The last `max` bytes of `s` (at a character boundary), marked when cut.
+fn tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &s[start..])
 }
 
 /// `cmd.output()`, killing the tool at `limit`. Its output is read on threads

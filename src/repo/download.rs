@@ -136,12 +136,36 @@ fn check_signature(path: &Path, keys: &[PathBuf]) -> Result<()> {
             .run()
             .with_context(|| format!("importing signing key {}", key.display()))?;
     }
-    let out = Tool::new("rpmkeys")
-        .arg("--dbpath")
-        .arg(db.path())
-        .arg("--checksig")
-        .arg(path)
-        .text()?;
+    let checksig = |verbose: bool| {
+        let mut t = Tool::new("rpmkeys").arg("--dbpath").arg(db.path()).arg("--checksig");
+        if verbose {
+            t = t.arg("-v");
+        }
+        t.arg(path).text()
+    };
+    let out = match checksig(false) {
+        Ok(out) => out,
+        Err(_) => {
+            // Only the verbose form names the key and the verdict (NOKEY, BAD).
+            let why = checksig(true).unwrap_or_else(|e| format!("{e:#}"));
+            let signatures: Vec<&str> = why
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.contains("Signature") || l.contains("NOT OK"))
+                .collect();
+            let keys: Vec<String> = keys.iter().map(|k| k.display().to_string()).collect();
+            bail!(
+                "{} is not signed by a key in gpgkey ({}): {}",
+                path.display(),
+                keys.join(", "),
+                if signatures.is_empty() {
+                    why.trim().to_string()
+                } else {
+                    signatures.join("; ")
+                }
+            );
+        }
+    };
     if !out.contains("signatures OK") {
         bail!("{} is not signed by a key in gpgkey ({})", path.display(), out.trim());
     }

@@ -562,6 +562,47 @@ fn gpgcheck_accepts_signed_packages_and_refuses_unsigned_ones() {
         e.contains("package busybox") && e.contains("is not signed by a key in gpgkey"),
         "{e}"
     );
+    // Signed, but by a key gpgkey does not hold: the error names the key and rpm's verdict.
+    common::run(&mut gpg(&[
+        "--quick-gen-key",
+        "other signer <other@arbor.invalid>",
+        "rsa2048",
+        "sign",
+        "never",
+    ]));
+    let other_id = common::run(&mut gpg(&["--list-keys", "--with-colons", "other signer"]))
+        .lines()
+        .find(|l| l.starts_with("pub:"))
+        .and_then(|l| l.split(':').nth(4))
+        .unwrap()
+        .to_lowercase();
+    common::run(
+        Command::new("rpmsign")
+            .env("GNUPGHOME", &gnupg)
+            .args([
+                "--define",
+                "__gpg /usr/bin/gpg",
+                "--define",
+                "_gpg_name other signer",
+                "--addsign",
+            ])
+            .arg(repo.join("Packages").join(common::package_file("busybox", "aarch64")))
+            .arg(repo.join("Packages/busybox-sh-1.35.0-1.aarch64.rpm")),
+    );
+    common::run(
+        Command::new("createrepo_c")
+            .arg("--quiet")
+            .arg("--no-database")
+            .arg(&repo),
+    );
+    let e = err(&resolve(&t, "aarch64", &["--download"]));
+    assert!(
+        e.contains("package busybox")
+            && e.contains("is not signed by a key in gpgkey")
+            && e.contains(&format!("key ID {}", &other_id[8..]))
+            && e.contains("NOKEY"),
+        "{e}"
+    );
     let _ = Command::new("gpgconf")
         .env("GNUPGHOME", &gnupg)
         .args(["--kill", "gpg-agent"])
