@@ -60,7 +60,10 @@ impl Pkg {
                 ("recommends", &i.recommends),
                 ("suggests", &i.suggests),
                 ("supplements", &i.supplements),
+                ("enhances", &i.enhances),
                 ("scriptlets", &i.scriptlets),
+                ("triggers", &i.triggers),
+                ("filetriggers", &i.file_triggers),
             ] {
                 if !list.is_empty() {
                     println!("  {label:<12} {}", list.join(", "));

@@ -40,8 +40,14 @@ pub struct PackageInfo {
     pub suggests: Vec<String>,
     /// Weak reverse dependency.
     pub supplements: Vec<String>,
+    /// Weaker reverse dependency.
+    pub enhances: Vec<String>,
     /// Scriptlets present, with their interpreter (`post: /bin/sh`).
     pub scriptlets: Vec<String>,
+    /// Package triggers, as rpm's spec writes them (`triggerin -- bash >= 5`).
+    pub triggers: Vec<String>,
+    /// File triggers (`transfiletriggerin -- /usr/lib (priority 1000000)`).
+    pub file_triggers: Vec<String>,
     /// Number of file entries (files, directories, symlinks).
     pub file_count: usize,
 }
@@ -65,6 +71,61 @@ pub fn read(path: &Path) -> Result<PackageInfo> {
             scriptlets.push(format!("{kind}: {prog}"));
         }
     }
+    // The rpm crate has no getter for %verifyscript.
+    if pkg.header.entry_is_present(rpm::IndexTag::RPMTAG_VERIFYSCRIPT)
+        || pkg.header.entry_is_present(rpm::IndexTag::RPMTAG_VERIFYSCRIPTPROG)
+    {
+        let prog = pkg
+            .header
+            .get_entry_data_as_string_array(rpm::IndexTag::RPMTAG_VERIFYSCRIPTPROG)
+            .map(|p| p.join(" "))
+            .or_else(|_| {
+                pkg.header
+                    .get_entry_data_as_string(rpm::IndexTag::RPMTAG_VERIFYSCRIPTPROG)
+                    .map(String::from)
+            })
+            .unwrap_or_else(|_| "/bin/sh".into());
+        scriptlets.push(format!("verifyscript: {prog}"));
+    }
+    // Shown even when arbor could not run them (macro-expanded bodies).
+    let scripts = super::scripts::from_metadata(&pkg).unwrap_or_else(|e| {
+        tracing::warn!("{}: triggers not shown: {e:#}", path.display());
+        super::scripts::PackageScripts::default()
+    });
+    let kind = |k: super::scripts::TriggerKind| match k {
+        super::scripts::TriggerKind::In => "in",
+        super::scripts::TriggerKind::Un => "un",
+        super::scripts::TriggerKind::PostUn => "postun",
+        super::scripts::TriggerKind::PreIn => "prein",
+    };
+    let triggers = scripts
+        .triggers
+        .iter()
+        .map(|t| {
+            let targets: Vec<String> = t
+                .targets
+                .iter()
+                .map(|(name, cond)| match cond {
+                    Some((op, evr)) => format!("{name} {op} {evr}"),
+                    None => name.clone(),
+                })
+                .collect();
+            format!("trigger{} -- {}", kind(t.kind), targets.join(", "))
+        })
+        .collect();
+    let file_triggers = scripts
+        .file_triggers
+        .iter()
+        .map(|t| {
+            format!(
+                "{}filetrigger{} -- {} (priority {})",
+                if t.transaction { "trans" } else { "" },
+                kind(t.kind),
+                t.prefixes.join(" "),
+                t.priority
+            )
+        })
+        .collect();
     Ok(PackageInfo {
         name: pkg.get_name().with_context(ctx)?.to_string(),
         epoch: pkg.get_epoch().ok(),
@@ -82,7 +143,10 @@ pub fn read(path: &Path) -> Result<PackageInfo> {
         recommends: deps(pkg.get_recommends().with_context(ctx)?),
         suggests: deps(pkg.get_suggests().with_context(ctx)?),
         supplements: deps(pkg.get_supplements().with_context(ctx)?),
+        enhances: deps(pkg.get_enhances().with_context(ctx)?),
         scriptlets,
+        triggers,
+        file_triggers,
         file_count: pkg.get_file_paths().map(|p| p.len()).unwrap_or(0),
     })
 }

@@ -124,6 +124,43 @@ fn pkg_info_json_reads_a_real_aarch64_rpm() {
     assert!(req.contains(&"libtinfo.so.6()(64bit)"), "{req:?}");
     let human = run(arbor().args(["pkg", "info"]).arg(package("glibc", "aarch64")));
     assert!(human.contains("post: <lua>"), "{human}");
+    assert!(
+        human.contains("transfiletriggerin -- /usr/lib (priority 1000000)"),
+        "{human}"
+    );
+}
+
+#[test]
+fn pkg_info_shows_enhances_triggers_and_verifyscript() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = rpm::PackageBuilder::new("shown", "1.0", "MIT", "noarch", "every header part pkg info shows");
+    b.release("1")
+        .enhances(rpm::Dependency::greater_eq("bash", "5"))
+        .trigger_in(
+            "busybox",
+            Some((rpm::DependencyFlags::GREATER | rpm::DependencyFlags::EQUAL, "1.30")),
+            "echo in",
+        )
+        .file_trigger_in("/usr/share/fonts", None, "fc-cache")
+        .verify_script("echo verify");
+    let path = tmp.path().join("shown.rpm");
+    b.build().unwrap().write_file(&path).unwrap();
+    let out = run(arbor().args(["pkg", "info", "--json"]).arg(&path));
+    let p = &serde_json::from_str::<serde_json::Value>(&out).unwrap()[0];
+    assert_eq!(p["enhances"], serde_json::json!(["bash >= 5"]));
+    assert_eq!(p["triggers"], serde_json::json!(["triggerin -- busybox >= 1.30"]));
+    assert_eq!(
+        p["file_triggers"],
+        serde_json::json!(["filetriggerin -- /usr/share/fonts (priority 1000000)"])
+    );
+    assert!(
+        p["scriptlets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "verifyscript: /bin/sh"),
+        "{p}"
+    );
 }
 
 #[test]
