@@ -58,6 +58,7 @@ impl Pool {
             | ffi::SELECTION_PROVIDES
             | ffi::SELECTION_FILELIST
             | ffi::SELECTION_DOTARCH
+            | ffi::SELECTION_REL
             | ffi::SELECTION_CANON;
         let mut problems = Vec::new();
         let mut job = Queue::new();

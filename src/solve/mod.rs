@@ -387,7 +387,11 @@ impl Pool {
     /// the repositories, the jobs and this result) into `dir`, for `testsolv`.
     pub fn solve_recording(&mut self, req: &Request, testcase: Option<&Path>) -> Result<Vec<Package>> {
         self.prepare();
-        let by = ffi::SELECTION_NAME | ffi::SELECTION_PROVIDES | ffi::SELECTION_FILELIST | ffi::SELECTION_DOTARCH;
+        let by = ffi::SELECTION_NAME
+            | ffi::SELECTION_PROVIDES
+            | ffi::SELECTION_FILELIST
+            | ffi::SELECTION_DOTARCH
+            | ffi::SELECTION_REL;
         let mut problems = Vec::new();
 
         // Excluded and pinned-elsewhere packages are taken out of consideration,

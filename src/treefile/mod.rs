@@ -202,12 +202,27 @@ pub fn print_json(tf: &Treefile) -> String {
 }
 
 /// Splits package entries on whitespace; `'name >= 1.0'` in single quotes stays one entry.
+/// A quoted part may sit among unquoted names (`corge 'quuz >= 1.0'`, rpm-ostree's
+/// treefile.md); it is a version query, resolved as `name op evr`.
 fn split_packages(entry: &str) -> Vec<String> {
-    let trimmed = entry.trim();
-    if let Some(quoted) = trimmed.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
-        return vec![quoted.to_string()];
+    let mut out = Vec::new();
+    let mut rest = entry.trim();
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('\'') {
+            let (quoted, tail) = after.split_once('\'').unwrap_or((after, ""));
+            if !quoted.trim().is_empty() {
+                out.push(quoted.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+            rest = tail.trim_start();
+        } else {
+            let end = rest
+                .find(|c: char| c.is_whitespace() || c == '\'')
+                .unwrap_or(rest.len());
+            out.push(rest[..end].to_string());
+            rest = rest[end..].trim_start();
+        }
     }
-    trimmed.split_whitespace().map(str::to_string).collect()
+    out
 }
 
 /// Sorted, without duplicates.
@@ -477,6 +492,12 @@ mod tests {
     fn package_entries_split_on_whitespace_unless_quoted() {
         assert_eq!(split_packages(" bash  glibc\tbusybox "), ["bash", "glibc", "busybox"]);
         assert_eq!(split_packages("'podman >= 4.1'"), ["podman >= 4.1"]);
+        assert_eq!(
+            split_packages("corge 'quuz >= 1.0' grault"),
+            ["corge", "quuz >= 1.0", "grault"]
+        );
+        assert_eq!(split_packages("'bash = 5.2.15-2'"), ["bash = 5.2.15-2"]);
+        assert_eq!(split_packages("a'b >= 1'"), ["a", "b >= 1"]);
         assert!(split_packages("   ").is_empty());
     }
 

@@ -641,3 +641,25 @@ fn repository_metadata_that_is_not_a_regular_file_is_refused_unread() {
     let e = err(&child.wait_with_output().unwrap());
     assert!(e.contains("repomd.xml") && e.contains("not a regular file"), "{e}");
 }
+
+#[test]
+fn quoted_version_queries_resolve_alone_and_among_names() {
+    let busybox = common::evr("busybox", "aarch64");
+    let t = Scratch::new(
+        &sample_url(),
+        &format!(
+            "ref: t\nrepos: [sample]\nrecommends: false\npackages:\n  - filesystem 'hello-data >= 2.0' setup\n  - \"'busybox = {busybox}'\"\n"
+        ),
+    );
+    let v = ok_json(&resolve(&t, "aarch64", &["--json"]));
+    let got = nas(&v);
+    for want in ["filesystem.", "hello-data.", "setup.", "busybox."] {
+        assert!(got.iter().any(|p| p.starts_with(want)), "{want} missing from {got:?}");
+    }
+    let t = Scratch::new(
+        &sample_url(),
+        &format!("ref: t\nrepos: [sample]\npackages:\n  - \"'busybox = 0:{busybox}.no'\"\n"),
+    );
+    let e = err(&resolve(&t, "aarch64", &[]));
+    assert!(e.contains(&format!("busybox = 0:{busybox}.no")), "{e}");
+}
