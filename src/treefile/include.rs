@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::layer::{Includes, Layer};
-use super::parse::{self, BASEARCHES, arch_matches, at};
+use super::parse::{self, BASEARCHES, IncludeTarget, arch_matches, at};
 use super::vars::{self, CondError, SubstError, VarValue, Vars};
 use crate::arch::Arch;
 
@@ -141,11 +141,49 @@ impl Loader {
                 holds &= vars::eval_condition(&parsed, scope).map_err(fail)?;
             }
             if holds {
-                for name in &entry.include.0 {
-                    self.include(path, shown, text, "conditional-include", name, layer, scope)?;
+                match &entry.include {
+                    IncludeTarget::Files(names) => {
+                        for name in names {
+                            self.include(path, shown, text, "conditional-include", name, layer, scope)?;
+                        }
+                    }
+                    IncludeTarget::Inline(map) => self.inline(path, shown, text, map, layer, scope)?,
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Folds a `conditional-include` whose `include` is a map of treefile keys
+    /// into `layer`, with the same key checks as a file (its own includes are
+    /// relative to `path`).
+    fn inline(
+        &mut self,
+        path: &Path,
+        shown: &str,
+        text: &str,
+        map: &serde_json::Map<String, serde_json::Value>,
+        layer: &mut Layer,
+        scope: &mut Vars,
+    ) -> Result<()> {
+        let inline_shown = format!("{} (inline include)", at(shown, text, "conditional-include"));
+        let inline_text = serde_json::to_string_pretty(map).context("writing an inline include as JSON")?;
+        // Parsed as YAML (JSON is YAML), so unknown keys are refused as in a YAML file.
+        let as_yaml = path.with_extension("yaml");
+        let parsed = parse::parse_file(&inline_shown, &as_yaml, &inline_text, self.arch)?;
+        let (mut child, includes) = Layer::from_parsed(path, &inline_shown, &inline_text, parsed)?;
+        let mut child_scope = scope.clone();
+        add_vars(&mut child_scope, &child);
+        self.load_includes(
+            path,
+            &inline_shown,
+            &inline_text,
+            includes,
+            &mut child,
+            &mut child_scope,
+        )?;
+        add_vars(scope, &child);
+        layer.merge_from(child);
         Ok(())
     }
 

@@ -159,8 +159,31 @@ pub(super) struct CondInclude {
     /// One condition or a list that must all hold.
     #[serde(rename = "if")]
     pub cond: OneOrMany,
-    /// What to include when they do.
-    pub include: OneOrMany,
+    /// What to include when they do: files, or an inline treefile map
+    /// (rpm-ostree's `test_treefile_conditional_inline`).
+    pub include: IncludeTarget,
+}
+
+/// A `conditional-include` entry's `include`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+pub(super) enum IncludeTarget {
+    /// One file or a list of files.
+    Files(Vec<String>),
+    /// Treefile keys written in place.
+    Inline(serde_json::Map<String, serde_json::Value>),
+}
+
+impl TryFrom<serde_json::Value> for IncludeTarget {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> Result<IncludeTarget, String> {
+        match v {
+            serde_json::Value::Object(map) => Ok(IncludeTarget::Inline(map)),
+            other => OneOrMany::try_from(other)
+                .map(|OneOrMany(files)| IncludeTarget::Files(files))
+                .map_err(|e| format!("{e}, or a map of treefile keys")),
+        }
+    }
 }
 
 /// One `repo-packages` entry.

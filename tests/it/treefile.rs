@@ -959,3 +959,29 @@ fn deeply_nested_treefiles_are_refused_before_parsing() {
         assert!(w.stderr.contains(want), "{name}: want {want:?} in:\n{}", w.stderr);
     }
 }
+
+#[test]
+fn conditional_include_may_be_an_inline_map_as_in_rpm_ostree() {
+    let dir = fixture(&[
+        (
+            "t.yaml",
+            "ref: t/r\npackages: [bash]\nvariables: {stream: stable}\nconditional-include:\n  - if: basearch == \"aarch64\"\n    include:\n      packages: [uboot-tools]\n      include: more.yaml\n  - if: stream == \"devel\"\n    include:\n      packages: [gdb]\n",
+        ),
+        ("more.yaml", "packages: [strace]\n"),
+        (
+            "bad.yaml",
+            "ref: t/r\nconditional-include:\n  - if: basearch == \"aarch64\"\n    include:\n      pakages: [x]\n",
+        ),
+    ]);
+    let arm = load(&dir, "t.yaml", Arch::Aarch64);
+    for p in ["bash", "uboot-tools", "strace"] {
+        assert!(arm.packages.iter().any(|x| x == p), "{p}: {:?}", arm.packages);
+    }
+    assert!(!arm.packages.iter().any(|x| x == "gdb"), "{:?}", arm.packages);
+    let x86 = load(&dir, "t.yaml", Arch::X86_64);
+    assert_eq!(x86.packages, ["bash"]);
+    assert_has(
+        &error(&dir, "bad.yaml", Arch::Aarch64),
+        &["inline include", "unknown key `pakages`", "did you mean `packages`?"],
+    );
+}
