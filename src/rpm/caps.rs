@@ -62,15 +62,17 @@ struct Sets {
     inheritable: u64,
 }
 
-/// Converts capability text to a `security.capability` value; `None` when the
-/// text grants nothing (rpm writes no xattr then).
+/// Converts capability text to a `security.capability` value; `None` for
+/// empty text (rpm sets no capabilities then). Text that grants nothing
+/// (`%caps(=)`) still gives the xattr, with empty sets: rpm's
+/// `cap_set_fd(cap_from_text("="))` writes one, and `rpm -V` checks for it.
 pub fn to_xattr(text: &str) -> Result<Option<Vec<u8>>> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
     let mut sets = Sets::default();
     for clause in text.split_whitespace() {
         apply_clause(&mut sets, clause).map_err(|e| e.context(format!("file capabilities {text:?}")))?;
-    }
-    if sets.permitted == 0 && sets.inheritable == 0 && sets.effective == 0 {
-        return Ok(None);
     }
     // File capabilities carry one effective bit: it must cover all or nothing.
     let mut magic = VFS_CAP_REVISION_2;
@@ -187,10 +189,14 @@ mod tests {
     }
 
     #[test]
-    fn nothing_granted_gives_no_xattr() {
+    fn empty_text_gives_no_xattr_and_nothing_granted_an_empty_one() {
         assert_eq!(to_xattr("").ok(), Some(None));
-        assert_eq!(to_xattr("=").ok(), Some(None));
-        assert_eq!(to_xattr("cap_chown=p cap_chown-p").ok(), Some(None));
+        let empty = "0000000200000000000000000000000000000000";
+        assert_eq!(to_xattr("=").unwrap().map(hex::encode).as_deref(), Some(empty));
+        assert_eq!(
+            to_xattr("cap_chown=p cap_chown-p").unwrap().map(hex::encode).as_deref(),
+            Some(empty)
+        );
     }
 
     #[test]

@@ -354,6 +354,14 @@ fn ghosts_owners_capabilities_and_hardlinks() {
             .unwrap(),
     )
     .unwrap()
+    .with_file_contents(
+        "nocaps\n",
+        FileOptions::new("/usr/bin/feat-nocaps")
+            .mode(FileMode::regular(0o755))
+            .caps("=")
+            .unwrap(),
+    )
+    .unwrap()
     .with_file_contents("same\n", FileOptions::new("/usr/bin/feat-a").hardlink("h"))
     .unwrap()
     .with_file_contents("same\n", FileOptions::new("/usr/lib/feat-b").hardlink("h"))
@@ -401,6 +409,16 @@ fn ghosts_owners_capabilities_and_hardlinks() {
         xattrs.contains("security.capability") && xattrs.contains("[byte 0x01, 0x00, 0x00, 0x02, 0x00, 0x20,"),
         "{xattrs}"
     );
+
+    // %caps(=): an empty capability set is still an xattr, as rpm writes it.
+    let xattrs = ostree(&repo, &["ls", "-X", &imp.refname, "/usr/bin/feat-nocaps"]);
+    assert!(
+        xattrs.contains("security.capability")
+            && xattrs.contains("[byte 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00,"),
+        "{xattrs}"
+    );
+    let xattrs = ostree(&repo, &["ls", "-X", &imp.refname, "/usr/bin/feat-suid"]);
+    assert!(!xattrs.contains("security.capability"), "{xattrs}");
 
     let checksums = ostree(&repo, &["ls", "-C", &imp.refname, "/usr/bin/feat-a", "/usr/lib/feat-b"]);
     let sums: Vec<&str> = checksums
