@@ -56,6 +56,7 @@ pub struct Entry {
     mtime: u32,
     config: bool,
     doc: bool,
+    license: bool,
     ghost: bool,
 }
 
@@ -75,6 +76,8 @@ impl Entry {
             mtime: e.mtime.min(source_date as u64) as u32,
             config: target.starts_with("/etc/"),
             doc: target.starts_with("/usr/share/doc/"),
+            // %license, as rpmbuild marks Fedora's /usr/share/licenses: kept where docs are not.
+            license: target.starts_with("/usr/share/licenses/"),
             ghost: false,
         }
     }
@@ -89,6 +92,7 @@ impl Entry {
             mtime: source_date,
             config: false,
             doc: false,
+            license: false,
             ghost: false,
         }
     }
@@ -151,10 +155,10 @@ pub fn collect(loaded: &Loaded, arch: Arch, inputs: &Inputs) -> Result<(Entries,
                 (path.clone(), control.version.clone(), src.package.clone())
             }
             None => {
-                let mut rec = debs::apt_show(&src.package, &deb_arch)?;
+                let mut rec = debs::apt_show(src.apt, &src.package, &deb_arch)?;
                 if let Some(prefix) = &src.via_depends {
                     let real = debs::via_depends(&rec, prefix)?;
-                    rec = debs::apt_show(&real, &deb_arch)?;
+                    rec = debs::apt_show(src.apt, &real, &deb_arch)?;
                 }
                 (debs::fetch(&rec, inputs.deb_cache)?, rec.version, rec.spec)
             }
@@ -310,6 +314,9 @@ pub fn assemble(
                 }
                 if e.doc {
                     o = o.doc();
+                }
+                if e.license {
+                    o = o.license();
                 }
                 if e.ghost {
                     b.with_ghost(o.ghost())?;

@@ -1,6 +1,10 @@
 //! Debian packages as a source of real ARM binaries: finding the exact .deb
 //! apt would fetch, downloading it once into a verified cache, and reading its
 //! data tarball into memory.
+//!
+//! Most packages come through the host's own apt configuration. Packages from a
+//! component the host must not enable (non-free-firmware) come through the
+//! private configuration `scripts/setup` writes ([`AptSource::NonFreeFirmware`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
@@ -8,13 +12,69 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use arbor::runner::Tool;
 
+/// The private apt configuration `scripts/setup` writes for [`AptSource::NonFreeFirmware`]:
+/// Debian's non-free-firmware component for arm64/armhf, with its own package lists, so
+/// the host's sources never gain the component.
+pub const NON_FREE_FIRMWARE_APT_CONF: &str = "/etc/arbor/sample-apt/apt.conf";
+
+/// Which apt configuration knows a Debian package (`apt` in a manifest's `from_deb`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AptSource {
+    /// The host's own apt sources (Debian main).
+    #[default]
+    Host,
+    /// Debian's non-free-firmware component, through [`NON_FREE_FIRMWARE_APT_CONF`] only.
+    NonFreeFirmware,
+}
+
+impl AptSource {
+    /// The options that point apt-cache and apt-get at this source's configuration.
+    fn apt_options(self) -> Result<Vec<String>> {
+        match self {
+            AptSource::Host => Ok(Vec::new()),
+            AptSource::NonFreeFirmware => private_conf_options(Path::new(NON_FREE_FIRMWARE_APT_CONF)),
+        }
+    }
+
+    /// What to do when apt cannot look a package up through this source.
+    fn fix(self) -> &'static str {
+        match self {
+            AptSource::Host => {
+                "is each architecture added and its package lists fetched? \
+                 scripts/setup does both (dpkg --add-architecture arm64 armhf && apt-get update)"
+            }
+            AptSource::NonFreeFirmware => {
+                "are the sample repository's private non-free-firmware package lists fetched? \
+                 run scripts/setup (it writes /etc/arbor/sample-apt/apt.conf and runs \
+                 apt-get -c /etc/arbor/sample-apt/apt.conf update)"
+            }
+        }
+    }
+}
+
+/// `-c CONF` for a private apt configuration, or an error naming the fix when it is missing.
+fn private_conf_options(conf: &Path) -> Result<Vec<String>> {
+    if !conf.is_file() {
+        bail!(
+            "{} is missing: the sample repository's private apt configuration for Debian's \
+             non-free-firmware component is written by scripts/setup; run scripts/setup",
+            conf.display()
+        );
+    }
+    Ok(vec!["-c".to_string(), conf.display().to_string()])
+}
+
 /// What apt knows about the candidate version of one package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AptRecord {
+    /// Which apt configuration knows it (and downloads it).
+    pub source: AptSource,
     /// `name:arch` as asked.
     pub spec: String,
     /// Package name.
@@ -30,7 +90,7 @@ pub struct AptRecord {
 }
 
 /// Parses the first stanza of `apt-cache show --no-all-versions` output.
-pub fn parse_apt_show(spec: &str, text: &str) -> Result<AptRecord> {
+pub fn parse_apt_show(source: AptSource, spec: &str, text: &str) -> Result<AptRecord> {
     let stanza = text.split("\n\n").next().unwrap_or_default();
     let field = |key: &str| {
         stanza.lines().find_map(|l| {
@@ -52,6 +112,7 @@ pub fn parse_apt_show(spec: &str, text: &str) -> Result<AptRecord> {
     let version = need("Version")?;
     let filename = need("Filename")?;
     Ok(AptRecord {
+        source,
         spec: spec.to_string(),
         package,
         version,
@@ -61,32 +122,35 @@ pub fn parse_apt_show(spec: &str, text: &str) -> Result<AptRecord> {
     })
 }
 
-static SEEN: Mutex<Option<HashMap<String, AptRecord>>> = Mutex::new(None);
+/// Records seen so far, by source and `name:arch`.
+type Seen = HashMap<(AptSource, String), AptRecord>;
+static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
 
-/// Asks apt for the candidate of `package:arch` (once per process; see [`prefetch`]).
-pub fn apt_show(package: &str, arch: &str) -> Result<AptRecord> {
-    let spec = format!("{package}:{arch}");
-    if let Some(r) = SEEN.lock().expect("apt cache lock").as_ref().and_then(|m| m.get(&spec)) {
+/// Asks apt (through `source`'s configuration) for the candidate of `package:arch`
+/// (once per process; see [`prefetch`]).
+pub fn apt_show(source: AptSource, package: &str, arch: &str) -> Result<AptRecord> {
+    let key = (source, format!("{package}:{arch}"));
+    if let Some(r) = SEEN.lock().expect("apt cache lock").as_ref().and_then(|m| m.get(&key)) {
         return Ok(r.clone());
     }
-    prefetch(&[(package.to_string(), arch.to_string())])
-        .with_context(|| format!("looking up Debian package {spec}"))?;
+    prefetch(source, &[(package.to_string(), arch.to_string())])
+        .with_context(|| format!("looking up Debian package {}", key.1))?;
     let seen = SEEN.lock().expect("apt cache lock");
     seen.as_ref()
-        .and_then(|m| m.get(&spec))
+        .and_then(|m| m.get(&key))
         .cloned()
-        .with_context(|| format!("apt has no candidate for {spec}"))
+        .with_context(|| format!("apt has no candidate for {}", key.1))
 }
 
-/// Looks up many `(package, arch)` pairs with one `apt-cache` run (each run reads
-/// every package list, which takes over a second with three architectures).
-pub fn prefetch(specs: &[(String, String)]) -> Result<()> {
+/// Looks up many `(package, arch)` pairs of one source with one `apt-cache` run (each
+/// run reads every package list, which takes over a second with three architectures).
+pub fn prefetch(source: AptSource, specs: &[(String, String)]) -> Result<()> {
     let missing: Vec<String> = {
         let seen = SEEN.lock().expect("apt cache lock");
         specs
             .iter()
             .map(|(p, a)| format!("{p}:{a}"))
-            .filter(|s| seen.as_ref().is_none_or(|m| !m.contains_key(s)))
+            .filter(|s| seen.as_ref().is_none_or(|m| !m.contains_key(&(source, s.clone()))))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect()
@@ -95,13 +159,11 @@ pub fn prefetch(specs: &[(String, String)]) -> Result<()> {
         return Ok(());
     }
     let text = Tool::new("apt-cache")
+        .args(source.apt_options()?)
         .args(["show", "--no-all-versions"])
         .args(&missing)
         .text()
-        .with_context(|| {
-            "is each architecture added and its package lists fetched? \
-         scripts/setup does both (dpkg --add-architecture arm64 armhf && apt-get update)"
-        })?;
+        .with_context(|| source.fix())?;
     let mut seen = SEEN.lock().expect("apt cache lock");
     let map = seen.get_or_insert_with(HashMap::new);
     for stanza in text.split("\n\n").filter(|s| !s.trim().is_empty()) {
@@ -116,8 +178,8 @@ pub fn prefetch(specs: &[(String, String)]) -> Result<()> {
             .map(str::trim)
             .unwrap_or_default();
         let spec = format!("{package}:{arch}");
-        let rec = parse_apt_show(&spec, stanza)?;
-        map.insert(spec, rec);
+        let rec = parse_apt_show(source, &spec, stanza)?;
+        map.insert((source, spec), rec);
     }
     Ok(())
 }
@@ -151,14 +213,20 @@ pub fn fetch(rec: &AptRecord, cache_dir: &Path) -> Result<PathBuf> {
         .with_context(|| format!("creating a temporary directory in {}", cache_dir.display()))?;
     tracing::info!(package = %rec.spec, version = %rec.version, "downloading");
     Tool::new("apt-get")
+        .args(rec.source.apt_options()?)
         .args(["download", "-q", &format!("{}={}", rec.spec, rec.version)])
         .current_dir(tmp.path())
         .run()
         .with_context(|| {
             format!(
                 "downloading Debian package {} {} (if the archive no longer serves this version, \
-                 apt's package lists are out of date: run apt-get update)",
-                rec.spec, rec.version
+                 apt's package lists are out of date: {})",
+                rec.spec,
+                rec.version,
+                match rec.source {
+                    AptSource::Host => "run apt-get update",
+                    AptSource::NonFreeFirmware => "run scripts/setup, which refreshes the private ones too",
+                }
             )
         })?;
     // apt names the file itself (an epoch becomes `%3a`): take the one .deb it wrote.
@@ -426,18 +494,38 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_private_apt_configuration_names_scripts_setup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let conf = tmp.path().join("apt.conf");
+        let e = private_conf_options(&conf).unwrap_err().to_string();
+        assert!(
+            e.contains("apt.conf is missing") && e.contains("run scripts/setup"),
+            "{e}"
+        );
+        std::fs::write(&conf, "").unwrap();
+        assert_eq!(
+            private_conf_options(&conf).unwrap(),
+            ["-c".to_string(), conf.display().to_string()]
+        );
+        assert!(AptSource::Host.apt_options().unwrap().is_empty());
+        assert!(AptSource::NonFreeFirmware.fix().contains("scripts/setup"));
+    }
+
+    #[test]
     fn apt_show_parses() {
         let text = "Package: linux-image-arm64\nVersion: 6.1.176-1\nArchitecture: arm64\n\
                     Depends: linux-image-6.1.0-50-arm64 (= 6.1.176-1), foo | bar:any\n\
                     Pre-Depends: libc6 (>= 2.36)\nFilename: pool/main/l/x/linux-image-arm64_6.1.176-1_arm64.deb\n\
                     SHA256: abcd\n\nPackage: other\n";
-        let r = parse_apt_show("linux-image-arm64:arm64", text).unwrap();
+        let r = parse_apt_show(AptSource::Host, "linux-image-arm64:arm64", text).unwrap();
         assert_eq!(r.version, "6.1.176-1");
         assert_eq!(r.filename, "linux-image-arm64_6.1.176-1_arm64.deb");
         assert_eq!(r.depends, ["libc6", "linux-image-6.1.0-50-arm64", "foo"]);
         assert_eq!(via_depends(&r, "linux-image-").unwrap(), "linux-image-6.1.0-50-arm64");
         assert!(via_depends(&r, "nope-").unwrap_err().to_string().contains("nope-"));
-        let e = parse_apt_show("x:arm64", "Package: x\n").unwrap_err().to_string();
+        let e = parse_apt_show(AptSource::Host, "x:arm64", "Package: x\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no Version field"), "{e}");
     }
 }

@@ -12,6 +12,7 @@ pub mod device;
 pub mod manifest;
 pub mod output;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use arbor::parallel;
 use arbor::progress::Progress;
 
 /// Bump when the generator's output changes for the same inputs.
-const GENERATOR_VERSION: u32 = 2;
+const GENERATOR_VERSION: u32 = 3;
 /// Name of the file recording what a repository was built from.
 pub const STAMP: &str = "arbor-sample-repo.json";
 
@@ -142,10 +143,11 @@ pub fn ensure(opts: &Options) -> Result<Summary> {
 
 /// Digest of the generator version, every manifest, and the exact .deb versions apt offers now.
 fn input_digest(manifests: &[manifest::Loaded]) -> Result<String> {
-    // Two batched apt lookups (packages, then the packages metapackages point to)
-    // instead of one slow apt-cache run per package.
-    let specs = |via: bool| -> Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
+    // Two batched apt lookups per apt source (packages, then the packages metapackages
+    // point to) instead of one slow apt-cache run per package.
+    type Specs = BTreeMap<debs::AptSource, Vec<(String, String)>>;
+    let specs = |via: bool| -> Result<Specs> {
+        let mut out = Specs::new();
         for l in manifests {
             for arch in &l.manifest.arches {
                 for src in l
@@ -155,12 +157,13 @@ fn input_digest(manifests: &[manifest::Loaded]) -> Result<String> {
                     .filter(|d| manifest::applies(&d.arches, *arch))
                 {
                     let deb_arch = src.deb_arch.clone().unwrap_or_else(|| arch.deb_name().to_string());
+                    let list = out.entry(src.apt).or_default();
                     match (&src.via_depends, via) {
-                        (_, false) => out.push((src.package.clone(), deb_arch)),
+                        (_, false) => list.push((src.package.clone(), deb_arch)),
                         (Some(prefix), true) => {
-                            let rec = debs::apt_show(&src.package, &deb_arch)
+                            let rec = debs::apt_show(src.apt, &src.package, &deb_arch)
                                 .with_context(|| format!("in sample manifest {}", l.file.display()))?;
-                            out.push((debs::via_depends(&rec, prefix)?, deb_arch));
+                            list.push((debs::via_depends(&rec, prefix)?, deb_arch));
                         }
                         (None, true) => {}
                     }
@@ -169,10 +172,11 @@ fn input_digest(manifests: &[manifest::Loaded]) -> Result<String> {
         }
         Ok(out)
     };
-    // A failed batch (an unknown package) falls through to per-package lookups below,
-    // whose errors name the manifest.
-    if debs::prefetch(&specs(false)?).is_ok() {
-        let _ = specs(true).map(|s| debs::prefetch(&s));
+    // A failed batch (an unknown package, missing private lists) falls through to
+    // per-package lookups below, whose errors name the manifest.
+    let prefetch_all = |s: Specs| s.iter().all(|(source, list)| debs::prefetch(*source, list).is_ok());
+    if prefetch_all(specs(false)?) {
+        let _ = specs(true).map(prefetch_all);
     }
     let mut h = Sha256::new();
     h.update(GENERATOR_VERSION.to_le_bytes());
@@ -189,11 +193,16 @@ fn input_digest(manifests: &[manifest::Loaded]) -> Result<String> {
                 .filter(|d| manifest::applies(&d.arches, *arch))
             {
                 let deb_arch = src.deb_arch.clone().unwrap_or_else(|| arch.deb_name().to_string());
-                let rec = debs::apt_show(&src.package, &deb_arch).with_context(ctx)?;
+                let rec = debs::apt_show(src.apt, &src.package, &deb_arch).with_context(ctx)?;
                 h.update(rec.sha256.as_bytes());
                 if let Some(prefix) = &src.via_depends {
                     let real = debs::via_depends(&rec, prefix).with_context(ctx)?;
-                    h.update(debs::apt_show(&real, &deb_arch).with_context(ctx)?.sha256.as_bytes());
+                    h.update(
+                        debs::apt_show(src.apt, &real, &deb_arch)
+                            .with_context(ctx)?
+                            .sha256
+                            .as_bytes(),
+                    );
                 }
             }
         }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::debs::AptSource;
 use arbor::arch::Arch;
 
 /// One sample package, as written in its manifest file.
@@ -96,6 +97,11 @@ pub struct FromDeb {
     /// The package is a metapackage: use its dependency whose name starts with this.
     #[serde(default)]
     pub via_depends: Option<String>,
+    /// Which apt configuration has the package: `host` (default) or
+    /// `non-free-firmware` (the private one scripts/setup writes; the host's
+    /// sources never gain that component).
+    #[serde(default)]
+    pub apt: AptSource,
     /// Only for these arches (default: all of the manifest's).
     #[serde(default)]
     pub arches: Option<Vec<Arch>>,
@@ -464,6 +470,26 @@ mod tests {
             let e = format!("{:#}", parse(&text).unwrap_err());
             assert!(e.contains(want), "want {want:?} in error {e:?} for:\n{text}");
         }
+    }
+
+    #[test]
+    fn from_deb_names_its_apt_source() {
+        let deb = |apt: &str| {
+            format!(
+                "name = \"x\"\nsummary = \"s\"\nlicense = \"MIT\"\narches = [\"noarch\"]\n\
+                 [[from_deb]]\npackage = \"p\"\n{apt}copy = [{{ src = \"a\", dest = \"/a\" }}]\n"
+            )
+        };
+        assert_eq!(parse(&deb("")).unwrap().from_deb[0].apt, AptSource::Host);
+        assert_eq!(
+            parse(&deb("apt = \"non-free-firmware\"\n")).unwrap().from_deb[0].apt,
+            AptSource::NonFreeFirmware
+        );
+        let e = format!("{:#}", parse(&deb("apt = \"contrib\"\n")).unwrap_err());
+        assert!(
+            e.contains("unknown variant `contrib`") && e.contains("non-free-firmware"),
+            "{e}"
+        );
     }
 
     #[test]
