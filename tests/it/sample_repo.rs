@@ -20,6 +20,7 @@ fn has_every_package_the_foundation_promises() {
         ("glibc", "aarch64"),
         ("kernel", "aarch64"),
         ("uboot-images-armv8", "noarch"),
+        ("raspi-firmware", "noarch"),
         ("strace", "aarch64"),
         ("filesystem", "x86_64"),
         ("busybox", "x86_64"),
@@ -176,6 +177,33 @@ fn uboot_images_hold_the_board_binaries() {
     }
     let files = run(rpm(db.path()).arg("-qlp").arg(package("uboot-images-armv7", "noarch")));
     assert!(files.contains("/usr/share/uboot/qemu_arm/u-boot.bin"), "{files}");
+}
+
+#[test]
+fn raspi_firmware_holds_the_boot_firmware_and_its_licence_and_no_scripts() {
+    let db = tempfile::tempdir().unwrap();
+    let q = |args: &[&str]| run(rpm(db.path()).args(args).arg(package("raspi-firmware", "noarch")));
+    let licence = "/usr/share/licenses/raspi-firmware/copyright";
+    let mut want: Vec<String> = ["bootcode.bin", "start.elf", "fixup.dat", "start4.elf", "fixup4.dat"]
+        .iter()
+        .map(|f| format!("/usr/lib/raspi-firmware/{f}"))
+        .collect();
+    want.extend(["/usr/lib/raspi-firmware", "/usr/share/licenses/raspi-firmware", licence].map(String::from));
+    want.sort();
+    let listed = q(&["-qlp"]);
+    let mut have: Vec<&str> = listed.lines().collect();
+    have.sort();
+    assert_eq!(have, want, "exactly the firmware, its directories and the licence");
+    assert_eq!(q(&["-qp", "-L"]).trim(), licence, "the licence is %license");
+    let tag = q(&["-qp", "--qf", "%{LICENSE}"]);
+    assert!(
+        tag.starts_with("LicenseRef-"),
+        "a licence of its own, not an SPDX one: {tag}"
+    );
+    // Debian's maintainer scripts and kernel hooks (which copy into /boot/firmware) stay behind.
+    for what in ["--scripts", "--triggers", "--filetriggers"] {
+        assert_eq!(q(&["-qp", what]).trim(), "", "raspi-firmware has no {what}");
+    }
 }
 
 #[test]
