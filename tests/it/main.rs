@@ -29,6 +29,7 @@ mod package_conflicts;
 mod pkgcache;
 mod publish;
 mod resolve;
+mod rpi_firmware;
 mod rpmdb;
 mod sample_repo;
 mod sample_repo_build;
