@@ -14,6 +14,7 @@ pub mod compose;
 pub mod decompress;
 pub mod device;
 pub mod failpoint;
+pub mod fdt;
 pub mod host;
 pub mod image;
 pub mod input;

@@ -62,6 +62,9 @@ pub struct Board {
     pub root: RootBy,
     /// DTB path relative to the kernel's dtb directory; `None` when the firmware provides the DT.
     pub dtb: Option<String>,
+    /// Whether the bootloader loads [`Board::dtb`] from the booted kernel or
+    /// passes on the DT the firmware built from its copy (see [`DtbFrom`]).
+    pub dtb_from: DtbFrom,
     /// Kernel modules the initramfs needs to reach the root filesystem.
     pub modules: Vec<String>,
     /// How to boot the image in qemu, when qemu emulates this board.
@@ -69,6 +72,19 @@ pub struct Board {
     /// Boot counting: a new deployment gets this many tries before U-Boot
     /// boots the previous one (see [`crate::device::bootcount`]).
     pub boot_counting: Option<BootCounting>,
+}
+
+/// `dtb_from`: who hands the kernel its device tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtbFrom {
+    /// The bootloader loads `dtb` from the booted deployment's kernel
+    /// (extlinux `fdt`), so a kernel update brings its DT along.
+    Kernel,
+    /// The bootloader passes on the DT the board's firmware loaded from the
+    /// firmware partition (`dtb`'s file name there) and adjusted: on a
+    /// Raspberry Pi, config.txt's `dtoverlay`/`dtparam`, the memory size, the
+    /// MAC address and serial number — as Raspberry Pi OS boots.
+    Firmware,
 }
 
 /// `boot_counting = { tries = N }`: arbor's boot script (`boot.scr` on the
@@ -214,6 +230,9 @@ pub struct Qemu {
     pub image_size_power_of_two: bool,
     /// How long a boot test waits for its marker.
     pub timeout_secs: u64,
+    /// Changes to the DT qemu is given (`{dtb}`) for what qemu's model of the
+    /// machine lacks or does differently; never applied to the image.
+    pub devicetree: Vec<crate::fdt::Edit>,
 }
 
 /// Placeholders qemu `args` may use: the image, the extracted U-Boot, the extracted DTB (host paths).
@@ -229,6 +248,7 @@ const FLAVOURS: &[(&str, Flavour)] = &[
     ("uboot-uenv", Flavour::UbootUenv),
 ];
 const ROOT_BY: &[(&str, RootBy)] = &[("label", RootBy::Label), ("uuid", RootBy::Uuid)];
+const DTB_FROM: &[(&str, DtbFrom)] = &[("kernel", DtbFrom::Kernel), ("firmware", DtbFrom::Firmware)];
 
 /// The name of `value` in `table`.
 fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
@@ -244,7 +264,7 @@ macro_rules! display_by_table {
         }
     )*};
 }
-display_by_table!(PartitionTable => TABLES, Role => ROLES, Fs => FSES, Flavour => FLAVOURS, RootBy => ROOT_BY);
+display_by_table!(PartitionTable => TABLES, Role => ROLES, Fs => FSES, Flavour => FLAVOURS, RootBy => ROOT_BY, DtbFrom => DTB_FROM);
 
 impl fmt::Display for PartType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -269,6 +289,20 @@ impl Board {
         } else {
             "/boot"
         }
+    }
+
+    /// The DTB the bootloader loads from the booted kernel's dtb directory:
+    /// [`Board::dtb`] unless the firmware's DT is passed on.
+    pub fn kernel_dtb(&self) -> Option<&str> {
+        match self.dtb_from {
+            DtbFrom::Kernel => self.dtb.as_deref(),
+            DtbFrom::Firmware => None,
+        }
+    }
+
+    /// The file name of [`Board::dtb`] (what the firmware loads from its partition).
+    pub fn dtb_file_name(&self) -> Option<&str> {
+        self.dtb.as_deref().map(|d| d.rsplit('/').next().unwrap_or(d))
     }
 
     /// The `root=` kernel argument; `fs_uuid` is the root filesystem's UUID (used with `root = "uuid"`).

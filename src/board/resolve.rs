@@ -6,10 +6,12 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 
-use super::wire::{Wire, WireBlob, WireFirmware, WirePartition, WireQemu, WireSize, WireType};
+use super::wire::{
+    Wire, WireBlob, WireDevicetree, WireDtValue, WireFirmware, WirePartition, WireQemu, WireSize, WireType,
+};
 use super::{
-    Blob, Board, FLAVOURS, FSES, FirmwareFile, Flavour, Fs, PartSize, PartType, Partition, PartitionTable,
-    QEMU_PLACEHOLDERS, Qemu, ROLES, ROOT_BY, Role, Start, TABLES, size,
+    Blob, Board, DTB_FROM, DtbFrom, FLAVOURS, FSES, FirmwareFile, Flavour, Fs, PartSize, PartType, Partition,
+    PartitionTable, QEMU_PLACEHOLDERS, Qemu, ROLES, ROOT_BY, Role, Start, TABLES, size,
 };
 use crate::arch::Arch;
 
@@ -162,6 +164,23 @@ pub(super) fn resolve(file: &Path, w: Wire) -> Result<Board> {
     }
     let root = cx.pick("root", "root naming", &w.root, ROOT_BY)?;
     let dtb = w.dtb.as_deref().map(|d| dtb_path(&cx, d)).transpose()?;
+    let dtb_from = match &w.dtb_from {
+        Some(v) => cx.pick("dtb_from", "device tree source", v, DTB_FROM)?,
+        None => DtbFrom::Kernel,
+    };
+    if dtb_from == DtbFrom::Firmware {
+        let Some(d) = &dtb else {
+            bail!(cx.err("dtb_from", "\"firmware\" needs `dtb`: the DTB the firmware loads"));
+        };
+        let name = d.rsplit('/').next().unwrap_or(d);
+        // The firmware finds it by name in the root of its partition.
+        if !firmware.iter().any(|f| f.dest(name) == name) {
+            bail!(cx.err(
+                "dtb_from",
+                format!("\"firmware\": no [[firmware]] entry puts {name} at the top of the firmware partition")
+            ));
+        }
+    }
     for (i, m) in w.modules.iter().enumerate() {
         if m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             bail!(cx.err(
@@ -192,6 +211,7 @@ pub(super) fn resolve(file: &Path, w: Wire) -> Result<Board> {
         kernel_args: w.kernel_args,
         root,
         dtb,
+        dtb_from,
         modules: w.modules,
         qemu,
         boot_counting,
@@ -504,6 +524,14 @@ fn qemu(cx: &Ctx, q: &WireQemu, has_uboot: bool, has_dtb: bool, image_size: u64)
     if timeout_secs == 0 {
         bail!(cx.err("qemu.timeout_secs", "must be positive"));
     }
+    let devicetree = match &q.devicetree {
+        Some(_) if !has_dtb => bail!(cx.err(
+            "qemu.devicetree",
+            "edits the DT given as {dtb}, which needs the board's `dtb` key"
+        )),
+        Some(d) => devicetree(cx, d)?,
+        None => Vec::new(),
+    };
     Ok(Qemu {
         binary: q.binary.clone(),
         machine: q.machine.clone(),
@@ -512,7 +540,54 @@ fn qemu(cx: &Ctx, q: &WireQemu, has_uboot: bool, has_dtb: bool, image_size: u64)
         args: q.args.clone(),
         image_size_power_of_two: q.image_size_power_of_two,
         timeout_secs,
+        devicetree,
     })
+}
+
+/// `[qemu.devicetree]` as edits: the `disable` list first, then each `edit`.
+fn devicetree(cx: &Ctx, d: &WireDevicetree) -> Result<Vec<crate::fdt::Edit>> {
+    let node = |key: &str, n: &str| -> Result<String> {
+        if !n.starts_with('/') || n.contains("//") || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!(cx.err(
+                key,
+                format!("{n:?} is not an absolute device tree node path (/soc/serial@7e215040)")
+            ));
+        }
+        Ok(n.to_string())
+    };
+    let mut edits = Vec::new();
+    for (i, n) in d.disable.iter().enumerate() {
+        edits.push(crate::fdt::Edit {
+            node: node(&format!("qemu.devicetree.disable[{i}]"), n)?,
+            set: vec![("status".into(), crate::fdt::Value::Str("disabled".into()))],
+            delete: Vec::new(),
+        });
+    }
+    for (i, e) in d.edit.iter().enumerate() {
+        let key = format!("qemu.devicetree.edit[{i}]");
+        let mut set = Vec::new();
+        for (prop, v) in &e.set {
+            let value = match v {
+                WireDtValue::Str(s) => crate::fdt::Value::Str(s.clone()),
+                WireDtValue::Cells(c) => crate::fdt::Value::Cells(
+                    c.iter()
+                        .map(|&x| u32::try_from(x))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| cx.err(&format!("{key}.set.{prop}"), "cells are 32-bit unsigned numbers"))?,
+                ),
+            };
+            set.push((prop.clone(), value));
+        }
+        if set.is_empty() && e.delete.is_empty() {
+            bail!(cx.err(&key, "neither `set` nor `delete`: the edit does nothing"));
+        }
+        edits.push(crate::fdt::Edit {
+            node: node(&format!("{key}.node"), &e.node)?,
+            set,
+            delete: e.delete.clone(),
+        });
+    }
+    Ok(edits)
 }
 
 /// Replaces each `{name}` in `arg` by `value(name)`; a `{` without its `}` is an error.

@@ -112,6 +112,31 @@ fn rpi3_resolves_defaults() {
 }
 
 #[test]
+fn rpi4_boots_on_the_firmware_dt_and_qemu_gets_it_edited() {
+    let b = find("rpi4").unwrap();
+    assert_eq!(b.dtb_from, crate::board::DtbFrom::Firmware);
+    assert_eq!(b.kernel_dtb(), None);
+    assert_eq!(b.dtb_file_name(), Some("bcm2711-rpi-4-b.dtb"));
+    let q = b.qemu.as_ref().unwrap();
+    assert_eq!(q.machine, "raspi4b");
+    let disabled = q
+        .devicetree
+        .iter()
+        .filter(|e| e.set == [("status".to_string(), crate::fdt::Value::Str("disabled".into()))])
+        .count();
+    assert_eq!((disabled, q.devicetree.len()), (6, 8));
+    let uart = q.devicetree.iter().find(|e| e.node == "/soc/serial@7e215040").unwrap();
+    assert_eq!(
+        uart.set,
+        [("interrupts".to_string(), crate::fdt::Value::Cells(vec![0, 93, 1]))]
+    );
+    // rpi3 keeps loading the kernel's DTB, and qemu gets it unedited.
+    let b3 = find("rpi3").unwrap();
+    assert_eq!(b3.kernel_dtb(), Some("broadcom/bcm2837-rpi-3-b.dtb"));
+    assert!(b3.qemu.unwrap().devicetree.is_empty());
+}
+
+#[test]
 fn qemu_virt_command_line() {
     let b = find("qemu-virt-aarch64").unwrap();
     assert_eq!(b.image_size(Some(3 * GIB)), 3 * GIB);
@@ -302,6 +327,13 @@ fn invalid_boards_name_file_key_and_allowed_values() {
             "qemu.args[1]",
             "`dtb` key",
         ]),
+        ("unknown dtb_from", BASE.replace("arch =", "dtb = \"x.dtb\"\ndtb_from = \"bootloader\"\narch ="), &["dtb_from", "kernel, firmware"]),
+        ("firmware dt without dtb", BASE.replace("arch =", "dtb_from = \"firmware\"\narch ="), &["dtb_from", "needs `dtb`"]),
+        ("firmware dt not on the partition", BASE.replace("arch =", "dtb = \"b/x.dtb\"\ndtb_from = \"firmware\"\narch ="), &["dtb_from", "x.dtb"]),
+        ("dt edits without dtb", format!("{BASE}\n[qemu]\nbinary = \"q\"\nmachine = \"virt\"\nargs = [\"{{image}}\"]\n[qemu.devicetree]\ndisable = [\"/soc\"]\n"), &["qemu.devicetree", "`dtb` key"]),
+        ("relative dt node", format!("{BASE}\n[qemu]\nbinary = \"q\"\nmachine = \"virt\"\nargs = [\"{{image}}\", \"{{dtb}}\"]\n[qemu.devicetree]\ndisable = [\"soc/x\"]\n").replace("arch =", "dtb = \"x.dtb\"\narch ="), &["qemu.devicetree.disable[0]", "absolute"]),
+        ("dt cell too big", format!("{BASE}\n[qemu]\nbinary = \"q\"\nmachine = \"virt\"\nargs = [\"{{image}}\", \"{{dtb}}\"]\n[[qemu.devicetree.edit]]\nnode = \"/soc\"\nset = {{ reg = [4294967296] }}\n").replace("arch =", "dtb = \"x.dtb\"\narch ="), &["qemu.devicetree.edit[0].set.reg", "32-bit"]),
+        ("empty dt edit", format!("{BASE}\n[qemu]\nbinary = \"q\"\nmachine = \"virt\"\nargs = [\"{{image}}\", \"{{dtb}}\"]\n[[qemu.devicetree.edit]]\nnode = \"/soc\"\n").replace("arch =", "dtb = \"x.dtb\"\narch ="), &["qemu.devicetree.edit[0]", "does nothing"]),
         ("no image placeholder", format!("{BASE}\n[qemu]\nbinary = \"q\"\nmachine = \"virt\"\nargs = [\"-m\"]\n"), &["qemu.args", "{image}"]),
         ("unclosed placeholder", format!("{BASE}\n[qemu]\nbinary = \"q\"\nmachine = \"virt\"\nargs = [\"{{image\"]\n"), &["qemu.args[0]", "closing"]),
         ("unknown qemu key", format!("{BASE}\n[qemu]\nbinary = \"q\"\nmachine = \"virt\"\nsmp = 4\n"), &["smp", "unknown field"]),

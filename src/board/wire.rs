@@ -50,6 +50,7 @@ pub(super) struct Wire {
     #[serde(default = "default_root")]
     pub root: String,
     pub dtb: Option<String>,
+    pub dtb_from: Option<String>,
     #[serde(default)]
     pub modules: Vec<String>,
     pub qemu: Option<WireQemu>,
@@ -119,4 +120,35 @@ pub(super) struct WireQemu {
     #[serde(default)]
     pub image_size_power_of_two: bool,
     pub timeout_secs: Option<u64>,
+    pub devicetree: Option<WireDevicetree>,
+}
+
+/// `[qemu.devicetree]`: edits to the DT qemu is given.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WireDevicetree {
+    /// Nodes to give `status = "disabled"`.
+    #[serde(default)]
+    pub disable: Vec<String>,
+    #[serde(default)]
+    pub edit: Vec<WireDtEdit>,
+}
+
+/// One `[[qemu.devicetree.edit]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WireDtEdit {
+    pub node: String,
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, WireDtValue>,
+    #[serde(default)]
+    pub delete: Vec<String>,
+}
+
+/// A property value: a string or a list of 32-bit cells.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum WireDtValue {
+    Str(String),
+    Cells(Vec<i64>),
 }

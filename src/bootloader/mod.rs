@@ -182,7 +182,7 @@ fn boot_script(board: &Board, entries: &[BlsEntry], trial: Option<&str>) -> Resu
                     );
                 }
             }
-            let fdt = match (&board.dtb, &e.devicetree, &e.fdtdir) {
+            let fdt = match (board.kernel_dtb(), &e.devicetree, &e.fdtdir) {
                 (None, _, _) => String::new(),
                 (Some(_), Some(dt), _) => dt.clone(),
                 (Some(dtb), None, Some(dir)) => format!("{dir}/{dtb}"),
@@ -256,8 +256,9 @@ fn extlinux(board: &Board, entries: &[BlsEntry], prefix: &str) -> Result<String>
         .iter()
         .map(|e| {
             // With a board DTB, load the one shipped with this deployment's kernel;
-            // without one (qemu virt) U-Boot passes on the DT it was given.
-            let fdt = match (&board.dtb, &e.devicetree, &e.fdtdir) {
+            // without one (qemu virt), or with `dtb_from = "firmware"`, U-Boot
+            // passes on the DT it was given.
+            let fdt = match (board.kernel_dtb(), &e.devicetree, &e.fdtdir) {
                 (None, _, _) => String::new(),
                 (Some(_), Some(dt), _) => format!("{prefix}{dt}"),
                 (Some(dtb), None, Some(dir)) => format!("{prefix}{dir}/{dtb}"),
@@ -298,7 +299,7 @@ fn uenv(board: &Board, entries: &[BlsEntry], prefix: &str) -> Result<String> {
             ])
         })
         .collect();
-    let mut s = scope(board, &[("dtb", board.dtb.clone().unwrap_or_default())]);
+    let mut s = scope(board, &[("dtb", board.kernel_dtb().unwrap_or_default().to_string())]);
     s.lists.insert("entries", items);
     apply("uEnv.txt.tmpl", &s)
 }
@@ -312,11 +313,7 @@ fn config_txt(board: &Board) -> Result<String> {
         .map(|f| f.dest("u-boot.bin"))
         .unwrap_or_else(|| "u-boot.bin".to_string());
     // Upstream DTB names (bcm2837-…) are not what the firmware picks by itself (bcm2710-…).
-    let device_tree = board
-        .dtb
-        .as_deref()
-        .map(|d| d.rsplit('/').next().unwrap_or(d).to_string())
-        .unwrap_or_default();
+    let device_tree = board.dtb_file_name().unwrap_or_default().to_string();
     let arm_64bit = if board.arch == Arch::Aarch64 { "1" } else { "" };
     apply(
         "config.txt.tmpl",

@@ -52,6 +52,7 @@ fn check_golden(name: &str, got: &str) {
 fn uenv_board() -> Board {
     let mut b = board::find("rpi4").unwrap();
     b.bootloader = Flavour::UbootUenv;
+    b.dtb_from = crate::board::DtbFrom::Kernel;
     b
 }
 
@@ -59,6 +60,7 @@ fn uenv_board() -> Board {
 fn golden_per_flavour_with_one_and_two_deployments() {
     let cases: Vec<(&str, Board, &str)> = vec![
         ("rpi3", board::find("rpi3").unwrap(), ""),
+        ("rpi4", board::find("rpi4").unwrap(), ""),
         ("qemu-virt-aarch64", board::find("qemu-virt-aarch64").unwrap(), ""),
         (
             "qemu-virt-aarch64-bootprefix",
@@ -111,6 +113,38 @@ fn previous_deployment_stays_as_fallback() {
     assert!(c.starts_with("kernel_image=/ostree/debian-3f1b0c/"), "{c}");
     assert!(c.contains("\nkernel_image2=/ostree/debian-9a77e2/"), "{c}");
     assert!(c.contains("\nbootargs2=root=LABEL=root"), "{c}");
+}
+
+#[test]
+fn a_board_on_the_firmware_dt_gets_no_fdt_line_but_names_it_in_config_txt() {
+    // rpi4: dtb_from = "firmware", so U-Boot passes on the firmware's DT
+    // (config.txt overlays applied) instead of loading the kernel's.
+    let files = render(&board::find("rpi4").unwrap(), &entries(2), "", None).unwrap();
+    let text = |p: &str| String::from_utf8(files.iter().find(|f| f.path == p).unwrap().content.clone()).unwrap();
+    let ext = text("extlinux/extlinux.conf");
+    assert!(ext.contains("kernel /ostree/") && !ext.contains("fdt"), "{ext}");
+    assert!(
+        text("config.txt")
+            .lines()
+            .any(|l| l == "device_tree=bcm2711-rpi-4-b.dtb")
+    );
+    // The same board on the kernel's DT loads it per deployment.
+    let mut b = board::find("rpi4").unwrap();
+    b.dtb_from = crate::board::DtbFrom::Kernel;
+    let files = render(&b, &entries(1), "", None).unwrap();
+    let ext = String::from_utf8(
+        files
+            .iter()
+            .find(|f| f.path == "extlinux/extlinux.conf")
+            .unwrap()
+            .content
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        ext.contains("fdt /ostree/debian-3f1b0c/dtb/broadcom/bcm2711-rpi-4-b.dtb"),
+        "{ext}"
+    );
 }
 
 #[test]

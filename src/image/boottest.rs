@@ -141,3 +141,81 @@ pub fn ext4_cat(image: &Path, offset: u64, path: &str, out: &Path) -> Result<()>
     }
     std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))
 }
+
+/// Reads a file of the root directory of the FAT filesystem at `offset`
+/// (`size` bytes) inside an image, without a loop device or a mount.
+pub fn fat_cat(image: &Path, offset: u64, size: u64, name: &str) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    let mut w = Window {
+        file,
+        start: offset,
+        len: size,
+        pos: 0,
+    };
+    crate::device::fat::read(&mut w, name)
+        .with_context(|| format!("the FAT partition at offset {offset} of {}", image.display()))?
+        .with_context(|| {
+            format!(
+                "{name} is not on the FAT partition at offset {offset} of {}",
+                image.display()
+            )
+        })
+}
+
+/// One partition of an image file, read-only: the FAT reader sees a disk.
+struct Window {
+    file: std::fs::File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl std::io::Read for Window {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let left = self.len.saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        let got = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+impl std::io::Seek for Window {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let pos = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match pos {
+            Some(p) if p <= self.len => {
+                self.pos = p;
+                Ok(p)
+            }
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek outside the partition",
+            )),
+        }
+    }
+}
+
+impl Write for Window {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the image is only read here",
+        ))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl crate::device::fat::Disk for Window {
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

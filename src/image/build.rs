@@ -320,40 +320,58 @@ fn allocated_bytes(p: &Path) -> Result<u64> {
         * 512)
 }
 
-/// The host files a qemu boot of the image needs, read out of the image's root
-/// partition: the board's U-Boot and its DTB (from the deployed tree).
+/// The host files a qemu boot of the image needs, read out of the image: the
+/// board's U-Boot (from the deployed tree) and its DTB — the deployed kernel's,
+/// or with `dtb_from = "firmware"` the firmware partition's copy, which qemu
+/// hands U-Boot as the Raspberry Pi firmware would — with the board's qemu
+/// device tree edits applied.
 pub fn boot_files(
     image: &Path,
     m: &Manifest,
     board: &Board,
     work: &Path,
 ) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
-    let root = m
-        .partitions
-        .iter()
-        .find(|p| p.role == "root")
-        .with_context(|| format!("the manifest of {} lists no root partition", image.display()))?;
+    let part = |role: &str| {
+        m.partitions
+            .iter()
+            .find(|p| p.role == role)
+            .with_context(|| format!("the manifest of {} lists no {role} partition", image.display()))
+    };
     let tree = format!("/{}", m.deploy_dir.trim_start_matches('/'));
     let uboot = match &board.uboot {
         Some(u) => {
             let out = work.join("u-boot.bin");
-            super::boottest::ext4_cat(image, root.start, &format!("{tree}{u}"), &out)?;
+            super::boottest::ext4_cat(image, part("root")?.start, &format!("{tree}{u}"), &out)?;
             Some(out)
         }
         None => None,
     };
-    let dtb = match &board.dtb {
-        Some(d) => {
-            let out = work.join("board.dtb");
+    let out = work.join("board.dtb");
+    let dtb = match (board.dtb_from, &board.dtb) {
+        (_, None) => return Ok((uboot, None)),
+        (crate::board::DtbFrom::Kernel, Some(d)) => {
             super::boottest::ext4_cat(
                 image,
-                root.start,
+                part("root")?.start,
                 &format!("{tree}/usr/lib/modules/{}/dtb/{d}", m.kernel),
                 &out,
             )?;
-            Some(out)
+            out
         }
-        None => None,
+        (crate::board::DtbFrom::Firmware, Some(_)) => {
+            let fw = part("firmware")?;
+            let name = board.dtb_file_name().unwrap_or_default();
+            let bytes = super::boottest::fat_cat(image, fw.start, fw.size, name)?;
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            out
+        }
     };
-    Ok((uboot, dtb))
+    let edits = board.qemu.as_ref().map(|q| q.devicetree.as_slice()).unwrap_or_default();
+    if !edits.is_empty() {
+        let bytes = std::fs::read(&dtb).with_context(|| format!("reading {}", dtb.display()))?;
+        let edited = crate::fdt::apply(&bytes, edits)
+            .with_context(|| format!("board {} ({}): qemu.devicetree", board.name, board.source.display()))?;
+        std::fs::write(&dtb, edited).with_context(|| format!("writing {}", dtb.display()))?;
+    }
+    Ok((uboot, Some(dtb)))
 }

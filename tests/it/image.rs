@@ -332,6 +332,32 @@ fn the_rpi3_image_boots_in_qemu_raspi3b_through_uboot() {
     assert!(line.contains(v["commit"].as_str().unwrap()), "{line}");
 }
 
+/// The Pi 4 boots on the DT its firmware hands U-Boot (no `fdt` line), which
+/// qemu raspi4b plays with the FAT partition's DTB, edited for what it lacks.
+#[test]
+#[ignore = "needs root: arbor image needs root"]
+fn the_rpi4_image_boots_in_qemu_raspi4b_on_the_firmware_device_tree() {
+    common::need_root();
+    let t = tempfile::tempdir().unwrap();
+    let v = image("rpi4", t.path(), &[]);
+    let img = Path::new(v["file"].as_str().unwrap());
+    let boot = part(&v, "boot")["start"].as_u64().unwrap();
+    let ext = t.path().join("extlinux.conf");
+    arbor::image::boottest::ext4_cat(img, boot, "/extlinux/extlinux.conf", &ext).unwrap();
+    let ext = std::fs::read_to_string(&ext).unwrap();
+    assert!(ext.contains("\tkernel /ostree/") && !ext.contains("fdt"), "{ext}");
+    let line = boot_line(&v, None);
+    assert!(line.contains(v["commit"].as_str().unwrap()), "{line}");
+    let log = std::fs::read_to_string(format!("{}.serial.log", img.display())).unwrap();
+    for want in [
+        "Retrieving file: /extlinux/extlinux.conf",
+        "Machine model: Raspberry Pi 4 Model B",
+        "mmcblk0: p1 p2 p3",
+    ] {
+        assert!(log.contains(want), "{want:?} not in the serial log:\n{log}");
+    }
+}
+
 #[test]
 #[ignore = "needs root: arbor image needs root"]
 fn a_build_killed_at_any_point_leaves_nothing_at_the_output_path() {
