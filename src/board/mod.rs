@@ -180,6 +180,8 @@ pub struct FirmwareFile {
     pub to: String,
     /// A missing source is skipped instead of failing the image.
     pub optional: bool,
+    /// The package that ships it, named when it is missing.
+    pub package: Option<String>,
 }
 
 /// A raw bootloader image written at a byte offset of the disk.

@@ -449,6 +449,7 @@ fn firmware(cx: &Ctx, i: usize, f: &WireFirmware) -> Result<FirmwareFile> {
         from,
         to,
         optional: f.optional,
+        package: f.package.clone(),
     })
 }
 

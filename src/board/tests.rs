@@ -91,7 +91,7 @@ fn rpi3_resolves_defaults() {
     assert_eq!(b.firmware[1].dest("bcm2837-rpi-3-b.dtb"), "bcm2837-rpi-3-b.dtb");
     assert_eq!(b.firmware[0].dest("whatever"), "u-boot.bin");
     assert!(b.firmware[1].is_glob() && !b.firmware[0].is_glob());
-    assert!(b.firmware[2].optional && !b.firmware[0].optional);
+    assert!(!b.firmware[2].optional && b.firmware[2].package.as_deref() == Some("raspi-firmware"));
     // qemu's SD card wants a power of two.
     assert_eq!(b.image_size(Some(3 * GIB)), 4 * GIB);
     let q = b.qemu.as_ref().unwrap();

@@ -96,6 +96,7 @@ pub(super) struct WireFirmware {
     pub to: String,
     #[serde(default)]
     pub optional: bool,
+    pub package: Option<String>,
 }
 
 /// One `[[blobs]]` entry.

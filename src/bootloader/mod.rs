@@ -315,6 +315,15 @@ fn config_txt(board: &Board) -> Result<String> {
     // Upstream DTB names (bcm2837-…) are not what the firmware picks by itself (bcm2710-…).
     let device_tree = board.dtb_file_name().unwrap_or_default().to_string();
     let arm_64bit = if board.arch == Arch::Aarch64 { "1" } else { "" };
+    // The firmware's second stage and its memory split, when the board copies them.
+    let named = |prefix: &str, ext: &str| {
+        board
+            .firmware
+            .iter()
+            .map(|f| f.dest(f.from.rsplit('/').next().unwrap_or_default()))
+            .find(|d| !d.contains('/') && d.starts_with(prefix) && d.ends_with(ext))
+            .unwrap_or_default()
+    };
     apply(
         "config.txt.tmpl",
         &scope(
@@ -323,6 +332,8 @@ fn config_txt(board: &Board) -> Result<String> {
                 ("arm_64bit", arm_64bit.to_string()),
                 ("kernel", kernel),
                 ("device_tree", device_tree),
+                ("start_file", named("start", ".elf")),
+                ("fixup_file", named("fixup", ".dat")),
             ],
         ),
     )

@@ -158,6 +158,8 @@ fn config_txt_follows_the_board() {
         "kernel=u-boot.bin",
         "enable_uart=1",
         "device_tree=bcm2711-rpi-4-b.dtb",
+        "start_file=start4.elf",
+        "fixup_file=fixup4.dat",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} not in {text}");
     }

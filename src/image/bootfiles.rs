@@ -96,11 +96,18 @@ fn firmware_files(board: &Board, tree: &Tree) -> Result<Vec<(String, FatSource)>
                 tracing::info!(board = %board.name, file = %f.from, "optional firmware file not in the tree");
                 continue;
             }
-            bail!(
-                "board {}: firmware file {} is not in the tree (add the package that ships it, or mark it optional)",
-                board.name,
-                f.from
-            );
+            match &f.package {
+                Some(p) => bail!(
+                    "board {}: firmware file {} is not in the tree: add the package {p} to the treefile's packages",
+                    board.name,
+                    f.from
+                ),
+                None => bail!(
+                    "board {}: firmware file {} is not in the tree (add the package that ships it, or mark it optional)",
+                    board.name,
+                    f.from
+                ),
+            }
         }
         for (m, file) in opened {
             let name = m.rsplit('/').next().unwrap_or_default();

@@ -139,3 +139,61 @@ fn rpi_images_carry_debians_firmware_byte_for_byte() {
         }
     }
 }
+
+/// A tree without the firmware makes no rpi image: a card that cannot boot is
+/// refused, naming the file and the package to add.
+#[test]
+#[ignore = "needs root: arbor image needs root"]
+fn an_rpi_image_of_a_tree_without_the_firmware_is_refused_naming_the_package() {
+    common::need_root();
+    let sample = common::sample_repo();
+    let t = tempfile::tempdir().unwrap();
+    // The sample tree's packages with the kernel and U-Boot, but not the firmware.
+    let tf = t.path().join("no-firmware.yaml");
+    std::fs::write(
+        t.path().join("sample.repo"),
+        format!(
+            "[arbor-sample]\nname=arbor sample\nbaseurl=file://{}/\ngpgcheck=0\n",
+            sample.out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &tf,
+        "ref: test/no-firmware\nreleasever: \"1\"\nrepos: [arbor-sample]\n\
+         packages: [filesystem, setup, glibc, busybox, sample-init, kernel, uboot-images-armv8]\n\
+         boards: [rpi3, rpi4]\n",
+    )
+    .unwrap();
+    let repo = t.path().join("repo");
+    ok_json(
+        &arbor()
+            .args(["compose", "tree", "--arch", "aarch64", "--json", "--repo"])
+            .arg(&repo)
+            .arg("--cache-dir")
+            .arg(t.path().join("cache"))
+            .arg(&tf)
+            .timed_output()
+            .unwrap(),
+    );
+    for (board, files) in BOARDS {
+        let img = t.path().join(format!("{board}.img"));
+        let out = arbor()
+            .args(["image", "--ref", "test/no-firmware", "--board", board, "--repo"])
+            .arg(&repo)
+            .arg("-o")
+            .arg(&img)
+            .timed_output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{board}: an image without the firmware was built"
+        );
+        assert!(
+            err.contains(&format!("{FIRMWARE_DIR}/{}", files[0])) && err.contains("add the package raspi-firmware"),
+            "{board}: {err}"
+        );
+        assert!(!img.exists(), "{board}: {} left behind", img.display());
+    }
+}
