@@ -339,9 +339,17 @@ fn finish(path: &Path, dir: &Path, arch: Arch, layer: Layer) -> Result<Treefile>
     let exclude_packages = sorted(excluded_from.into_iter().map(|(p, _)| p).collect());
 
     // dnf variables for .repo files: the treefile's, plus releasever_major/minor as dnf has them.
+    // Without a treefile `releasever`, `$releasever` in a .repo file is the build
+    // host's release (os-release VERSION_ID), as dnf and rpm-ostree take it from
+    // the host; a warning says so when a repository used it.
     let mut repo_vars = all_vars.clone();
-    if let Some(r) = &releasever {
+    let host_release = match &releasever {
+        Some(_) => None,
+        None => host_releasever(),
+    };
+    if let Some(r) = releasever.as_ref().or(host_release.as_ref()) {
         let (major, minor) = r.split_once('.').unwrap_or((r, ""));
+        repo_vars.insert("releasever".into(), VarValue::String(r.clone()));
         repo_vars.insert("releasever_major".into(), VarValue::String(major.into()));
         repo_vars.insert("releasever_minor".into(), VarValue::String(minor.into()));
     }
@@ -359,6 +367,18 @@ fn finish(path: &Path, dir: &Path, arch: Arch, layer: Layer) -> Result<Treefile>
     };
     let repos = resolve_repos(&repos, "repos")?;
     let lockfile_repos = resolve_repos(&lockfile_repos, "lockfile-repos")?;
+    if let Some(host) = &host_release {
+        for r in repos.iter().chain(&lockfile_repos) {
+            if repo_dir.uses(&r.id, "releasever") {
+                tracing::warn!(
+                    "{top}: no `releasever` set: `$releasever` in repo `{}` ({}) is this build host's release {host:?} \
+                     (its os-release VERSION_ID, as dnf does); set `releasever:` in the treefile for the tree's own",
+                    r.id,
+                    r.file.display()
+                );
+            }
+        }
+    }
 
     let repo_packages = repo_packages
         .iter()
@@ -518,5 +538,36 @@ mod tests {
             patterns: vec!["/usr/share/.*".into()],
         };
         assert_eq!(serde_json::to_string(&r).unwrap(), r#"["cpio","/usr/share/.*"]"#);
+    }
+}
+
+/// The build host's release (`VERSION_ID` of /etc/os-release, else
+/// /usr/lib/os-release): what dnf takes `$releasever` from when nothing sets it.
+fn host_releasever() -> Option<String> {
+    ["/etc/os-release", "/usr/lib/os-release"].iter().find_map(|p| {
+        let text = std::fs::read_to_string(p).ok()?;
+        os_release_version_id(&text)
+    })
+}
+
+/// `VERSION_ID` of os-release text, unquoted.
+fn os_release_version_id(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let v = l.trim().strip_prefix("VERSION_ID=")?;
+        let v = v.trim_matches(|c| c == '"' || c == '\'');
+        (!v.is_empty()).then(|| v.to_string())
+    })
+}
+
+#[cfg(test)]
+mod os_release_tests {
+    #[test]
+    fn version_id_quoted_or_not() {
+        let f = super::os_release_version_id;
+        assert_eq!(f("NAME=\"Fedora Linux\"\nVERSION_ID=41\n").as_deref(), Some("41"));
+        assert_eq!(f("VERSION_ID=\"12\"\n").as_deref(), Some("12"));
+        assert_eq!(f("VERSION_ID='9.4'").as_deref(), Some("9.4"));
+        assert_eq!(f("ID=arch\n"), None);
+        assert_eq!(f("VERSION_ID=\n"), None);
     }
 }

@@ -89,7 +89,6 @@ pub(super) const NOT_IMPLEMENTED: &[&str] = &[
     "repo_metadata",
     "repovars",
     "rojig",
-    "rpmdb",
     "rpmdb-normalize",
     "runtime-only",
     "selinux-label-version",
@@ -385,8 +384,27 @@ pub(super) fn parse_file(shown: &str, path: &Path, text: &str, arch: Arch) -> Re
             }
             continue;
         }
+        if key == "rpmdb" {
+            // rpm-ostree's backend choice: arbor always writes rpm's sqlite rpmdb.
+            match map.remove(key) {
+                Some(serde_json::Value::String(s)) if s == "sqlite" => continue,
+                Some(serde_json::Value::String(s)) if s == "bdb" || s == "ndb" => bail!(
+                    "{}: rpmdb `{s}`: arbor writes only rpm's sqlite database (rpm >= 4.16's default, \
+                     what Fedora 33+ and EL9 boot with); set `rpmdb: sqlite` or remove the key",
+                    at(shown, text, key)
+                ),
+                other => bail!(
+                    "{}: rpmdb {}: expected `sqlite` (`bdb` and `ndb` are not written by arbor)",
+                    at(shown, text, key),
+                    other.map(|v| v.to_string()).unwrap_or_default()
+                ),
+            }
+        }
         if NOT_IMPLEMENTED.contains(&key) {
-            bail!("key `{key}` in {shown} is an rpm-ostree key that arbor does not implement yet");
+            bail!(
+                "{}: key `{key}` is an rpm-ostree key that arbor does not implement yet",
+                at(shown, text, key)
+            );
         }
         let near = suggest(key);
         // rpm-ostree ignores unknown keys in JSON treefiles (its own fixtures use

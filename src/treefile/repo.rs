@@ -285,9 +285,17 @@ impl RepoDir {
             }
         }
         Ok(RepoDir {
-            dir: listed.to_path_buf(),
+            // Absolute, so a treefile given as `t.yaml` names its directory in errors.
+            dir: std::path::absolute(listed).unwrap_or_else(|_| listed.to_path_buf()),
             repos,
         })
+    }
+
+    /// Whether repository `id`'s settings mention the variable `var`.
+    pub fn uses(&self, id: &str, var: &str) -> bool {
+        self.repos
+            .get(id)
+            .is_some_and(|r| r.entries.values().any(|(v, _)| v.contains(var)))
     }
 
     /// The repository `id`; `origin` says where it was asked for (for the error).

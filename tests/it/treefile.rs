@@ -1,6 +1,7 @@
 //! Treefiles through the real loader: includes, variables, conditions, key
 //! checks, .repo files, and every treefile shipped in `treefiles/`.
 
+use crate::common::Deadline as _;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -113,7 +114,6 @@ fn rpm_ostree_keys_arbor_lacks_are_named_as_such() {
         "rojig",
         "gpg-key",
         "sysroot-readonly",
-        "rpmdb",
         "rpmdb-normalize",
         "preserve-passwd",
         "repovars",
@@ -130,16 +130,72 @@ fn rpm_ostree_keys_arbor_lacks_are_named_as_such() {
     for key in keys {
         for (name, text) in [
             ("t.yaml", format!("ref: t/r\n{key}: x\n")),
-            ("t.json", format!("{{\"ref\": \"t/r\", \"{key}\": \"x\"}}")),
+            ("t.json", format!("{{\n  \"ref\": \"t/r\",\n  \"{key}\": \"x\"\n}}")),
         ] {
             let dir = fixture(&[(name, &text)]);
+            // The line, as for unknown keys.
+            let line = if name.ends_with(".yaml") { 2 } else { 3 };
             let want = format!(
-                "key `{key}` in {} is an rpm-ostree key that arbor does not implement yet",
+                "{}:{line}: key `{key}` is an rpm-ostree key that arbor does not implement yet",
                 path_of(&dir, name)
             );
             assert_eq!(error(&dir, name, Arch::Aarch64), want);
         }
     }
+}
+
+/// Without `releasever` in the treefile, `$releasever` in a .repo file is the
+/// build host's release (os-release VERSION_ID), as dnf takes it, not an error.
+#[test]
+fn releasever_in_a_repo_falls_back_to_the_hosts_release() {
+    let dir = fixture(&[
+        ("t.yaml", "ref: t/${basearch}\nrepos: [r]\npackages: [bash]\n"),
+        ("r.repo", "[r]\nbaseurl=https://example.org/$releasever/$basearch/\n"),
+    ]);
+    let os = std::fs::read_to_string("/etc/os-release").unwrap();
+    let host = os
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("VERSION_ID in /etc/os-release");
+    let tf = load(&dir, "t.yaml", Arch::Aarch64);
+    assert_eq!(tf.releasever, None, "the tree's own releasever stays unset");
+    assert_eq!(tf.repos[0].baseurl, [format!("https://example.org/{host}/aarch64/")]);
+}
+
+/// A treefile given by a relative path names its directory when a repo is missing.
+#[test]
+fn a_missing_repo_of_a_relative_treefile_names_its_directory() {
+    let dir = fixture(&[("t.yaml", "ref: t/r\nrepos: [fedora]\npackages: [bash]\n")]);
+    let out = crate::common::arbor()
+        .current_dir(dir.path())
+        .args(["treefile", "show", "t.yaml", "--arch", "aarch64"])
+        .timed_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let want = format!("in any .repo file in {} (defined there: none)", dir.path().display());
+    assert!(err.contains(&want), "{want:?} not in {err}");
+}
+
+/// `rpmdb: sqlite` is what arbor writes; the other backends are refused with the reason.
+#[test]
+fn rpmdb_sqlite_is_accepted_and_bdb_refused_with_its_line() {
+    let dir = fixture(&[
+        ("s.yaml", "ref: t/r\nrpmdb: sqlite\npackages: [bash]\n"),
+        ("b.yaml", "ref: t/r\npackages: [bash]\nrpmdb: bdb\n"),
+        ("n.json", "{\"ref\": \"t/r\", \"rpmdb\": \"ndb\"}"),
+    ]);
+    let tf = treefile::load(&dir.path().join("s.yaml"), Arch::Aarch64).unwrap();
+    assert_eq!(tf.packages, ["bash"]);
+    assert_has(
+        &error(&dir, "b.yaml", Arch::Aarch64),
+        &[
+            &format!("{}:3: rpmdb `bdb`", path_of(&dir, "b.yaml")),
+            "only rpm's sqlite",
+        ],
+    );
+    assert_has(&error(&dir, "n.json", Arch::Aarch64), &["rpmdb `ndb`", "sqlite"]);
 }
 
 #[test]
@@ -320,7 +376,10 @@ fn unknown_variables_are_named_with_the_known_ones() {
             "ref: t/r\nconditional-include:\n  - if: [basearch == \"aarch64\", devel]\n    include: x.yaml\n",
         ),
         ("repo.yaml", "ref: t/r\nrepos: [r]\n"),
-        ("r.repo", "[r]\nbaseurl=https://example.org/$releasever/$basearch/\n"),
+        (
+            "r.repo",
+            "[r]\nbaseurl=https://example.org/$releasever/$mirrorsuffix/$basearch/\n",
+        ),
     ]);
     assert_has(
         &error(&dir, "ref.yaml", Arch::Aarch64),
@@ -361,7 +420,7 @@ fn unknown_variables_are_named_with_the_known_ones() {
         &error(&dir, "repo.yaml", Arch::Aarch64),
         &[
             &format!("{}:2", path_of(&dir, "r.repo")),
-            "unknown variable `releasever`",
+            "unknown variable `mirrorsuffix`",
         ],
     );
 }
