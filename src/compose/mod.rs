@@ -6,3 +6,4 @@ pub mod postprocess;
 pub mod resolve;
 pub mod rpmdb;
 pub mod tree;
+pub mod version;

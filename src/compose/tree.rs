@@ -103,7 +103,13 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         None => None,
     };
     let prev_version = previous.as_ref().and_then(|(_, m)| m.get("version").cloned());
-    let version = next_version(tf, prev_version.as_deref(), when);
+    // The compose date (not `when`, the newest package's build time): rpm-ostree
+    // dates versions by when the tree was made.
+    let version = super::version::next_version(
+        tf.automatic_version_prefix.as_deref(),
+        prev_version.as_deref(),
+        super::version::compose_date()?,
+    )?;
     if let Some((commit, meta)) = previous
         .as_ref()
         .filter(|(_, meta)| meta.get("arbor.inputhash") == Some(&input_hash) && !opts.force)
@@ -402,10 +408,7 @@ fn users_from_packages(files: &[PathBuf], headers: &[HeaderInfo]) -> Result<crat
 /// time — deterministic for the same inputs, and newer when packages are.
 fn source_date(headers: &[HeaderInfo]) -> Result<u64> {
     if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
-        return s
-            .trim()
-            .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"));
+        return super::version::parse_epoch(&s);
     }
     Ok(headers.iter().map(|h| h.build_time).max().unwrap_or(0))
 }
@@ -425,62 +428,6 @@ fn input_hash(tf: &Treefile, resolved: &Resolved, no_scripts: bool) -> String {
     }
     h.update(std::env::var("SOURCE_DATE_EPOCH").unwrap_or_default());
     hex::encode(h.finalize())
-}
-
-/// rpm-ostree's automatic versioning: `PREFIX`, then `PREFIX.1`, `PREFIX.2`, …
-/// while the previous version carries the same prefix. `<date:%Y%m%d>` in the
-/// prefix expands from the commit timestamp. No prefix: `DATE.0`, `DATE.1`, ….
-pub fn next_version(tf: &Treefile, previous: Option<&str>, timestamp: u64) -> String {
-    let (prefix, first) = match &tf.automatic_version_prefix {
-        Some(p) => {
-            let p = expand_date(p, timestamp);
-            (p.clone(), p)
-        }
-        None => {
-            let p = expand_date("<date:%Y%m%d>", timestamp);
-            (p.clone(), format!("{p}.0"))
-        }
-    };
-    match previous {
-        Some(prev) if prev == prefix => format!("{prefix}.1"),
-        Some(prev) => match prev
-            .strip_prefix(&format!("{prefix}."))
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            Some(n) => format!("{prefix}.{}", n + 1),
-            None => first,
-        },
-        None => first,
-    }
-}
-
-fn expand_date(s: &str, timestamp: u64) -> String {
-    let Some(start) = s.find("<date:") else {
-        return s.to_string();
-    };
-    let Some(end) = s[start..].find('>') else {
-        return s.to_string();
-    };
-    let fmt = &s[start + 6..start + end];
-    let (y, m, d) = civil_from_days((timestamp / 86_400) as i64);
-    let date = fmt
-        .replace("%Y", &format!("{y:04}"))
-        .replace("%m", &format!("{m:02}"))
-        .replace("%d", &format!("{d:02}"));
-    format!("{}{date}{}", &s[..start], &s[start + end + 1..])
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
 }
 
 fn commit_metadata(
@@ -516,17 +463,4 @@ fn commit_metadata(
         m.insert("arbor.scripts-skipped".into(), Meta::StrList(skipped.to_vec()));
     }
     m
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_expand_from_the_timestamp() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(expand_date("41.<date:%Y%m%d>", 1_704_067_200), "41.20240101");
-        assert_eq!(expand_date("plain", 5), "plain");
-    }
 }

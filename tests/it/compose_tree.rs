@@ -320,3 +320,47 @@ fn sign_key_signs_the_commit_and_a_bad_key_stops_before_any_work() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&*bad.to_string_lossy()));
     assert!(!t.path("other").exists(), "nothing was composed");
 }
+
+/// Today's date in UTC as `%Y%m%d`, by the host's `date`.
+fn utc_today() -> String {
+    common::run(Command::new("date").args(["-u", "+%Y%m%d"]))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn automatic_versions_are_dated_by_the_compose_and_count_from_0() {
+    // rpm-ostree's docs/treefile.md example, with a package set that builds quickly.
+    let t = Scratch::new(
+        &sample_url(),
+        &format!("{SMALL}automatic-version-prefix: \"40.<date:%Y%m%d>.dev\"\n"),
+    );
+    // SOURCE_DATE_EPOCH (2024-01-01) dates a reproducible build: .dev.0, then .dev.1.
+    let epoch = [("SOURCE_DATE_EPOCH", "1704067200")];
+    let first = ok_json(&t.compose_tree("repo", &["--no-scripts"], &epoch));
+    assert_eq!(first["version"], "40.20240101.dev.0");
+    let second = ok_json(&t.compose_tree("repo", &["--no-scripts", "--force"], &epoch));
+    assert_eq!(second["version"], "40.20240101.dev.1");
+    let shown = ostree(
+        &t.path("repo"),
+        &[
+            "show",
+            second["commit"].as_str().unwrap(),
+            "--print-metadata-key=version",
+        ],
+    );
+    assert_eq!(shown.trim(), "'40.20240101.dev.1'");
+
+    // Without it, the date the compose runs (not the newest package's build
+    // time), so the counter starts again at .0.
+    let (before, v, after) = (
+        utc_today(),
+        ok_json(&t.compose_tree("repo", &["--no-scripts", "--dry-run"], &[])),
+        utc_today(),
+    );
+    let version = v["version"].as_str().unwrap();
+    assert!(
+        [format!("40.{before}.dev.0"), format!("40.{after}.dev.0")].contains(&version.to_string()),
+        "{version} is not dated {before}"
+    );
+}
