@@ -399,7 +399,15 @@ fn main() {
     let baseurl = format!("file://{}/", repo.dir.display());
     let mut loaded = None;
     let fetch_secs = timed(&mut || {
-        loaded = Some(fetch_metadata("synth", &baseurl, &tmp.path().join("cache2"), &Fetcher::new()).unwrap());
+        loaded = Some(
+            fetch_metadata(
+                "synth",
+                std::slice::from_ref(&baseurl),
+                &tmp.path().join("cache2"),
+                &Fetcher::new(),
+            )
+            .unwrap(),
+        );
     });
     let loaded = loaded.unwrap();
     let add = |pool: &mut Pool, cache: Option<&Path>| {

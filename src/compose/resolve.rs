@@ -72,7 +72,7 @@ pub fn resolve(tf: &Treefile, opts: &Options) -> Result<Resolved> {
     }
     let repos: Vec<LoadedRepo> = configs
         .iter()
-        .map(|r| repo::fetch_metadata(&r.id, baseurl(r)?, &opts.cache_dir, &fetcher))
+        .map(|r| repo::fetch_metadata(&r.id, baseurls(r)?, &opts.cache_dir, &fetcher))
         .collect::<Result<_>>()?;
 
     let mut pool = Pool::new(tf.basearch);
@@ -143,14 +143,16 @@ pub(crate) fn solv_cache_path(cache_dir: &Path, r: &LoadedRepo) -> PathBuf {
         .join(format!("{}.solv", hex::encode(h.finalize())))
 }
 
-pub(crate) fn baseurl(r: &RepoConfig) -> Result<&str> {
-    r.baseurl.first().map(String::as_str).with_context(|| {
-        format!(
+/// A repository's `baseurl=` URLs (at least one), tried in order.
+pub(crate) fn baseurls(r: &RepoConfig) -> Result<&[String]> {
+    if r.baseurl.is_empty() {
+        bail!(
             "repository {} ({}) has no baseurl: metalink and mirrorlist are accepted but only baseurl is fetched; add baseurl=",
             r.id,
             r.file.display()
-        )
-    })
+        );
+    }
+    Ok(&r.baseurl)
 }
 
 pub(crate) fn download_packages(
@@ -180,7 +182,7 @@ pub(crate) fn download_packages(
         };
         items.push(Item {
             nevra: p.nevra(),
-            url: format!("{}{}", loaded.baseurl, p.location),
+            urls: loaded.mirrors.iter().map(|m| format!("{m}{}", p.location)).collect(),
             checksum: Checksum::new(&p.checksum_type, &p.checksum).with_context(|| format!("package {}", p.nevra()))?,
             gpg_keys,
         });

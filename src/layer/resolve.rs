@@ -50,7 +50,7 @@ pub fn resolve(
         opts.repos
             .iter()
             .map(|r| {
-                crate::repo::fetch_metadata(&r.id, crate::compose::resolve::baseurl(r)?, &opts.cache_dir, &fetcher)
+                crate::repo::fetch_metadata(&r.id, crate::compose::resolve::baseurls(r)?, &opts.cache_dir, &fetcher)
             })
             .collect::<Result<_>>()?
     };

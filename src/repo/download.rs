@@ -17,8 +17,8 @@ use crate::runner::Tool;
 pub struct Item {
     /// `name-evr.arch`, for messages.
     pub nevra: String,
-    /// Full URL of the .rpm.
-    pub url: String,
+    /// Full URLs of the .rpm, one per base URL of its repository, tried in order.
+    pub urls: Vec<String>,
     /// Checksum from the repository metadata.
     pub checksum: Checksum,
     /// Signing keys to check against (files); `None` when the repo has gpgcheck=0.
@@ -27,7 +27,11 @@ pub struct Item {
 
 /// Where an item lives in the cache: `packages/<checksum>/<file name>`.
 pub fn cache_path(cache_dir: &Path, item: &Item) -> PathBuf {
-    let name = item.url.rsplit('/').next().unwrap_or("package.rpm");
+    let name = item
+        .urls
+        .first()
+        .and_then(|u| u.rsplit('/').next())
+        .unwrap_or("package.rpm");
     cache_dir.join("packages").join(&item.checksum.hex).join(name)
 }
 
@@ -61,7 +65,9 @@ fn fetch_one(item: &Item, cache_dir: &Path, fetcher: &Fetcher) -> Result<PathBuf
         );
     }
     if !dest.exists() {
-        fetcher.download(&item.url, &dest, &item.checksum)?;
+        // Another base URL serves the same bytes (the checksum says so) when one
+        // is down, lacks the file or serves something else.
+        super::first_working(&item.urls, |url| fetcher.download(url, &dest, &item.checksum))?;
     }
     verify_rpm(&dest, item)?;
     if let Some(stamp) = stamp(&dest, item) {

@@ -37,8 +37,11 @@ pub struct RepoMd {
 pub struct LoadedRepo {
     /// Repository id.
     pub id: String,
-    /// Base URL, ending in `/`.
+    /// The base URL the metadata came from, ending in `/`.
     pub baseurl: String,
+    /// Every base URL of the repository, ending in `/`, in the order packages
+    /// are tried: the one the metadata came from, then the others as listed.
+    pub mirrors: Vec<String>,
     /// repomd.xml's revision.
     pub revision: Option<String>,
     /// Cached primary metadata.
@@ -146,18 +149,58 @@ pub fn parse_repomd(xml: &[u8]) -> Result<RepoMd> {
 }
 
 /// Fetches a repository's metadata into `cache_dir/metadata`, reusing files
-/// already there under their checksum.
-pub fn fetch_metadata(id: &str, baseurl: &str, cache_dir: &Path, fetcher: &Fetcher) -> Result<LoadedRepo> {
-    let baseurl = if baseurl.ends_with('/') {
-        baseurl.to_string()
+/// already there under their checksum. `baseurls` are tried in order, as dnf
+/// tries them: one that cannot be reached, answers with an error or serves
+/// metadata that does not check out gives way to the next.
+pub fn fetch_metadata(id: &str, baseurls: &[String], cache_dir: &Path, fetcher: &Fetcher) -> Result<LoadedRepo> {
+    let urls: Vec<String> = baseurls.iter().map(|u| with_slash(u)).collect();
+    let mut loaded = first_working(&urls, |baseurl| fetch_metadata_from(id, baseurl, cache_dir, fetcher))
+        .with_context(|| format!("repository {id}"))?;
+    loaded.mirrors = std::iter::once(loaded.baseurl.clone())
+        .chain(urls.into_iter().filter(|u| *u != loaded.baseurl))
+        .collect();
+    Ok(loaded)
+}
+
+fn with_slash(url: &str) -> String {
+    if url.ends_with('/') {
+        url.to_string()
     } else {
-        format!("{baseurl}/")
-    };
+        format!("{url}/")
+    }
+}
+
+/// `op` on each of `urls` in order until one succeeds. A failure with URLs
+/// left is logged; when all fail, the error names each URL and why (the one
+/// URL's own error when there is one).
+pub fn first_working<T>(urls: &[String], mut op: impl FnMut(&str) -> Result<T>) -> Result<T> {
+    let mut failures = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        match op(url) {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                if i + 1 < urls.len() {
+                    tracing::warn!(url = %url, error = %format!("{e:#}"), "failed; trying the next baseurl");
+                }
+                failures.push((url, e));
+            }
+        }
+    }
+    match failures.len() {
+        0 => bail!("no baseurl to fetch from"),
+        1 => Err(failures.remove(0).1),
+        n => {
+            let why: Vec<String> = failures.iter().map(|(u, e)| format!("  - {u}: {e:#}")).collect();
+            bail!("all {n} baseurls failed:\n{}", why.join("\n"))
+        }
+    }
+}
+
+/// [`fetch_metadata`] from one base URL (ending in `/`).
+fn fetch_metadata_from(id: &str, baseurl: &str, cache_dir: &Path, fetcher: &Fetcher) -> Result<LoadedRepo> {
     let repomd_url = format!("{baseurl}repodata/repomd.xml");
-    let xml = fetcher
-        .get(&repomd_url)
-        .with_context(|| format!("repository {id}: fetching {repomd_url}"))?;
-    let md = parse_repomd(&xml).with_context(|| format!("repository {id}: {repomd_url}"))?;
+    let xml = fetcher.get(&repomd_url)?;
+    let md = parse_repomd(&xml).with_context(|| repomd_url.clone())?;
     let dir = cache_dir.join("metadata");
     let mut get = |f: &MdFile| -> Result<PathBuf> {
         // Named by checksum: a cached file is one that was verified when written.
@@ -165,9 +208,7 @@ pub fn fetch_metadata(id: &str, baseurl: &str, cache_dir: &Path, fetcher: &Fetch
         if !dest.exists() {
             let url = format!("{baseurl}{}", f.href);
             tracing::info!(repo = id, url = %url, "fetching metadata");
-            fetcher
-                .download(&url, &dest, &f.checksum)
-                .with_context(|| format!("repository {id}"))?;
+            fetcher.download(&url, &dest, &f.checksum)?;
         }
         Ok(dest)
     };
@@ -175,7 +216,8 @@ pub fn fetch_metadata(id: &str, baseurl: &str, cache_dir: &Path, fetcher: &Fetch
     let filelists = md.filelists.as_ref().map(&mut get).transpose()?;
     Ok(LoadedRepo {
         id: id.to_string(),
-        baseurl,
+        baseurl: baseurl.to_string(),
+        mirrors: vec![baseurl.to_string()],
         revision: md.revision,
         primary,
         filelists,
@@ -231,6 +273,44 @@ mod tests {
             assert!(parse_repomd(xml.as_bytes()).is_err(), "{href:?} accepted in repomd");
         }
         assert!(check_href("Packages/b/bash-5.2.rpm").is_ok());
+    }
+
+    #[test]
+    fn baseurls_are_tried_in_order_and_all_failures_are_named() {
+        let urls: Vec<String> = ["http://a/", "http://b/", "http://c/"].map(String::from).to_vec();
+        let mut tried = Vec::new();
+        let got = first_working(&urls, |u| {
+            tried.push(u.to_string());
+            if u == "http://b/" {
+                Ok(u.len())
+            } else {
+                bail!("{u} is down")
+            }
+        })
+        .unwrap();
+        assert_eq!(
+            (got, tried.as_slice()),
+            (9, &urls[..2]),
+            "stops at the first that works"
+        );
+
+        let e = format!(
+            "{:#}",
+            first_working(&urls, |u| -> Result<()> {
+                Err(anyhow::anyhow!("HTTP 404").context(format!("fetching {u}x")))
+            })
+            .unwrap_err()
+        );
+        assert!(e.starts_with("all 3 baseurls failed:"), "{e}");
+        for u in &urls {
+            assert!(e.contains(&format!("  - {u}: fetching {u}x: HTTP 404")), "{e}");
+        }
+        // One URL: its own error, as before there were several.
+        let e = format!(
+            "{:#}",
+            first_working(&urls[..1], |_| -> Result<()> { bail!("refused") }).unwrap_err()
+        );
+        assert_eq!(e, "refused");
     }
 
     #[test]

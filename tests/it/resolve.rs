@@ -663,3 +663,66 @@ fn quoted_version_queries_resolve_alone_and_among_names() {
     let e = err(&resolve(&t, "aarch64", &[]));
     assert!(e.contains(&format!("busybox = 0:{busybox}.no")), "{e}");
 }
+
+/// A loopback URL nothing listens on: a port bound, then released.
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/")
+}
+
+#[test]
+fn every_baseurl_is_tried_in_order_for_metadata_and_packages() {
+    let sample = common::sample_repo().out.clone();
+    let good = http::Server::start(sample.clone());
+    let empty = tempfile::tempdir().unwrap();
+    let missing = http::Server::start(empty.path().to_path_buf());
+    let treefile = "ref: t\nrepos: [sample]\npackages: [busybox]\n";
+
+    // The first baseurl refuses connections, or answers 404: the next one serves.
+    for first in [dead_url(), missing.url.clone()] {
+        let t = Scratch::new(&format!("{first} {}", good.url), treefile);
+        let v = ok_json(&resolve(&t, "aarch64", &["--json", "--download"]));
+        assert!(v["files"].as_array().is_some_and(|f| !f.is_empty()), "{v}");
+        let served = good.take();
+        assert!(
+            served.contains(&"/repodata/repomd.xml".to_string()) && served.iter().any(|p| p.ends_with(".rpm")),
+            "{served:?}"
+        );
+    }
+    assert_eq!(missing.take(), ["/repodata/repomd.xml"]);
+
+    // Metadata from the first, which lacks the packages: they come from the second.
+    let metadata_only = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(sample.join("repodata"), metadata_only.path().join("repodata")).unwrap();
+    let partial = http::Server::start(metadata_only.path().to_path_buf());
+    let t = Scratch::new(&format!("{},{}", partial.url, good.url), treefile);
+    let v = ok_json(&resolve(&t, "aarch64", &["--json", "--download"]));
+    let rpms = v["packages"].as_array().unwrap().len();
+    let (first, second) = (partial.take(), good.take());
+    assert_eq!(first.iter().filter(|p| p.ends_with(".rpm")).count(), rpms, "{first:?}");
+    assert_eq!(
+        second.iter().filter(|p| p.ends_with(".rpm")).count(),
+        rpms,
+        "{second:?}"
+    );
+    assert!(second.iter().all(|p| !p.starts_with("/repodata/")), "{second:?}");
+
+    // All of them failing: each is named with its reason.
+    let dead = dead_url();
+    let t = Scratch::new(&format!("{dead} {}", missing.url), treefile);
+    let e = err(&resolve(&t, "aarch64", &[]));
+    assert!(e.contains("repository sample: all 2 baseurls failed"), "{e}");
+    assert!(
+        e.contains(&format!("{dead}: fetching {dead}repodata/repomd.xml")) && e.to_lowercase().contains("refused"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            "{}: fetching {}repodata/repomd.xml: HTTP 404",
+            missing.url, missing.url
+        )),
+        "{e}"
+    );
+}
