@@ -208,6 +208,8 @@ fn generate_delta(repo: &Repo, from: Option<&str>, to: &str, dest: &Path) -> Res
     path.push(0);
     params.insert_value("filename", &glib::Variant::array_from_fixed_array(&path));
     params.insert("inline-parts", true);
+    // A bundle is applied offline: every object inside, none left to fetch.
+    params.insert("min-fallback-size", super::publish::delta::MIN_FALLBACK_SIZE_MB);
     repo.raw()
         .static_delta_generate(
             ::ostree::StaticDeltaGenerateOpt::Major,

@@ -54,8 +54,18 @@ impl Fixture {
 
     /// Commits a tree at `version` holding `data` on `test/ref`.
     fn commit(&self, version: &str, data: &[u8]) -> String {
+        self.commit_with(version, data, &[])
+    }
+
+    /// [`Fixture::commit`] with `extra` files (path, contents) in the tree too.
+    fn commit_with(&self, version: &str, data: &[u8], extra: &[(&str, &[u8])]) -> String {
         let tree = self.path(&format!("tree{version}"));
         std::fs::create_dir_all(tree.join("usr/lib")).unwrap();
+        for (path, contents) in extra {
+            let dest = tree.join(path);
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::write(dest, contents).unwrap();
+        }
         std::fs::write(
             tree.join("usr/lib/os-release"),
             format!("ID=arbor\nVERSION_ID={version}\n"),
@@ -184,6 +194,39 @@ fn from_scratch_applies_to_an_empty_repository() {
     let fresh = f.apply(&bundle, None, "empty");
     let got = run(ostree(&fresh).args(["cat", &f.b, "/usr/lib/os-release"]));
     assert!(got.contains("VERSION_ID=2"), "{got}");
+}
+
+#[test]
+fn files_over_4_mb_travel_inside_the_bundle() {
+    let f = Fixture::new();
+    // A new file over libostree's 4 MB, which its generator would otherwise
+    // leave for a pull to fetch (and `apply-offline` refuse the delta for).
+    let big: Vec<u8> = (0..6_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let c = f.commit_with("3", b"small", &[("usr/lib/firmware/big.bin", &big)]);
+    run(arbor()
+        .args(["sign", "--repo"])
+        .arg(&f.repo)
+        .arg("--key")
+        .arg(f.path("k"))
+        .arg(&c));
+    for (name, scratch) in [("scratch-big.arbor", true), ("from-a-big.arbor", false)] {
+        let bundle = f.create(name, scratch, "k");
+        let fresh = f.apply(&bundle, (!scratch).then_some(f.a.as_str()), &format!("{name}-repo"));
+        let got = ostree(&fresh)
+            .args(["cat", &c, "/usr/lib/firmware/big.bin"])
+            .timed_output()
+            .unwrap();
+        assert!(
+            got.status.success() && got.stdout == big,
+            "{name}: {} bytes, {}",
+            got.stdout.len(),
+            String::from_utf8_lossy(&got.stderr)
+        );
+        let report = ok_json(&f.verify(&bundle, None, &["--json"]));
+        assert_eq!(report["board"]["to"], c.as_str());
+    }
 }
 
 #[test]

@@ -220,6 +220,73 @@ print("OK" if any(ok(sig[i:i + 64]) for i in range(len(sig) - 63)) else "BAD")
     assert!(pulled.contains("delta parts"), "the pull used the delta: {pulled}");
 }
 
+/// Commits `files` (path, contents) as the next commit of `test/big` in `repo`.
+fn commit_files(repo: &Path, tree: &Path, files: &[(&str, &[u8])]) -> String {
+    for (path, data) in files {
+        let dest = tree.join(path);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(dest, data).unwrap();
+    }
+    ostree(
+        repo,
+        &["commit", "-b", "test/big", &format!("--tree=dir={}", tree.display())],
+    )
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn published_deltas_carry_files_over_4_mb_and_apply_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, tree) = (tmp.path().join("repo"), tmp.path().join("tree"));
+    ostree(&repo, &["init", "--mode=bare-user"]);
+    let a = commit_files(&repo, &tree, &[("usr/lib/os-release", b"ID=arbor\n")]);
+    // Over libostree's 4 MB, a file it would leave out of a delta for a pull to fetch.
+    let big: Vec<u8> = (0..6_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let b = commit_files(&repo, &tree, &[("usr/lib/firmware/big.bin", &big)]);
+    let public = tmp.path().join("public");
+    run(arbor()
+        .args(["publish", "--from-scratch", "--repo"])
+        .arg(&repo)
+        .arg("--to")
+        .arg(&public));
+    let superblocks: Vec<PathBuf> = walk(&public.join("deltas"))
+        .into_iter()
+        .filter(|p| p.ends_with("superblock"))
+        .collect();
+    assert_eq!(superblocks.len(), 2, "{superblocks:?}");
+    for name in [b.clone(), format!("{a}-{b}")] {
+        let show = ostree(&public, &["static-delta", "show", &name]);
+        assert!(show.contains("Number of fallback entries: 0"), "{name}: {show}");
+    }
+    // Both apply with ostree's own offline tool: from scratch into an empty
+    // repository, from A into one holding A.
+    for sb in &superblocks {
+        let scratch = !sb
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .contains('-');
+        let client = tmp.path().join(if scratch { "empty" } else { "has-a" });
+        ostree(&client, &["init", "--mode=bare-user"]);
+        if !scratch {
+            ostree(&client, &["pull-local", repo.to_str().unwrap(), &a]);
+        }
+        ostree(
+            &client,
+            &["static-delta", "apply-offline", sb.parent().unwrap().to_str().unwrap()],
+        );
+        ostree(&client, &["fsck"]);
+        let checkout = tmp.path().join(format!("{}-co", client.display()));
+        ostree(&client, &["checkout", "-U", &b, checkout.to_str().unwrap()]);
+        assert!(std::fs::read(checkout.join("usr/lib/firmware/big.bin")).unwrap() == big);
+    }
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {

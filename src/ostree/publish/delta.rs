@@ -93,6 +93,15 @@ pub enum Signing<'a> {
     Detached(&'a ed25519_dalek::SigningKey),
 }
 
+/// libostree's `min-fallback-size` (MB) for every delta arbor writes: none.
+/// By default a new file over 4 MB is left out of a delta as a "fallback"
+/// object that a pull fetches by itself, and `ostree static-delta
+/// apply-offline` (which bundles use too) refuses such a delta: "contains
+/// nonempty http fallback entries". Inside a part the file is LZMA-compressed
+/// (smaller than the archive's gzip object), and libostree decompresses a part
+/// into an anonymous temporary file, not memory, so devices lose nothing.
+pub const MIN_FALLBACK_SIZE_MB: u32 = 0;
+
 /// The detached signature file of a published superblock.
 pub const SUPERBLOCK_SIG: &str = "superblock.sig";
 
@@ -155,6 +164,7 @@ fn generate_one(repo: &Repo, p: &Pair, opts: &Options) -> Result<()> {
     params.insert("max-chunk-size", opts.max_part_mb);
     params.insert("bsdiff-enabled", opts.bsdiff);
     params.insert("inline-parts", opts.inline_parts);
+    params.insert("min-fallback-size", MIN_FALLBACK_SIZE_MB);
     repo.raw().static_delta_generate(
         ostree::StaticDeltaGenerateOpt::Major,
         p.from.as_deref(),
