@@ -195,6 +195,8 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         stage("compose::scripts-run", &mut clock)?;
         Some(report)
     };
+    let owners = super::owners::apply(&root, &headers)?;
+    tracing::debug!(files = owners, "file owners applied from the tree's accounts");
     let owned: BTreeMap<String, Vec<String>> = headers
         .iter()
         .map(|h| (h.name.clone(), h.files.iter().map(|f| f.path.clone()).collect()))

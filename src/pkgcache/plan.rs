@@ -138,12 +138,12 @@ fn plan_entry(f: &rpm::FileEntry<'_>, path: &str, users: &Users, plan: &mut Plan
             type_name(ftype)
         );
     }
-    let uid = users
-        .uid(f.user())
-        .ok_or_else(|| anyhow!("owner user {:?} is not in the user table of this import", f.user()))?;
-    let gid = users
-        .gid(f.group())
-        .ok_or_else(|| anyhow!("owner group {:?} is not in the group table of this import", f.group()))?;
+    // An owner the packages' /etc/passwd and /etc/group do not name is one a
+    // sysusers.d file or a script creates (rpm >= 4.19 creates them before
+    // laying files down): root here, and the real owner is applied in the
+    // assembled tree once the users exist (`compose::owners::apply`).
+    let uid = users.uid(f.user()).unwrap_or(0);
+    let gid = users.gid(f.group()).unwrap_or(0);
     let mut meta = FileMeta {
         uid,
         gid,

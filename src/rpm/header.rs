@@ -17,6 +17,14 @@ pub struct FileInfo {
     pub ghost: bool,
     /// `%config`.
     pub config: bool,
+    /// Owner user name, as the header has it.
+    pub user: String,
+    /// Owner group name.
+    pub group: String,
+    /// Permission bits with setuid, setgid and sticky.
+    pub perms: u16,
+    /// `%caps` text, when set.
+    pub caps: Option<String>,
 }
 
 /// File type and the identity two packages must share to own the same path.
@@ -84,6 +92,10 @@ pub fn read(path: &Path) -> Result<HeaderInfo> {
             kind,
             ghost: flags.contains(rpm::FileFlags::GHOST),
             config: flags.contains(rpm::FileFlags::CONFIG),
+            user: e.user().to_string(),
+            group: e.group().to_string(),
+            perms: e.permissions(),
+            caps: e.caps().filter(|c| !c.is_empty()).map(str::to_string),
         });
     }
     let mut scriptlets = Vec::new();
@@ -224,6 +236,10 @@ mod tests {
                     kind: k,
                     ghost: false,
                     config: false,
+                    user: "root".into(),
+                    group: "root".into(),
+                    perms: 0o644,
+                    caps: None,
                 })
                 .collect(),
             scriptlets: vec![],
