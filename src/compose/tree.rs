@@ -103,12 +103,19 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         None => None,
     };
     let prev_version = previous.as_ref().and_then(|(_, m)| m.get("version").cloned());
-    // The compose date (not `when`, the newest package's build time): rpm-ostree
-    // dates versions by when the tree was made.
+    // A treefile's prefix (`<date:…>`) shows the compose date, not `when` (the
+    // newest package's build time): rpm-ostree dates versions by when the tree
+    // was made, and SOURCE_DATE_EPOCH pins it. Without a prefix arbor versions
+    // by `when`, the tree's own date, so the same inputs give the same commit
+    // whenever they are composed (across midnight too).
+    let version_date = match tf.automatic_version_prefix {
+        Some(_) => super::version::compose_date()?,
+        None => when,
+    };
     let version = super::version::next_version(
         tf.automatic_version_prefix.as_deref(),
         prev_version.as_deref(),
-        super::version::compose_date()?,
+        version_date,
     )?;
     if let Some((commit, meta)) = previous
         .as_ref()
