@@ -34,6 +34,7 @@ pub mod sign;
 pub mod solve;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod tmpfiles;
 pub mod treefile;
 
 /// arbor's version, as `arbor --version` prints it (packaging uses the same value).

@@ -7,4 +7,5 @@ pub mod postprocess;
 pub mod resolve;
 pub mod rpmdb;
 pub mod tree;
+mod var;
 pub mod version;

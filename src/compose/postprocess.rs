@@ -1,41 +1,71 @@
 //! Postprocessing an assembled rootfs into the OSTree layout, as rpm-ostree
 //! does: /etc → /usr/etc, /var content → tmpfiles.d, toplevel directories as
-//! symlinks into /var, os-release, shadow modes, units, removals.
+//! symlinks into /var, /opt content → /usr/lib/opt, os-release, shadow
+//! modes, units, removals.
 //!
 //! Everything goes through a directory handle for the root (cap-std), so a
 //! symlink in the tree can never send a write to the host. The rootfs is a
 //! hardlink checkout of the package cache: a file is copied up before it is
 //! changed in place, or the cache object would change with it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use cap_std::fs::{Dir, Permissions, PermissionsExt as _};
+use cap_std::fs::{Dir, Permissions};
 
-use crate::treefile::Treefile;
+use crate::rpm::header::HeaderInfo;
+use crate::treefile::{OptUsrlocal, Treefile};
 
-/// Toplevel directories that become symlinks into /var (rpm-ostree's layout):
-/// (path in the tree, symlink target, directory under /var it points at, mode).
-const TOPLEVEL_LINKS: &[(&str, &str, &str, u32)] = &[
-    ("home", "var/home", "var/home", 0o755),
-    ("root", "var/roothome", "var/roothome", 0o700),
-    ("opt", "var/opt", "var/opt", 0o755),
-    ("srv", "var/srv", "var/srv", 0o755),
-    ("mnt", "var/mnt", "var/mnt", 0o755),
-    ("media", "run/media", "", 0o755),
-    ("usr/local", "../var/usrlocal", "var/usrlocal", 0o755),
+/// A toplevel directory that is a symlink in the tree (rpm-ostree's layout).
+pub(super) struct Link {
+    /// Path in the tree.
+    pub(super) path: &'static str,
+    /// The symlink's target.
+    target: &'static str,
+    /// Where that is, from the root.
+    pub(super) at: &'static str,
+    /// The mode tmpfiles.d creates `at` with, when it is under /var; package
+    /// content is moved there. `None` (under /run): content is removed.
+    pub(super) var_mode: Option<u32>,
+}
+
+#[rustfmt::skip]
+const TOPLEVEL_LINKS: &[Link] = &[
+    Link { path: "home", target: "var/home", at: "var/home", var_mode: Some(0o755) },
+    Link { path: "root", target: "var/roothome", at: "var/roothome", var_mode: Some(0o700) },
+    Link { path: "opt", target: "var/opt", at: "var/opt", var_mode: Some(0o755) },
+    Link { path: "srv", target: "var/srv", at: "var/srv", var_mode: Some(0o755) },
+    Link { path: "mnt", target: "var/mnt", at: "var/mnt", var_mode: Some(0o755) },
+    Link { path: "media", target: "run/media", at: "run/media", var_mode: None },
+    Link { path: "usr/local", target: "../var/usrlocal", at: "var/usrlocal", var_mode: Some(0o755) },
 ];
+
+/// The toplevel links of the tree: with `opt-usrlocal: root`, /opt and
+/// /usr/local are plain directories instead.
+pub(super) fn links(tf: &Treefile) -> impl Iterator<Item = &'static Link> {
+    let plain = tf.opt_usrlocal == OptUsrlocal::Root;
+    TOPLEVEL_LINKS
+        .iter()
+        .filter(move |l| !(plain && matches!(l.path, "opt" | "usr/local")))
+}
+
+pub use super::var::{Dropped, layered_var_to_tmpfiles};
 
 /// What postprocessing did that a user may want to know.
 #[derive(Debug, Default, Clone)]
 pub struct Report {
-    /// tmpfiles.d lines written for /var.
+    /// tmpfiles.d lines written for /var and /opt.
     pub tmpfiles: Vec<String>,
-    /// Regular files under /var dropped (OSTree never ships /var content).
-    pub dropped_var_files: Vec<String>,
+    /// Regular files not shipped: under /var (OSTree never ships /var
+    /// content), or under a toplevel directory that is a link into /var.
+    pub dropped: Vec<Dropped>,
+    /// Entries `/opt/X` moved to `/usr/lib/opt/X`, linked back at boot.
+    pub opt_moved: Vec<String>,
+    /// Toplevel directories whose content was moved into /var: (from, to).
+    pub(super) moved_to_var: Vec<(&'static str, &'static str)>,
     /// Paths removed by remove-files / remove-from-packages / documentation / install-langs.
     pub removed: Vec<String>,
     /// Entries copied unchanged from the packages where a directory could not be renamed.
@@ -55,24 +85,23 @@ impl Report {
     }
 }
 
-/// Runs every postprocessing step on the rootfs at `root`.
+/// Runs every postprocessing step on the rootfs at `root`, after the scripts
+/// and with the owners applied.
 ///
-/// `owned` maps package names to the paths their headers list (for
-/// `remove-from-packages`); `version` is the commit's version string. `upper`
-/// is the overlay's upper directory when `root` is an overlay (an entry not in
-/// it comes unchanged from a package).
-pub fn run(
-    root: &Dir,
-    tf: &Treefile,
-    version: &str,
-    owned: &BTreeMap<String, Vec<String>>,
-    upper: Option<&Path>,
-) -> Result<Report> {
+/// `headers` are the packages in the tree (their file lists, for
+/// `remove-from-packages` and messages); `version` is the
+/// commit's version string. `upper` is the overlay's upper directory when
+/// `root` is an overlay (an entry not in it comes unchanged from a package).
+pub fn run(root: &Dir, tf: &Treefile, version: &str, headers: &[HeaderInfo], upper: Option<&Path>) -> Result<Report> {
     let mut report = Report {
         upper: upper.map(Path::to_path_buf),
         ..Report::default()
     };
-    remove_files(root, tf, owned, &mut report)?;
+    let owned: BTreeMap<String, Vec<String>> = headers
+        .iter()
+        .map(|h| (h.name.clone(), h.files.iter().map(|f| f.path.clone()).collect()))
+        .collect();
+    remove_files(root, tf, &owned, &mut report)?;
     if !tf.documentation {
         for d in ["usr/share/doc", "usr/share/man", "usr/share/info"] {
             remove_tree(root, d, &mut report)?;
@@ -91,8 +120,13 @@ pub fn run(
         }
     }
     check_group_members(root, &tf.etc_group_members)?;
-    toplevel_links(root, &mut report)?;
-    var_to_tmpfiles(root, &mut report)?;
+    let lines = opt_to_usr_lib(root, tf, &mut report)?;
+    toplevel_links(root, tf, &mut report)?;
+    let packages: HashMap<&str, &str> = headers
+        .iter()
+        .flat_map(|h| h.files.iter().map(move |f| (f.path.as_str(), h.nevra.as_str())))
+        .collect();
+    super::var::var_to_tmpfiles(root, tf, lines, &packages, &mut report)?;
     etc_to_usr_etc(root, &mut report)?;
     os_release(root, tf, version)?;
     systemd_units(root, tf)?;
@@ -134,7 +168,7 @@ fn rel(path: &str) -> &str {
     path.trim_start_matches('/')
 }
 
-fn remove_tree(root: &Dir, path: &str, report: &mut Report) -> Result<()> {
+pub(super) fn remove_tree(root: &Dir, path: &str, report: &mut Report) -> Result<()> {
     match root.symlink_metadata(path) {
         Ok(m) if m.is_dir() => root.remove_dir_all(path),
         Ok(_) => root.remove_file(path),
@@ -291,8 +325,81 @@ fn check_group_members(root: &Dir, groups: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn toplevel_links(root: &Dir, report: &mut Report) -> Result<()> {
-    for &(path, target, var_dir, _mode) in TOPLEVEL_LINKS {
+/// With `opt-usrlocal: var`, each entry `/opt/X` (from a package or a script)
+/// moves to `/usr/lib/opt/X` and a tmpfiles.d line links `/opt/X` (that is
+/// `/var/opt/X`) to it at boot, as rpm-ostree does: vendor software in /opt is
+/// part of the tree, updated with it and read-only. Returns those lines.
+fn opt_to_usr_lib(root: &Dir, tf: &Treefile, report: &mut Report) -> Result<Vec<String>> {
+    if tf.opt_usrlocal != OptUsrlocal::Var || !root.symlink_metadata("opt").is_ok_and(|m| m.is_dir()) {
+        return Ok(Vec::new());
+    }
+    let mut names = Vec::new();
+    for e in root.read_dir("opt").context("listing /opt")? {
+        let name = e.context("listing /opt")?.file_name();
+        match name.into_string() {
+            Ok(n) => names.push(n),
+            Err(n) => bail!("/opt/{}: the name is not valid UTF-8", n.to_string_lossy()),
+        }
+    }
+    names.sort();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let existed = root.exists("usr/lib/opt");
+    ensure_real_dirs(root, "usr/lib/opt")?;
+    if !existed {
+        root.set_permissions(
+            "usr/lib/opt",
+            Permissions::from_std(std::fs::Permissions::from_mode(0o755)),
+        )
+        .context("setting the mode of /usr/lib/opt")?;
+    }
+    let mut lines = Vec::new();
+    for name in names {
+        let (from, to) = (format!("opt/{name}"), format!("usr/lib/opt/{name}"));
+        if root.symlink_metadata(&to).is_ok() {
+            bail!("/{from} moves to /{to} (opt-usrlocal: var), which the tree already has: they conflict");
+        }
+        // A symlink of the package is made again with its own target where that
+        // resolves the same from /var/opt (so `rpm -V` finds it unchanged).
+        let own = match root.symlink_metadata(&from) {
+            Ok(m) if m.is_symlink() => root
+                .read_link_contents(&from)
+                .with_context(|| format!("reading the link /{from}"))?
+                .to_str()
+                .filter(|t| t.starts_with('/') || !t.split('/').any(|c| c == ".."))
+                .and_then(|t| crate::tmpfiles::symlink_line(&format!("/{from}"), t).ok()),
+            _ => None,
+        };
+        let line = match own {
+            Some(line) => line,
+            None => crate::tmpfiles::symlink_line(&format!("/{from}"), &format!("../../{to}"))?,
+        };
+        lines.push(line);
+        move_tree(root, &from, &to, report)?;
+        report.opt_moved.push(format!("/{from}"));
+    }
+    Ok(lines)
+}
+
+fn toplevel_links(root: &Dir, tf: &Treefile, report: &mut Report) -> Result<()> {
+    if tf.opt_usrlocal == OptUsrlocal::Root {
+        // Plain directories, content kept (rpm-ostree creates them too).
+        for d in ["opt", "usr/local"] {
+            if root.symlink_metadata(d).is_err() {
+                root.create_dir_all(d).with_context(|| format!("creating /{d}"))?;
+                root.set_permissions(d, Permissions::from_std(std::fs::Permissions::from_mode(0o755)))
+                    .with_context(|| format!("setting the mode of /{d}"))?;
+            }
+        }
+    }
+    for &Link {
+        path,
+        target,
+        at: var_dir,
+        var_mode,
+    } in links(tf)
+    {
         match root.symlink_metadata(path) {
             Ok(m) if m.is_symlink() => continue,
             Ok(m) if m.is_dir() => {
@@ -302,13 +409,14 @@ fn toplevel_links(root: &Dir, report: &mut Report) -> Result<()> {
                     .with_context(|| format!("listing /{path}"))?
                     .next()
                     .is_some();
-                if has_content && !var_dir.is_empty() {
+                if has_content && var_mode.is_some() {
                     if root.exists(var_dir) {
                         bail!("/{path} has content and /{var_dir} exists too: refusing to merge them");
                     }
                     root.create_dir_all(Path::new(var_dir).parent().unwrap_or(Path::new("var")))
                         .with_context(|| format!("creating the parent of /{var_dir}"))?;
                     move_tree(root, path, var_dir, report)?;
+                    report.moved_to_var.push((path, var_dir));
                 } else {
                     if has_content {
                         report.removed.push(format!("/{path}"));
@@ -325,76 +433,6 @@ fn toplevel_links(root: &Dir, report: &mut Report) -> Result<()> {
         }
         root.symlink_contents(target, path)
             .with_context(|| format!("linking /{path} -> {target}"))?;
-    }
-    Ok(())
-}
-
-/// Turns everything under /var into tmpfiles.d lines and empties /var.
-fn var_to_tmpfiles(root: &Dir, report: &mut Report) -> Result<()> {
-    let mut lines = Vec::new();
-    for &(_, _, var_dir, mode) in TOPLEVEL_LINKS {
-        if !var_dir.is_empty() {
-            lines.push(format!("d /{var_dir} {mode:04o} root root - -"));
-        }
-    }
-    lines.push("L /var/lib/rpm - - - - ../../usr/lib/sysimage/rpm".to_string());
-    if root.is_dir("var") {
-        let mut found = Vec::new();
-        walk(root, Path::new("var"), &mut found)?;
-        for (path, kind) in found {
-            let p = path.display();
-            match kind {
-                Kind::Dir(mode) => lines.push(format!("d /{p} {mode:04o} root root - -")),
-                Kind::Symlink(target) => lines.push(format!("L /{p} - - - - {}", target.display())),
-                Kind::File => report.dropped_var_files.push(format!("/{p}")),
-            }
-        }
-        root.remove_dir_all("var").context("emptying /var")?;
-    }
-    root.create_dir("var").context("creating /var")?;
-    lines.sort();
-    lines.dedup();
-    // Parents before children, so `d` lines create in order.
-    lines.sort_by_key(|l| l.split_whitespace().nth(1).map(|p| p.matches('/').count()).unwrap_or(0));
-    let mut text = String::from("# Created by arbor from the packages' /var content.\n");
-    for l in &lines {
-        let _ = writeln!(text, "{l}");
-    }
-    root.create_dir_all("usr/lib/tmpfiles.d")
-        .context("creating /usr/lib/tmpfiles.d")?;
-    replace_file(root, "usr/lib/tmpfiles.d/arbor-var.conf", text.as_bytes(), 0o644)?;
-    report.tmpfiles = lines;
-    Ok(())
-}
-
-enum Kind {
-    Dir(u32),
-    Symlink(PathBuf),
-    File,
-}
-
-fn walk(root: &Dir, dir: &Path, out: &mut Vec<(PathBuf, Kind)>) -> Result<()> {
-    let mut entries: Vec<_> = root
-        .read_dir(dir)
-        .with_context(|| format!("listing /{}", dir.display()))?
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("listing /{}", dir.display()))?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = dir.join(e.file_name());
-        let ft = e.file_type().with_context(|| format!("reading /{}", path.display()))?;
-        if ft.is_dir() {
-            let mode = root.symlink_metadata(&path)?.permissions().mode() & 0o7777;
-            out.push((path.clone(), Kind::Dir(mode)));
-            walk(root, &path, out)?;
-        } else if ft.is_symlink() {
-            let target = root
-                .read_link_contents(&path)
-                .with_context(|| format!("reading /{}", path.display()))?;
-            out.push((path, Kind::Symlink(target)));
-        } else {
-            out.push((path, Kind::File));
-        }
     }
     Ok(())
 }
@@ -466,48 +504,6 @@ pub fn merge_tree(root: &Dir, from: &str, to: &str, report: &mut Report) -> Resu
     }
     root.remove_dir(from)
         .with_context(|| format!("removing /{from} after merging it into /{to}"))
-}
-
-/// What layered packages and their scripts put under /var, as tmpfiles.d
-/// lines in `usr/lib/tmpfiles.d/{name}`, and /var emptied again (the base's
-/// own lines stay in its file). Regular files are dropped and listed.
-pub fn layered_var_to_tmpfiles(root: &Dir, name: &str, report: &mut Report) -> Result<()> {
-    if !root.is_dir("var") {
-        return Ok(());
-    }
-    let mut found = Vec::new();
-    walk(root, Path::new("var"), &mut found)?;
-    if found.is_empty() {
-        return Ok(());
-    }
-    let mut lines = Vec::new();
-    for (path, kind) in found {
-        let p = path.display();
-        match kind {
-            Kind::Dir(mode) => lines.push(format!("d /{p} {mode:04o} root root - -")),
-            Kind::Symlink(target) => lines.push(format!("L /{p} - - - - {}", target.display())),
-            Kind::File => report.dropped_var_files.push(format!("/{p}")),
-        }
-    }
-    let mut names: Vec<String> = root
-        .read_dir("var")
-        .context("listing /var")?
-        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect::<std::io::Result<_>>()
-        .context("listing /var")?;
-    names.sort();
-    for n in names {
-        remove_tree(root, &format!("var/{n}"), report)?;
-    }
-    let mut text = String::from("# Created by arbor from the layered packages' /var content.\n");
-    for l in &lines {
-        let _ = writeln!(text, "{l}");
-    }
-    root.create_dir_all("usr/lib/tmpfiles.d")
-        .context("creating /usr/lib/tmpfiles.d")?;
-    replace_file(root, &format!("usr/lib/tmpfiles.d/{name}"), text.as_bytes(), 0o644)?;
-    report.tmpfiles = lines;
-    Ok(())
 }
 
 /// Creates `path` and its parents as directories, refusing (by name) a

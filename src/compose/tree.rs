@@ -204,14 +204,8 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
     };
     let owners = super::owners::apply(&root, &headers)?;
     tracing::debug!(files = owners, "file owners applied from the tree's accounts");
-    let owned: BTreeMap<String, Vec<String>> = headers
-        .iter()
-        .map(|h| (h.name.clone(), h.files.iter().map(|f| f.path.clone()).collect()))
-        .collect();
-    let report = super::postprocess::run(&root, tf, &version, &owned, Some(&upper))?;
-    for f in &report.dropped_var_files {
-        tracing::warn!(path = %f, "dropping a regular file under /var (OSTree trees carry no /var content)");
-    }
+    let report = super::postprocess::run(&root, tf, &version, &headers, Some(&upper))?;
+    tell_postprocessed(&report);
     stage("compose::postprocessed", &mut clock)?;
 
     // After postprocess (the tree's final modules and busybox), before the rpmdb
@@ -305,6 +299,20 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         skipped_scriptlets: skipped,
         scripts,
     })
+}
+
+/// What postprocessing did with package content a tree cannot carry as it is.
+fn tell_postprocessed(report: &super::postprocess::Report) {
+    for x in &report.opt_moved {
+        tracing::info!(
+            "{x} is in the tree as /usr/lib{x} (read-only, updated with the tree); at boot a tmpfiles.d \
+             symlink puts it at {x} (opt-usrlocal: var, as rpm-ostree)"
+        );
+    }
+    for d in &report.dropped {
+        let who = d.package.as_deref().unwrap_or("a script");
+        tracing::warn!("{}: not shipped, from {who}: {}", d.path, d.why);
+    }
 }
 
 /// Package scriptlets and triggers in rpm's order, then the treefile's

@@ -207,8 +207,8 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
     root.remove_file("etc")
         .context("removing the /etc link of the scripts")?;
     crate::compose::postprocess::layered_var_to_tmpfiles(&root, "arbor-layered.conf", &mut pp)?;
-    for f in &pp.dropped_var_files {
-        tracing::warn!(path = %f, "dropping a regular file under /var (OSTree trees carry no /var content)");
+    for d in &pp.dropped {
+        tracing::warn!("{}: not shipped: {}", d.path, d.why);
     }
 
     // The rpm database: the base's packages (less those hidden), then the new ones.
