@@ -2,6 +2,7 @@
 
 pub mod initramfs;
 pub mod lockfile;
+pub mod nodes;
 pub mod owners;
 pub mod postprocess;
 pub mod resolve;

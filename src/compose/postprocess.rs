@@ -1,7 +1,7 @@
 //! Postprocessing an assembled rootfs into the OSTree layout, as rpm-ostree
 //! does: /etc → /usr/etc, /var content → tmpfiles.d, toplevel directories as
-//! symlinks into /var, /opt content → /usr/lib/opt, os-release, shadow
-//! modes, units, removals.
+//! symlinks into /var, /opt content → /usr/lib/opt, device nodes and FIFOs →
+//! tmpfiles.d, os-release, shadow modes, units, removals.
 //!
 //! Everything goes through a directory handle for the root (cap-std), so a
 //! symlink in the tree can never send a write to the host. The rootfs is a
@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use cap_std::fs::{Dir, Permissions};
 
+use super::nodes;
 use crate::rpm::header::HeaderInfo;
 use crate::treefile::{OptUsrlocal, Treefile};
 
@@ -57,13 +58,15 @@ pub use super::var::{Dropped, layered_var_to_tmpfiles};
 /// What postprocessing did that a user may want to know.
 #[derive(Debug, Default, Clone)]
 pub struct Report {
-    /// tmpfiles.d lines written for /var and /opt.
+    /// tmpfiles.d lines written for /var, /opt and device nodes.
     pub tmpfiles: Vec<String>,
     /// Regular files not shipped: under /var (OSTree never ships /var
     /// content), or under a toplevel directory that is a link into /var.
     pub dropped: Vec<Dropped>,
     /// Entries `/opt/X` moved to `/usr/lib/opt/X`, linked back at boot.
     pub opt_moved: Vec<String>,
+    /// Device nodes and FIFOs the packages ship, and what became of each.
+    pub nodes: Vec<nodes::Note>,
     /// Toplevel directories whose content was moved into /var: (from, to).
     pub(super) moved_to_var: Vec<(&'static str, &'static str)>,
     /// Paths removed by remove-files / remove-from-packages / documentation / install-langs.
@@ -89,7 +92,7 @@ impl Report {
 /// and with the owners applied.
 ///
 /// `headers` are the packages in the tree (their file lists, for
-/// `remove-from-packages` and messages); `version` is the
+/// `remove-from-packages`, device nodes and messages); `version` is the
 /// commit's version string. `upper` is the overlay's upper directory when
 /// `root` is an overlay (an entry not in it comes unchanged from a package).
 pub fn run(root: &Dir, tf: &Treefile, version: &str, headers: &[HeaderInfo], upper: Option<&Path>) -> Result<Report> {
@@ -120,8 +123,11 @@ pub fn run(root: &Dir, tf: &Treefile, version: &str, headers: &[HeaderInfo], upp
         }
     }
     check_group_members(root, &tf.etc_group_members)?;
-    let lines = opt_to_usr_lib(root, tf, &mut report)?;
+    let mut lines = opt_to_usr_lib(root, tf, &mut report)?;
     toplevel_links(root, tf, &mut report)?;
+    // Before /etc moves: the owners' ids come from the tree's /etc/passwd.
+    report.nodes = nodes::plan(root, headers, tf.opt_usrlocal, &report.opt_moved)?;
+    lines.extend(report.nodes.iter().filter_map(|n| n.line().map(str::to_string)));
     let packages: HashMap<&str, &str> = headers
         .iter()
         .flat_map(|h| h.files.iter().map(move |f| (f.path.as_str(), h.nevra.as_str())))

@@ -313,6 +313,24 @@ fn tell_postprocessed(report: &super::postprocess::Report) {
         let who = d.package.as_deref().unwrap_or("a script");
         tracing::warn!("{}: not shipped, from {who}: {}", d.path, d.why);
     }
+    for n in &report.nodes {
+        match &n.outcome {
+            super::nodes::Outcome::AtBoot(line) => tracing::warn!(
+                "{} ships {}, a {}: an OSTree tree cannot hold it, so systemd-tmpfiles creates it at boot \
+                 (/usr/lib/tmpfiles.d/arbor-var.conf: {line})",
+                n.package,
+                n.path,
+                n.what
+            ),
+            super::nodes::Outcome::Missing(why) => tracing::warn!(
+                "{} ships {}, a {}: it is not in the tree and cannot be created at boot ({why}); \
+                 the booted system lacks it",
+                n.package,
+                n.path,
+                n.what
+            ),
+        }
+    }
 }
 
 /// Package scriptlets and triggers in rpm's order, then the treefile's

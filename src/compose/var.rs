@@ -1,7 +1,7 @@
 //! What the tree cannot carry, as tmpfiles.d lines in one file of the tree's
 //! /usr/lib/tmpfiles.d: /var content (directories and symlinks; regular
-//! files are dropped and named), and the links of /opt entries moved to
-//! /usr/lib/opt.
+//! files are dropped and named), the links of /opt entries moved to
+//! /usr/lib/opt, and the packages' device nodes and FIFOs (`super::nodes`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -25,7 +25,7 @@ pub struct Dropped {
 }
 
 /// Turns everything under /var into tmpfiles.d lines, adds `extra` (/opt
-/// links) and empties /var. `packages` maps paths to the
+/// links, device nodes) and empties /var. `packages` maps paths to the
 /// package shipping them, for the files dropped.
 pub(super) fn var_to_tmpfiles(
     root: &Dir,
@@ -70,7 +70,7 @@ pub(super) fn var_to_tmpfiles(
     write_conf(
         root,
         "arbor-var.conf",
-        "the packages' /var content and /opt links",
+        "the packages' /var content, /opt links and device nodes",
         &lines,
     )?;
     report.tmpfiles = lines;

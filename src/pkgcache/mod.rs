@@ -15,6 +15,8 @@
 //! - Device nodes and FIFOs are not written into the tree (an OSTree commit
 //!   cannot hold them); each becomes a `tmpfiles.d` line in the commit metadata
 //!   key `arbor.tmpfiles` (numeric owner, `c`/`b`/`p`). Sockets are refused.
+//!   The tree's lines are made by the compose from the headers
+//!   (`compose::nodes`), with the owners' ids in the assembled tree.
 //! - Parallelism: one worker thread per job, each with its own `OstreeRepo`
 //!   object and its own transaction (libostree supports one transaction per
 //!   repo object; concurrent transactions on separate objects use separate

@@ -178,7 +178,8 @@ fn plan_entry(f: &rpm::FileEntry<'_>, path: &str, users: &Users, plan: &mut Plan
             }
         }
         FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
-            plan.tmpfiles.push(tmpfiles_line(f, path, uid, gid));
+            let node = crate::rpm::header::Node::from_entry(f).ok_or_else(|| anyhow!("not a device node or FIFO"))?;
+            plan.tmpfiles.extend(node.tmpfiles_line(path, uid, gid));
             Kind::Special
         }
         FileType::Socket => bail!("sockets cannot be shipped in a package"),
@@ -202,38 +203,6 @@ fn type_name(t: FileType) -> &'static str {
         FileType::Socket => "socket",
         _ => "file of unknown type",
     }
-}
-
-/// `c /dev/null 0666 0 0 - 1:3`: created at boot by systemd-tmpfiles, since an
-/// OSTree commit cannot hold device nodes or FIFOs.
-fn tmpfiles_line(f: &rpm::FileEntry<'_>, path: &str, uid: u32, gid: u32) -> String {
-    let perms = f.mode().permissions();
-    let path = tmpfiles_escape(path);
-    match f.file_type() {
-        FileType::Fifo => format!("p {path} {perms:04o} {uid} {gid} -"),
-        t => {
-            let c = if t == FileType::BlockDevice { 'b' } else { 'c' };
-            format!(
-                "{c} {path} {perms:04o} {uid} {gid} - {}:{}",
-                f.rdev_major(),
-                f.rdev_minor()
-            )
-        }
-    }
-}
-
-/// tmpfiles.d unescapes C escapes in paths and expands `%` specifiers.
-fn tmpfiles_escape(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        match b {
-            b'%' => out.push_str("%%"),
-            b'\\' | b'"' | b'\'' => out.push_str(&format!("\\x{b:02x}")),
-            0x21..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    out
 }
 
 /// Regular, non-ghost entries sharing device and inode form a set; all names
@@ -435,10 +404,5 @@ mod tests {
         }
         let e = check_path(b"/usr/bin/", b"ev\xffil").err().map(|e| e.to_string());
         assert!(e.unwrap_or_default().starts_with("\"/usr/bin/ev\\xffil\""));
-    }
-
-    #[test]
-    fn tmpfiles_paths_are_escaped() {
-        assert_eq!(tmpfiles_escape("/dev/a b%c\\"), "/dev/a\\x20b%%c\\x5c");
     }
 }

@@ -37,7 +37,80 @@ pub enum FileKind {
     /// A symlink and its target.
     Symlink(String),
     /// A device node, FIFO or socket.
-    Special,
+    Special(Node),
+}
+
+/// A device node, FIFO or socket as the header describes it: an OSTree tree
+/// cannot hold one, so tmpfiles.d creates it at boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    /// Which kind.
+    pub kind: NodeKind,
+    /// Permission bits (with setuid, setgid and sticky).
+    pub perms: u16,
+    /// Device major number (rpm stores 8 bits).
+    pub major: u8,
+    /// Device minor number (rpm stores 8 bits).
+    pub minor: u8,
+}
+
+/// The kinds of [`Node`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A named pipe.
+    Fifo,
+    /// A character device.
+    Char,
+    /// A block device.
+    Block,
+    /// A socket (tmpfiles.d cannot create one; imports refuse it).
+    Socket,
+}
+
+impl Node {
+    /// The node an entry describes; `None` for directories, files, symlinks
+    /// and unknown types.
+    pub fn from_entry(e: &rpm::FileEntry<'_>) -> Option<Node> {
+        let kind = match e.file_type() {
+            rpm::FileType::Fifo => NodeKind::Fifo,
+            rpm::FileType::CharacterDevice => NodeKind::Char,
+            rpm::FileType::BlockDevice => NodeKind::Block,
+            rpm::FileType::Socket => NodeKind::Socket,
+            _ => return None,
+        };
+        Some(Node {
+            kind,
+            perms: e.permissions(),
+            major: e.rdev_major(),
+            minor: e.rdev_minor(),
+        })
+    }
+
+    /// "character device 1:3", "FIFO", ... for messages.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            NodeKind::Fifo => "FIFO".into(),
+            NodeKind::Socket => "socket".into(),
+            NodeKind::Char => format!("character device {}:{}", self.major, self.minor),
+            NodeKind::Block => format!("block device {}:{}", self.major, self.minor),
+        }
+    }
+
+    /// The tmpfiles.d line creating it at `path` with these owner ids
+    /// (`c /dev/null 0666 0 0 - 1:3`); `None` for a socket.
+    pub fn tmpfiles_line(&self, path: &str, uid: u32, gid: u32) -> Option<String> {
+        let (path, perms) = (crate::tmpfiles::escape_path(path), self.perms);
+        let c = match self.kind {
+            NodeKind::Fifo => return Some(format!("p {path} {perms:04o} {uid} {gid} -")),
+            NodeKind::Socket => return None,
+            NodeKind::Char => 'c',
+            NodeKind::Block => 'b',
+        };
+        Some(format!(
+            "{c} {path} {perms:04o} {uid} {gid} - {}:{}",
+            self.major, self.minor
+        ))
+    }
 }
 
 /// A package header summary.
@@ -84,7 +157,15 @@ pub fn read(path: &Path) -> Result<HeaderInfo> {
                 digest: e.digest().map(|d| d.as_hex().to_string()).unwrap_or_default(),
                 mode: e.permissions(),
             },
-            _ => FileKind::Special,
+            _ => match Node::from_entry(&e) {
+                Some(node) => FileKind::Special(node),
+                None => anyhow::bail!(
+                    "{}: {}: unknown file type in mode {:o}",
+                    path.display(),
+                    e.path().display(),
+                    e.mode().raw_mode()
+                ),
+            },
         };
         let flags = e.flags();
         files.push(FileInfo {
@@ -185,7 +266,7 @@ fn describe(kind: &FileKind) -> String {
         FileKind::Dir => "a directory".into(),
         FileKind::File { .. } => "a file".into(),
         FileKind::Symlink(t) => format!("a symlink (to {t})"),
-        FileKind::Special => "a device node or FIFO".into(),
+        FileKind::Special(node) => format!("a {}", node.describe()),
     }
 }
 
@@ -312,6 +393,46 @@ mod tests {
                 "a-1-1.noarch ships /usr/etc as a symlink (to /tmp); arbor needs a directory there",
                 "a-1-1.noarch ships /usr/lib/sysimage/rpm as a symlink (to ../x); arbor needs a directory there",
             ]
+        );
+    }
+
+    #[test]
+    fn nodes_become_tmpfiles_lines_and_differing_ones_conflict() {
+        let node = |kind, perms, major, minor| Node {
+            kind,
+            perms,
+            major,
+            minor,
+        };
+        let null = node(NodeKind::Char, 0o666, 1, 3);
+        assert_eq!(null.describe(), "character device 1:3");
+        assert_eq!(
+            null.tmpfiles_line("/dev/a b", 0, 5).as_deref(),
+            Some("c /dev/a\\x20b 0666 0 5 - 1:3")
+        );
+        assert_eq!(
+            node(NodeKind::Block, 0o660, 7, 0)
+                .tmpfiles_line("/dev/loop0", 0, 6)
+                .as_deref(),
+            Some("b /dev/loop0 0660 0 6 - 7:0")
+        );
+        assert_eq!(
+            node(NodeKind::Fifo, 0o600, 0, 0)
+                .tmpfiles_line("/run/f%", 2, 2)
+                .as_deref(),
+            Some("p /run/f%% 0600 2 2 -")
+        );
+        assert_eq!(node(NodeKind::Socket, 0o600, 0, 0).tmpfiles_line("/run/s", 0, 0), None);
+        let a = pkg("a-1-1.noarch", vec![("/dev/x", FileKind::Special(null))]);
+        let b = pkg("b-1-1.noarch", vec![("/dev/x", FileKind::Special(null))]);
+        let c = pkg(
+            "c-1-1.noarch",
+            vec![("/dev/x", FileKind::Special(node(NodeKind::Char, 0o666, 1, 5)))],
+        );
+        assert!(conflicts(&[a.clone(), b]).is_empty());
+        assert_eq!(
+            conflicts(&[a, c]),
+            ["file /dev/x conflicts between attempted installs of a-1-1.noarch and c-1-1.noarch"]
         );
     }
 }

@@ -1,12 +1,13 @@
 //! Package content an OSTree tree cannot carry where the package puts it
 //! (issue 16): /opt (moved to /usr/lib/opt and linked back at boot, as
-//! rpm-ostree does) and /usr/local (a link into /var unless `opt-usrlocal:
-//! root`). "Booted" is a checkout of the commit after `systemd-tmpfiles
-//! --root --create` made what the tree's tmpfiles.d says, as systemd does at
-//! boot; rpm then queries and verifies it.
+//! rpm-ostree does), /usr/local (a link into /var unless `opt-usrlocal: root`),
+//! device nodes and FIFOs (tmpfiles.d lines). "Booted" is a checkout of the
+//! commit after `systemd-tmpfiles --root --create` made what the tree's
+//! tmpfiles.d says, as systemd does at boot; rpm then queries and verifies it.
 
 use crate::common;
 
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -35,6 +36,33 @@ fn local_tool() -> rpm::Package {
         rpm::FileOptions::new("/usr/local/bin/local-tool").permissions(0o755),
     )
     .unwrap();
+    b.build().unwrap()
+}
+
+/// Device nodes and FIFOs: in /dev, /run, under a /var directory of the
+/// package (owned by `daemon`), and one beneath the read-only /usr.
+fn nodes() -> rpm::Package {
+    use rpm::FileOptions as F;
+    let mut b = rpm::PackageBuilder::new("nodes", "1.0", "MIT", "noarch", "device nodes and FIFOs");
+    b.with_special_file(F::character_device("/dev/arbor-test-null", 1, 3).permissions(0o666))
+        .unwrap()
+        .with_special_file(F::block_device("/dev/arbor-test-loop", 7, 0).permissions(0o660))
+        .unwrap()
+        .with_special_file(F::fifo("/run/arbor-nodes.fifo").permissions(0o600))
+        .unwrap()
+        .with_dir_entry(F::dir("/var/lib/arbor-nodes").permissions(0o750))
+        .unwrap()
+        .with_special_file(
+            F::fifo("/var/lib/arbor-nodes/fifo")
+                .permissions(0o620)
+                .user("daemon")
+                .group("daemon"),
+        )
+        .unwrap()
+        .with_dir_entry(F::dir("/usr/lib/arbor-nodes"))
+        .unwrap()
+        .with_special_file(F::fifo("/usr/lib/arbor-nodes/fifo").permissions(0o644))
+        .unwrap();
     b.build().unwrap()
 }
 
@@ -185,5 +213,59 @@ fn opt_usrlocal_root_keeps_opt_and_usr_local_as_directories() {
     assert!(
         !conf.contains("/opt") && !conf.contains("usrlocal"),
         "no /var/opt, /var/usrlocal or /opt links:\n{conf}"
+    );
+}
+
+#[test]
+#[ignore = "needs root: systemd-tmpfiles makes the device nodes in the booted checkout"]
+fn device_nodes_and_fifos_are_made_at_boot_and_named() {
+    common::need_root();
+    let t = scratch("nodes", "");
+    let (repo, stderr) = compose(&t, &[nodes()]);
+    for want in [
+        "nodes-1.0-1.noarch ships /dev/arbor-test-null, a character device 1:3: an OSTree tree cannot hold it, \
+         so systemd-tmpfiles creates it at boot (/usr/lib/tmpfiles.d/arbor-var.conf: c /dev/arbor-test-null 0666 0 0 - 1:3)",
+        "nodes-1.0-1.noarch ships /dev/arbor-test-loop, a block device 7:0",
+        "nodes-1.0-1.noarch ships /run/arbor-nodes.fifo, a FIFO",
+        "nodes-1.0-1.noarch ships /var/lib/arbor-nodes/fifo, a FIFO",
+        "nodes-1.0-1.noarch ships /usr/lib/arbor-nodes/fifo, a FIFO: it is not in the tree and cannot be \
+         created at boot (/usr is read-only on the booted system)",
+    ] {
+        assert!(stderr.contains(want), "{want:?} missing from:\n{stderr}");
+    }
+    let conf = ostree(&repo, &["cat", "t/opt", "/usr/lib/tmpfiles.d/arbor-var.conf"]);
+    let conf = lines(&conf);
+    let at = |l: &str| {
+        conf.iter()
+            .position(|c| *c == l)
+            .unwrap_or_else(|| panic!("{l:?} not in {conf:#?}"))
+    };
+    at("c /dev/arbor-test-null 0666 0 0 - 1:3");
+    at("b /dev/arbor-test-loop 0660 0 0 - 7:0");
+    at("p /run/arbor-nodes.fifo 0600 0 0 -");
+    // daemon is 2:2 in the sample setup package.
+    assert!(at("d /var/lib/arbor-nodes 0750 root root - -") < at("p /var/lib/arbor-nodes/fifo 0620 2 2 -"));
+    assert!(!conf.iter().any(|l| l.contains("/usr/lib/arbor-nodes")), "{conf:#?}");
+
+    let co = boot(&t, &repo);
+    let md = |p: &str| std::fs::symlink_metadata(co.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let null = md("dev/arbor-test-null");
+    assert!(null.file_type().is_char_device(), "{null:?}");
+    assert_eq!((null.mode() & 0o7777, null.rdev()), (0o666, libc::makedev(1, 3)));
+    let lo = md("dev/arbor-test-loop");
+    assert!(lo.file_type().is_block_device(), "{lo:?}");
+    assert_eq!((lo.mode() & 0o7777, lo.rdev()), (0o660, libc::makedev(7, 0)));
+    let fifo = md("var/lib/arbor-nodes/fifo");
+    assert!(fifo.file_type().is_fifo(), "{fifo:?}");
+    assert_eq!((fifo.mode() & 0o7777, fifo.uid(), fifo.gid()), (0o620, 2, 2));
+    assert!(md("run/arbor-nodes.fifo").file_type().is_fifo());
+    // rpm -V agrees with every node but the one /usr cannot hold.
+    let out = rpm_in(&co, &["-V", "--nomtime", "nodes"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    let complaints: Vec<&str> = report.lines().collect();
+    assert_eq!(
+        complaints,
+        ["missing     /usr/lib/arbor-nodes/fifo"],
+        "rpm -V nodes: {out:?}"
     );
 }
