@@ -44,16 +44,8 @@ pub(super) fn var_to_tmpfiles(
     if root.is_dir("var") {
         let mut found = Vec::new();
         walk(root, Path::new("var"), &mut found)?;
-        for (path, kind) in found {
-            let p = path.display();
-            match kind {
-                Kind::Dir(mode) => lines.push(format!("d /{p} {mode:04o} root root - -")),
-                Kind::Symlink(target) => lines.push(format!("L /{p} - - - - {}", target.display())),
-                Kind::File => report
-                    .dropped
-                    .push(dropped_file(&format!("/{p}"), &report.moved_to_var, packages)),
-            }
-        }
+        let moved = report.moved_to_var.clone();
+        lines.extend(var_lines(found, report, &moved, packages));
         root.remove_dir_all("var").context("emptying /var")?;
     }
     root.create_dir("var").context("creating /var")?;
@@ -152,6 +144,26 @@ fn walk(root: &Dir, dir: &Path, out: &mut Vec<(PathBuf, Kind)>) -> Result<()> {
     Ok(())
 }
 
+/// tmpfiles.d lines for what `walk` found under /var: directories and
+/// symlinks; regular files cannot be made by tmpfiles and are reported dropped.
+fn var_lines(
+    found: Vec<(PathBuf, Kind)>,
+    report: &mut Report,
+    moved: &[(&str, &str)],
+    packages: &HashMap<&str, &str>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (path, kind) in found {
+        let p = path.display();
+        match kind {
+            Kind::Dir(mode) => lines.push(format!("d /{p} {mode:04o} root root - -")),
+            Kind::Symlink(target) => lines.push(format!("L /{p} - - - - {}", target.display())),
+            Kind::File => report.dropped.push(dropped_file(&format!("/{p}"), moved, packages)),
+        }
+    }
+    lines
+}
+
 /// What layered packages and their scripts put under /var, as tmpfiles.d
 /// lines in `usr/lib/tmpfiles.d/{name}`, and /var emptied again (the base's
 /// own lines stay in its file). Regular files are dropped and listed.
@@ -164,17 +176,7 @@ pub fn layered_var_to_tmpfiles(root: &Dir, name: &str, report: &mut Report) -> R
     if found.is_empty() {
         return Ok(());
     }
-    let mut lines = Vec::new();
-    for (path, kind) in found {
-        let p = path.display();
-        match kind {
-            Kind::Dir(mode) => lines.push(format!("d /{p} {mode:04o} root root - -")),
-            Kind::Symlink(target) => lines.push(format!("L /{p} - - - - {}", target.display())),
-            Kind::File => report
-                .dropped
-                .push(dropped_file(&format!("/{p}"), &[], &HashMap::new())),
-        }
-    }
+    let lines = var_lines(found, report, &[], &HashMap::new());
     let mut names: Vec<String> = root
         .read_dir("var")
         .context("listing /var")?
