@@ -76,6 +76,24 @@ pub struct RenderedFile {
     pub content: Vec<u8>,
 }
 
+/// With `dtb_from = "firmware"`, the DTB the firmware partition should hold:
+/// the default (newest) entry's, as a path in /boot (its `devicetree`, or the
+/// board's DTB in its `fdtdir`), so the firmware's tree follows the kernel
+/// that boots. `None` for boards on the kernel's DT or entries without one.
+pub fn firmware_dtb(board: &Board, entries: &[BlsEntry]) -> Option<String> {
+    if board.dtb_from != crate::board::DtbFrom::Firmware {
+        return None;
+    }
+    let mut entries = entries.to_vec();
+    sort_newest_first(&mut entries);
+    let e = entries.first()?;
+    match (&e.devicetree, &e.fdtdir, &board.dtb) {
+        (Some(dt), _, _) => Some(dt.clone()),
+        (None, Some(dir), Some(dtb)) => Some(format!("{dir}/{dtb}")),
+        _ => None,
+    }
+}
+
 /// Renders the bootloader configuration of `board` for `entries` (any order;
 /// the newest is the default, the older ones stay as fallbacks).
 /// `boot_prefix` is `""` when /boot is its own partition and `"/boot"` when the

@@ -148,6 +148,32 @@ fn a_board_on_the_firmware_dt_gets_no_fdt_line_but_names_it_in_config_txt() {
 }
 
 #[test]
+fn the_firmware_partitions_dtb_follows_the_default_deployment() {
+    let rpi4 = board::find("rpi4").unwrap();
+    // Oldest first: the newest entry is the default whatever the order.
+    let mut given = entries(2);
+    given.reverse();
+    assert_eq!(
+        crate::bootloader::firmware_dtb(&rpi4, &given).as_deref(),
+        Some("/ostree/debian-3f1b0c/dtb/broadcom/bcm2711-rpi-4-b.dtb"),
+        "the board's DTB in the default entry's fdtdir"
+    );
+    // An entry with a single devicetree: that one.
+    let mut old = vec![given[0].clone()];
+    assert_eq!(
+        crate::bootloader::firmware_dtb(&rpi4, &old).as_deref(),
+        Some("/ostree/debian-9a77e2/devicetree-6.1.0-49-arm64")
+    );
+    old[0].devicetree = None;
+    assert_eq!(crate::bootloader::firmware_dtb(&rpi4, &old), None);
+    // Boards that load the kernel's DT leave the firmware partition's alone.
+    assert_eq!(
+        crate::bootloader::firmware_dtb(&board::find("rpi3").unwrap(), &given),
+        None
+    );
+}
+
+#[test]
 fn config_txt_follows_the_board() {
     let files = render(&board::find("rpi4").unwrap(), &entries(1), "", None).unwrap();
     let cfg = &files[0];

@@ -82,7 +82,44 @@ fn render_entries(dev: &Device, entries: &[crate::bootloader::BlsEntry], trial: 
         write(&base, &f.path, &f.content)?;
         out.written.push(dest.display().to_string());
     }
+    // `dtb_from = "firmware"`: the firmware partition's DTB follows the
+    // default deployment's kernel (read beneath /boot), after the files that
+    // name that deployment; cut in between, the old DT boots the new kernel.
+    if let (Some(src), Some(name)) = (
+        crate::bootloader::firmware_dtb(&dev.board, entries),
+        dev.board.dtb_file_name(),
+    ) {
+        let boot = cap_std::fs::Dir::open_ambient_dir(&boot_dir, cap_std::ambient_authority())
+            .with_context(|| format!("opening {}", boot_dir.display()))?;
+        let rel = src.trim_start_matches('/');
+        let bytes = read_dtb(&boot, rel)
+            .with_context(|| format!("reading the default deployment's DTB {}", boot_dir.join(rel).display()))?;
+        match firmware_put(dev, name, &bytes)? {
+            Put::Written(shown) => out.written.push(shown),
+            Put::Unchanged(shown) => out.unchanged.push(shown),
+            Put::Skipped(why) => out.skipped.push(why),
+        }
+    }
     Ok(out)
+}
+
+/// Largest DTB put on the firmware partition (real ones are tens of KiB).
+const MAX_DTB: u64 = 4 << 20;
+
+/// A regular file beneath `boot` (links resolved inside it), at most [`MAX_DTB`] bytes.
+fn read_dtb(boot: &cap_std::fs::Dir, rel: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = boot.open(rel).context("opening it")?;
+    let md = f.metadata().context("reading its metadata")?;
+    if !md.is_file() || md.len() > MAX_DTB {
+        anyhow::bail!("not a regular file of at most {MAX_DTB} bytes");
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_DTB + 1).read_to_end(&mut bytes).context("reading it")?;
+    if bytes.len() as u64 > MAX_DTB {
+        anyhow::bail!("grew past {MAX_DTB} bytes while it was read");
+    }
+    Ok(bytes)
 }
 
 /// What [`firmware_put`] did, with the file as shown to users.

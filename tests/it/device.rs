@@ -50,7 +50,7 @@ fn world() -> &'static World {
         run(arbor().args(["keygen", "-o"]).arg(d.join("other-key")));
         sign_and_publish(d, "repo", "key", "pub");
         let server = http::Server::start(d.join("pub"));
-        for board in ["qemu-virt-aarch64", "rpi3"] {
+        for board in ["qemu-virt-aarch64", "rpi3", "rpi4"] {
             run(arbor()
                 .args(["image", "--ref", REF, "--board", board, "--repo"])
                 .arg(d.join("repo"))
@@ -238,6 +238,22 @@ impl Mounted {
             None => std::fs::read(self.top.join("boot/firmware").join(name)).ok(),
         }
     }
+
+    /// Replaces a file of the firmware partition, through the mount or with mtools.
+    fn put_firmware_file(&self, name: &str, content: &[u8]) {
+        match &self.firmware {
+            Some(dev) => {
+                let f = self._dir.path().join("put");
+                std::fs::write(&f, content).unwrap();
+                run(Command::new("mcopy")
+                    .args(["-o", "-i", dev])
+                    .arg(&f)
+                    .arg(format!("::{name}"))
+                    .env("MTOOLS_SKIP_CHECK", "1"));
+            }
+            None => std::fs::write(self.top.join("boot/firmware").join(name), content).unwrap(),
+        }
+    }
 }
 
 impl Drop for Mounted {
@@ -420,6 +436,42 @@ fn rpi3_upgrades_with_its_fat_firmware_partition_and_rolls_back() {
 
 /// Everything a refused update must leave as it was: deployments, refs, and
 /// every file of /boot (and the firmware partition), hashed.
+/// rpi4 boots the DT its firmware loads (`dtb_from = "firmware"`): an upgrade
+/// puts the default deployment's DTB on the firmware partition, so a stale
+/// one (an older kernel's) is replaced by the one matching the kernel that boots.
+#[test]
+#[ignore = "needs root: loop devices and mounts"]
+fn rpi4s_firmware_partition_dtb_follows_the_default_deployment() {
+    common::need_root();
+    let w = world();
+    let t = tempfile::tempdir().unwrap();
+    let img = image_copy("rpi4", t.path());
+    let m = Mounted::new(&img);
+    let name = "bcm2711-rpi-4-b.dtb";
+    let built = m.firmware_file(name).expect("the image's firmware DTB");
+    m.put_firmware_file(name, b"an older kernel's device tree");
+    let up = device(&["upgrade", "--json"], &m, &[]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    assert_eq!(commits(&status(&m)), [w.v2.clone(), w.v1.clone()]);
+    // The default entry's fdtdir in /boot (ostree copied the kernel's dtb/ there).
+    let entries = arbor::bootloader::read_entries(&m.top.join("boot")).unwrap();
+    let dir = entries[0].fdtdir.as_deref().expect("an fdtdir in the default entry");
+    let deployed = std::fs::read(
+        m.top
+            .join("boot")
+            .join(dir.trim_start_matches('/'))
+            .join("broadcom")
+            .join(name),
+    )
+    .unwrap();
+    let now = m.firmware_file(name).unwrap();
+    assert!(
+        now == deployed,
+        "the firmware partition's DTB is not the default deployment's"
+    );
+    assert!(now == built, "same kernel in v1 and v2: the image's DTB again");
+}
+
 fn fingerprint(m: &Mounted) -> String {
     let mut out = run(Command::new("ostree")
         .args(["admin", "status", "--sysroot"])
