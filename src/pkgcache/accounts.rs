@@ -47,6 +47,8 @@ fn account_files(path: &Path) -> Result<[Option<String>; 2]> {
 
 /// What the header says of one account file.
 struct Wanted {
+    /// Index in the header's file list.
+    index: usize,
     size: u64,
     digest: Option<(rpm::DigestAlgorithm, String)>,
     text: Option<String>,
@@ -103,6 +105,7 @@ fn from_header(m: &rpm::PackageMetadata) -> Result<[Option<Wanted>; 2]> {
             .zip(algo)
             .map(|(d, a)| (a, d.to_ascii_lowercase()));
         wanted[which] = Some(Wanted {
+            index: i,
             size: sizes.get(i).copied().unwrap_or(0),
             digest,
             text: None,
@@ -131,20 +134,29 @@ fn read_payload(pkg: import::Opened, mut wanted: [Option<Wanted>; 2]) -> Result<
         let mut file = pkg.file;
         file.seek(SeekFrom::Start(pkg.payload_offset))
             .context("seeking to the payload")?;
-        let mut archive = cpio::Archive::open(BufReader::with_capacity(64 << 10, file))?;
+        let mut archive = cpio::Archive::open(BufReader::with_capacity(64 << 10, file), &pkg.metadata.header)?;
         while left > 0 {
             let Some(entry) = archive.next_entry().context("reading the payload")? else {
                 break;
             };
-            let name = entry.name.strip_prefix(b".").unwrap_or(&entry.name);
-            let Some(i) = ACCOUNT_FILES.iter().position(|a| a.as_bytes() == name) else {
-                continue;
+            let (i, shown) = match &entry.name {
+                cpio::Name::Path(name) => {
+                    let path = name.strip_prefix(b".").unwrap_or(name);
+                    let Some(i) = ACCOUNT_FILES.iter().position(|a| a.as_bytes() == path) else {
+                        continue;
+                    };
+                    (i, plan::show_bytes(name))
+                }
+                cpio::Name::Index(file) => {
+                    let is = |w: &Option<Wanted>| w.as_ref().is_some_and(|w| w.index as u64 == u64::from(*file));
+                    let Some(i) = wanted.iter().position(is) else {
+                        continue;
+                    };
+                    (i, format!("{} (file #{file})", ACCOUNT_FILES[i]))
+                }
             };
             let Some(w) = wanted[i].as_mut().filter(|w| w.text.is_none()) else {
-                bail!(
-                    "payload entry {} is not a regular file of the header, or appears twice",
-                    plan::show_bytes(&entry.name)
-                );
+                bail!("payload entry {shown} is not a regular file of the header, or appears twice");
             };
             let path = ACCOUNT_FILES[i];
             if entry.size != w.size {

@@ -269,7 +269,7 @@ fn import(repo: &Repo, pkg: Opened, users: &Users) -> Result<String> {
         payload_offset,
         hasher: PayloadHasher::new(&want),
     })));
-    let mut archive = cpio::Archive::open(BufReader::with_capacity(READ_BUFFER, hashed.clone()))?;
+    let mut archive = cpio::Archive::open(BufReader::with_capacity(READ_BUFFER, hashed.clone()), &metadata.header)?;
 
     let tx = repo.transaction()?;
     let checksums = stream_payload(&tx, &mut archive, &plan)?;
@@ -308,23 +308,14 @@ fn stream_payload(tx: &Transaction<'_>, archive: &mut cpio::Archive<'_>, plan: &
             Ok(None) => break,
             Err(e) => bail!(
                 "{}",
-                explain_bad_entry(&e, n).unwrap_or_else(|| match &last {
+                explain_bad_entry(&e, plan).unwrap_or_else(|| match &last {
                     Some(p) => format!("reading the payload after {p}: {e:#}"),
                     None => format!("reading the payload: {e:#}"),
                 })
             ),
         };
-        let shown = plan::show_bytes(&entry.name);
-        if entry.name.contains(&0) {
-            bail!("payload entry {shown} has a NUL byte in its name");
-        }
-        let Ok(text) = std::str::from_utf8(&entry.name) else {
-            bail!("payload entry {shown} has a name that is not valid UTF-8");
-        };
-        let path = format!("/{}", text.strip_prefix("./").unwrap_or(text));
-        let Some(&i) = plan.index.get(&path) else {
-            bail!("payload entry {shown} is not listed in the package header");
-        };
+        let (i, shown) = header_file(&entry.name, plan)?;
+        let path = plan.entries[i].path.clone();
         if std::mem::replace(&mut seen[i], true) {
             bail!("payload entry {shown} appears twice");
         }
@@ -395,15 +386,48 @@ fn stream_payload(tx: &Transaction<'_>, archive: &mut cpio::Archive<'_>, plan: &
     Ok(checksums)
 }
 
+/// The header entry a payload entry is (its index into `plan.entries`), and
+/// how to name it in an error.
+fn header_file(name: &cpio::Name, plan: &Plan) -> Result<(usize, String)> {
+    match name {
+        cpio::Name::Path(name) => {
+            let shown = plan::show_bytes(name);
+            if name.contains(&0) {
+                bail!("payload entry {shown} has a NUL byte in its name");
+            }
+            let Ok(text) = std::str::from_utf8(name) else {
+                bail!("payload entry {shown} has a name that is not valid UTF-8");
+            };
+            let path = format!("/{}", text.strip_prefix("./").unwrap_or(text));
+            let Some(&i) = plan.index.get(&path) else {
+                bail!("payload entry {shown} is not listed in the package header");
+            };
+            Ok((i, shown))
+        }
+        // The archive checked the index against the header's file arrays; the
+        // plan has one entry per header file, but is checked all the same.
+        cpio::Name::Index(file) => match usize::try_from(*file).ok().filter(|i| *i < plan.entries.len()) {
+            Some(i) => Ok((i, format!("{} (file #{file})", plan.entries[i].path))),
+            None => bail!(
+                "payload entry for file #{file}: the header lists {} files",
+                plan.entries.len()
+            ),
+        },
+    }
+}
+
 /// A refused entry header in terms of the package header, or `None` when the
 /// error is not about one entry (the caller then says where reading stopped).
-fn explain_bad_entry(e: &anyhow::Error, files: usize) -> Option<String> {
+fn explain_bad_entry(e: &anyhow::Error, plan: &Plan) -> Option<String> {
     match e.downcast_ref::<BadEntry>()? {
-        e @ BadEntry::LongName { .. } => Some(e.to_string()),
-        BadEntry::Stripped { nth, file: Some(i) } if *i >= files as u64 => Some(format!(
-            "payload entry #{nth} refers to file #{i}, but the header lists {files} files"
-        )),
-        BadEntry::Stripped { .. } => None,
+        BadEntry::Ghost { nth, file } => {
+            let path = usize::try_from(*file).ok().and_then(|i| plan.entries.get(i))?;
+            Some(format!(
+                "payload entry #{nth} refers to {} (file #{file}), a %ghost, which a payload never holds",
+                path.path
+            ))
+        }
+        e @ (BadEntry::LongName { .. } | BadEntry::OutOfRange { .. }) => Some(e.to_string()),
     }
 }
 

@@ -11,7 +11,7 @@ use rpm::{DigestAlgorithm, FileFlags, FileType, IndexTag};
 use super::Users;
 use crate::ostree::repo::FileMeta;
 use crate::rpm::blob::{self, Blob, tag, ty};
-use crate::rpm::caps;
+use crate::rpm::{caps, files};
 
 /// Longest path and symlink target arbor accepts (Linux `PATH_MAX` minus the NUL).
 const PATH_MAX: usize = 4095;
@@ -205,8 +205,10 @@ fn type_name(t: FileType) -> &'static str {
     }
 }
 
-/// Regular, non-ghost entries sharing device and inode form a set; all names
-/// get the same content object, so they must agree on everything it holds.
+/// Regular, non-ghost entries sharing device and inode form a set, as rpm
+/// groups them (a stripped payload holds a set's bytes once, by that rule);
+/// all names get the same content object, so they must agree on everything it
+/// holds.
 fn hardlink_sets(metadata: &rpm::PackageMetadata, entries: &mut [Entry]) -> Result<Vec<Vec<usize>>> {
     let inodes = metadata
         .header
@@ -216,17 +218,9 @@ fn hardlink_sets(metadata: &rpm::PackageMetadata, entries: &mut [Entry]) -> Resu
         .header
         .get_entry_data_as_u32_array(IndexTag::RPMTAG_FILEDEVICES)
         .unwrap_or_default();
-    if inodes.len() != entries.len() || devices.len() != entries.len() {
-        return Ok(Vec::new());
-    }
-    let mut by_inode: HashMap<(u32, u32), Vec<usize>> = HashMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        if matches!(e.kind, Kind::Regular { .. }) {
-            by_inode.entry((devices[i], inodes[i])).or_default().push(i);
-        }
-    }
-    let mut sets: Vec<Vec<usize>> = by_inode.into_values().filter(|v| v.len() > 1).collect();
-    sets.sort();
+    let sets = files::hardlink_sets(entries.len(), &inodes, &devices, |i| {
+        matches!(entries[i].kind, Kind::Regular { .. })
+    });
     for (n, set) in sets.iter().enumerate() {
         let first = &entries[set[0]];
         for &i in &set[1..] {

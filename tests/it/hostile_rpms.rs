@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256, Sha512};
 
 use crate::common::{self, peak};
 
-const NEVRA: &str = "hostile-1.0-1.noarch";
+pub(super) const NEVRA: &str = "hostile-1.0-1.noarch";
 
 /// One cpio newc record.
 #[derive(Clone)]
@@ -254,7 +254,7 @@ fn edit_strings(entries: &mut [(u32, IndexData)], tag: IndexTag, f: impl Fn(&mut
 
 /// A repository holding one good package, a canary directory beside it, and
 /// the state both must keep through a refused import.
-struct Env {
+pub(super) struct Env {
     tmp: tempfile::TempDir,
     repo: PathBuf,
     canary: PathBuf,
@@ -269,7 +269,7 @@ struct Snapshot {
 
 /// When the import notices the hostile entry.
 #[derive(Clone, Copy, PartialEq)]
-enum Found {
+pub(super) enum Found {
     /// From the header or the payload digest: nothing may even be staged.
     BeforeStreaming,
     /// While streaming the payload: staged objects are discarded with the transaction.
@@ -277,7 +277,7 @@ enum Found {
 }
 
 impl Env {
-    fn new() -> Env {
+    pub(super) fn new() -> Env {
         let tmp = tempfile::tempdir().unwrap();
         let repo = tmp.path().join("repo");
         let canary = tmp.path().join("canary");
@@ -291,7 +291,7 @@ impl Env {
         Env { tmp, repo, canary }
     }
 
-    fn dir(&self) -> &Path {
+    pub(super) fn dir(&self) -> &Path {
         self.tmp.path()
     }
 
@@ -328,7 +328,7 @@ impl Env {
 
     /// Imports `rpm`, which must fail with an error naming the package and
     /// containing every one of `needles`; then checks nothing changed.
-    fn refuse(&self, rpm: &Path, found: Found, needles: &[&str]) -> String {
+    pub(super) fn refuse(&self, rpm: &Path, found: Found, needles: &[&str]) -> String {
         let before = self.snapshot();
         let staged_before = self.staged();
         let err = import_all(&self.repo, &[rpm.to_path_buf()], &Users::root_only(), 1)

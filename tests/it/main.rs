@@ -32,6 +32,7 @@ mod pkgcache;
 mod publish;
 mod resolve;
 mod rpi_firmware;
+mod rpm_v6;
 mod rpmdb;
 mod sample_repo;
 mod sample_repo_build;
