@@ -142,15 +142,21 @@ fn plan_entry(f: &rpm::FileEntry<'_>, path: &str, users: &Users, plan: &mut Plan
     // sysusers.d file or a script creates (rpm >= 4.19 creates them before
     // laying files down): root here, and the real owner is applied in the
     // assembled tree once the users exist (`compose::owners::apply`).
-    let uid = users.uid(f.user()).unwrap_or(0);
-    let gid = users.gid(f.group()).unwrap_or(0);
+    // Until then such a file grants nothing: no setuid/setgid bits and no
+    // capabilities, so the cache never holds a setuid-root stand-in.
+    let (uid, gid) = (users.uid(f.user()), users.gid(f.group()));
+    let known = uid.is_some() && gid.is_some();
+    let mut mode = u32::from(f.mode().raw_mode());
+    if !known {
+        mode &= !0o6000;
+    }
     let mut meta = FileMeta {
-        uid,
-        gid,
-        mode: u32::from(f.mode().raw_mode()),
+        uid: uid.unwrap_or(0),
+        gid: gid.unwrap_or(0),
+        mode,
         xattrs: Vec::new(),
     };
-    if let Some(text) = f.caps().filter(|c| !c.is_empty()) {
+    if let Some(text) = f.caps().filter(|c| !c.is_empty() && known) {
         if ftype != FileType::Regular {
             bail!("file capabilities on a {}", type_name(ftype));
         }
@@ -179,7 +185,7 @@ fn plan_entry(f: &rpm::FileEntry<'_>, path: &str, users: &Users, plan: &mut Plan
         }
         FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
             let node = crate::rpm::header::Node::from_entry(f).ok_or_else(|| anyhow!("not a device node or FIFO"))?;
-            plan.tmpfiles.extend(node.tmpfiles_line(path, uid, gid));
+            plan.tmpfiles.extend(node.tmpfiles_line(path, meta.uid, meta.gid));
             Kind::Special
         }
         FileType::Socket => bail!("sockets cannot be shipped in a package"),

@@ -676,24 +676,29 @@ fn payload_bytes_appended_after_the_archive_are_refused() {
     env.refuse(&rpm, Found::BeforeStreaming, &["payload SHA-256 digest mismatch"]);
 }
 
+/// An owner no account of the import names imports as root without its
+/// setuid bit: a hostile package cannot plant a setuid-root file in the cache
+/// (the compose then applies the real owner or names it: compose::owners).
 #[test]
-fn unknown_owners_are_refused() {
+fn unknown_owners_import_as_root_without_setuid() {
     let env = Env::new();
     let h = Hostile::new(|b| {
         b.with_file_contents(
             "x\n",
             FileOptions::new("/usr/bin/arbor-hostile-owned")
-                .mode(FileMode::regular(0o4755))
-                .user("nosuchuser"),
+                .mode(FileMode::regular(0o6755))
+                .user("nosuchuser")
+                .group("nosuchgroup"),
         )
         .unwrap();
     });
     let rpm = h.write(env.dir());
-    env.refuse(
-        &rpm,
-        Found::BeforeStreaming,
-        &["/usr/bin/arbor-hostile-owned", "\"nosuchuser\""],
-    );
+    let repo = env.dir().join("owners-repo");
+    let imp = import_all(&repo, std::slice::from_ref(&rpm), &Users::root_only(), 1)
+        .unwrap()
+        .remove(0);
+    let ls = common::ostree(&repo, &["ls", &imp.refname, "/usr/bin/arbor-hostile-owned"]);
+    assert!(ls.starts_with("-00755 0 0 "), "{ls}");
 }
 
 /// Runs this module's test `child` in a child process of this test binary
