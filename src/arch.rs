@@ -44,6 +44,17 @@ impl Arch {
         }
     }
 
+    /// dnf's and Fedora's base arch, `$basearch` in .repo files and
+    /// `${basearch}` in treefiles: `armhfp` for armv7hl (Fedora's mirror
+    /// directories and rpm-ostree refs such as `fedora/stable/armhfp/iot`),
+    /// the rpm name otherwise. dnf's `$arch` stays [`Arch::rpm_name`].
+    pub fn basearch(self) -> &'static str {
+        match self {
+            Arch::Armv7hl => "armhfp",
+            other => other.rpm_name(),
+        }
+    }
+
     /// Debian's name for the arch (`arm64`, `armhf`, `amd64`, `all`).
     pub fn deb_name(self) -> &'static str {
         match self {
@@ -137,7 +148,7 @@ impl FromStr for Arch {
     fn from_str(s: &str) -> anyhow::Result<Arch> {
         Ok(match s {
             "aarch64" | "arm64" => Arch::Aarch64,
-            "armv7hl" | "armhf" | "armv7" => Arch::Armv7hl,
+            "armv7hl" | "armhfp" | "armhf" | "armv7" => Arch::Armv7hl,
             "x86_64" | "amd64" => Arch::X86_64,
             "noarch" | "all" => Arch::Noarch,
             _ => bail!(
@@ -170,6 +181,7 @@ mod tests {
         for a in ALL {
             assert_eq!(a.rpm_name().parse::<Arch>().unwrap(), a);
             assert_eq!(a.deb_name().parse::<Arch>().unwrap(), a);
+            assert_eq!(a.basearch().parse::<Arch>().unwrap(), a);
             if let Some(m) = a.elf_machine() {
                 assert_eq!(Arch::from_elf_machine(m), Some(a));
             }
@@ -182,6 +194,20 @@ mod tests {
         assert!(
             e.contains("ppc64le") && e.contains("aarch64, armv7hl, x86_64, noarch"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn basearch_is_fedoras() {
+        let names: Vec<(&str, &str)> = ALL.iter().map(|a| (a.rpm_name(), a.basearch())).collect();
+        assert_eq!(
+            names,
+            [
+                ("aarch64", "aarch64"),
+                ("armv7hl", "armhfp"),
+                ("x86_64", "x86_64"),
+                ("noarch", "noarch")
+            ]
         );
     }
 

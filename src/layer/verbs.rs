@@ -165,7 +165,7 @@ fn build_options(dev: &Device, opts: &Options) -> Result<build::Options> {
     }
     let arch = dev.board.arch;
     let releasever = releasever(dev.sysroot.repo(), &default.commit);
-    let repos = crate::treefile::enabled_repos(&files, arch.rpm_name(), releasever.as_deref())?;
+    let repos = crate::treefile::enabled_repos(&files, arch, releasever.as_deref())?;
     Ok(build::Options {
         cache_dir: dev.sysroot.path().join(CACHE),
         arch,

@@ -61,7 +61,7 @@ pub(super) fn load_tree(path: &Path, arch: Arch) -> Result<Layer> {
         .canonicalize()
         .with_context(|| format!("reading treefile {}", shown(path)))?;
     let mut scope = Vars::new();
-    scope.insert("basearch".into(), VarValue::String(arch.rpm_name().into()));
+    scope.insert("basearch".into(), VarValue::String(arch.basearch().into()));
     loader.seen.insert(canonical.clone(), String::new());
     loader.load(path, canonical, &scope)
 }

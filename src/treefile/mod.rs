@@ -92,7 +92,9 @@ pub struct RepoPackages {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Treefile {
-    /// The target architecture (`${basearch}`).
+    /// The target architecture; `${basearch}` is its [`Arch::basearch`] name,
+    /// which is also how it is shown (`armhfp` for armv7hl, as rpm-ostree shows it).
+    #[serde(serialize_with = "serialize_basearch")]
     pub basearch: Arch,
     /// The OSTree branch to commit to.
     #[serde(rename = "ref")]
@@ -199,6 +201,10 @@ pub fn print_json(tf: &Treefile) -> String {
     let mut s = serde_json::to_string_pretty(tf).expect("a Treefile always serializes to JSON");
     s.push('\n');
     s
+}
+
+fn serialize_basearch<S: Serializer>(arch: &Arch, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(arch.basearch())
 }
 
 /// Splits package entries on whitespace; `'name >= 1.0'` in single quotes stays one entry.
@@ -313,7 +319,7 @@ fn finish(path: &Path, dir: &Path, arch: Arch, layer: Layer) -> Result<Treefile>
     } = layer;
 
     let mut all_vars = variables.clone();
-    all_vars.insert("basearch".into(), VarValue::String(arch.rpm_name().into()));
+    all_vars.insert("basearch".into(), VarValue::String(arch.basearch().into()));
     let releasever = releasever.map(|r| r.to_string());
     if let Some(r) = &releasever {
         all_vars.insert("releasever".into(), VarValue::String(r.clone()));
@@ -343,6 +349,8 @@ fn finish(path: &Path, dir: &Path, arch: Arch, layer: Layer) -> Result<Treefile>
     // host's release (os-release VERSION_ID), as dnf and rpm-ostree take it from
     // the host; a warning says so when a repository used it.
     let mut repo_vars = all_vars.clone();
+    // dnf's `$arch` is the machine's rpm arch (`armv7hl` where `$basearch` is `armhfp`).
+    repo_vars.insert("arch".into(), VarValue::String(arch.rpm_name().into()));
     let host_release = match &releasever {
         Some(_) => None,
         None => host_releasever(),

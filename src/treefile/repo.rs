@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::include::{normalize, shown};
 use super::vars::{self, SubstError, Syntax, VarValue, Vars};
+use crate::arch::Arch;
 
 /// A repository from a `.repo` file, with variables substituted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -210,13 +211,14 @@ impl RawRepo {
 }
 
 /// The enabled repositories of `.repo` files given as (path shown in errors,
-/// text), as a device's /etc/yum.repos.d holds them: `$basearch` is `basearch`,
-/// `$releasever` (and its `_major`/`_minor`) `releasever` when given. An id
-/// defined twice is an error naming both files.
-pub fn enabled_repos(files: &[(PathBuf, String)], basearch: &str, releasever: Option<&str>) -> Result<Vec<RepoConfig>> {
+/// text), as a device's /etc/yum.repos.d holds them for a board of `arch`:
+/// `$basearch` is dnf's base arch (`armhfp` for armv7hl), `$arch` the rpm
+/// arch, `$releasever` (and its `_major`/`_minor`) `releasever` when given.
+/// An id defined twice is an error naming both files.
+pub fn enabled_repos(files: &[(PathBuf, String)], arch: Arch, releasever: Option<&str>) -> Result<Vec<RepoConfig>> {
     let mut vars = Vars::new();
-    vars.insert("basearch".into(), VarValue::String(basearch.into()));
-    vars.insert("arch".into(), VarValue::String(basearch.into()));
+    vars.insert("basearch".into(), VarValue::String(arch.basearch().into()));
+    vars.insert("arch".into(), VarValue::String(arch.rpm_name().into()));
     if let Some(r) = releasever {
         let (major, minor) = r.split_once('.').unwrap_or((r, ""));
         vars.insert("releasever".into(), VarValue::String(r.into()));
@@ -385,6 +387,31 @@ metalink=https://mirrors.example.org/metalink?repo=updates-testing-f$releasever&
             assert_eq!(has_scheme(url), scheme, "{url}");
         }
         assert_eq!(to_url("/srv/r", Path::new("/x")).unwrap(), "file:///srv/r/");
+    }
+
+    #[test]
+    fn enabled_repos_on_an_armv7hl_board_use_fedoras_basearch() {
+        let files = [(
+            PathBuf::from("/etc/yum.repos.d/f.repo"),
+            "[fedora]\nname=Fedora $releasever - $basearch\n\
+             baseurl=https://dl.example.org/fedora-secondary/releases/$releasever/Everything/$basearch/os/\n\
+             [local]\nbaseurl=file:///srv/repo/$arch/\n[off]\nbaseurl=http://x/\nenabled=0\n"
+                .to_string(),
+        )];
+        let repos = enabled_repos(&files, Arch::Armv7hl, Some("41")).unwrap();
+        let ids: Vec<&str> = repos.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["fedora", "local"]);
+        assert_eq!(repos[0].name, "Fedora 41 - armhfp");
+        assert_eq!(
+            repos[0].baseurl,
+            ["https://dl.example.org/fedora-secondary/releases/41/Everything/armhfp/os/"]
+        );
+        // dnf's `$arch` is the machine's rpm arch.
+        assert_eq!(repos[1].baseurl, ["file:///srv/repo/armv7hl/"]);
+
+        let repos = enabled_repos(&files, Arch::Aarch64, Some("41")).unwrap();
+        assert_eq!(repos[0].name, "Fedora 41 - aarch64");
+        assert_eq!(repos[1].baseurl, ["file:///srv/repo/aarch64/"]);
     }
 
     #[test]

@@ -240,7 +240,12 @@ pub fn parse_condition(text: &str) -> Result<Condition, CondError> {
         .iter()
         .find_map(|(sym, op)| rest.strip_prefix(sym).map(|r| (*op, r.trim())))
         .ok_or_else(syntax)?;
-    let value = parse_literal(literal).ok_or_else(syntax)?;
+    let value = match parse_literal(literal).ok_or_else(syntax)? {
+        // `basearch` is Fedora's `armhfp` on armv7hl; `armv7hl` names the same
+        // arch, as in `arch-include` and `packages-armv7hl`.
+        VarValue::String(v) if var == "basearch" && v == "armv7hl" => VarValue::String("armhfp".into()),
+        v => v,
+    };
     Ok(Condition::Compare {
         var: var.to_string(),
         op,
@@ -346,6 +351,25 @@ mod tests {
             let cond = parse_condition(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(eval_condition(&cond, &vars()), Ok(*want), "{text}");
         }
+    }
+
+    #[test]
+    fn basearch_armv7hl_is_armhfp() {
+        let mut arm = vars();
+        arm.insert("basearch".into(), VarValue::String("armhfp".into()));
+        for (text, want) in [
+            (r#"basearch == "armhfp""#, true),
+            (r#"basearch == "armv7hl""#, true),
+            ("basearch != armv7hl", false),
+            (r#"basearch == "aarch64""#, false),
+        ] {
+            let cond = parse_condition(text).unwrap();
+            assert_eq!(eval_condition(&cond, &arm), Ok(want), "{text}");
+        }
+        // Only `basearch` has the alias.
+        let cond = parse_condition(r#"stream == "armv7hl""#).unwrap();
+        arm.insert("stream".into(), VarValue::String("armhfp".into()));
+        assert_eq!(eval_condition(&cond, &arm), Ok(false));
     }
 
     #[test]

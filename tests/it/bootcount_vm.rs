@@ -78,7 +78,7 @@ impl Bench {
         common::sample_repo();
         let mut w = World {
             dir: common::shared_tempdir(),
-            reference: format!("arbor/{}/sample-device", BOARD.arch),
+            reference: format!("arbor/{}/sample-device", BOARD.basearch),
             commits: Vec::new(),
         };
         run(arbor().arg("keygen").arg("-o").arg(w.path("key")));
@@ -464,7 +464,7 @@ fn rpi3_counts_boots_on_its_fat_partition_marks_good_and_rolls_back() {
     };
     let mut w = World {
         dir: common::shared_tempdir(),
-        reference: format!("arbor/{}/sample-device", t.arch),
+        reference: format!("arbor/{}/sample-device", t.basearch),
         commits: Vec::new(),
     };
     run(arbor().arg("keygen").arg("-o").arg(w.path("key")));

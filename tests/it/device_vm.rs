@@ -36,6 +36,8 @@ pub(crate) const VERB: Duration = Duration::from_secs(900);
 pub(crate) struct Target {
     /// rpm arch.
     pub(crate) arch: &'static str,
+    /// dnf's `$basearch` (in the tree's ref).
+    pub(crate) basearch: &'static str,
     /// Rust target of `make cross`.
     pub(crate) rust_target: &'static str,
     /// Debian arch of `make cross`'s sysroot.
@@ -49,6 +51,7 @@ pub(crate) struct Target {
 
 pub(crate) const AARCH64: Target = Target {
     arch: "aarch64",
+    basearch: "aarch64",
     rust_target: "aarch64-unknown-linux-gnu",
     deb_arch: "arm64",
     board: "qemu-virt-aarch64",
@@ -58,6 +61,7 @@ pub(crate) const AARCH64: Target = Target {
 
 const ARMV7: Target = Target {
     arch: "armv7hl",
+    basearch: "armhfp",
     rust_target: "armv7-unknown-linux-gnueabihf",
     deb_arch: "armhf",
     board: "qemu-virt-armv7",
@@ -450,7 +454,7 @@ fn upgrade_and_roll_back_inside_the_vm(t: &Target, bundle: bool) {
     let dir = common::shared_tempdir();
     let mut w = World {
         dir,
-        reference: format!("arbor/{}/sample-device", t.arch),
+        reference: format!("arbor/{}/sample-device", t.basearch),
         commits: Vec::new(),
     };
     run(arbor().arg("keygen").arg("-o").arg(w.path("key")));

@@ -417,7 +417,7 @@ fn an_armv7_tree_composes_under_qemu_arm_and_its_image_boots() {
     let (repo, c) = compose_shipped(t.path(), "armv7hl", "sample-armv7.yaml");
     let out = image_cmd(
         &repo,
-        "arbor/armv7hl/sample-armv7",
+        "arbor/armhfp/sample-armv7",
         "qemu-virt-armv7",
         &t.path().join("armv7.img"),
     )

@@ -447,8 +447,9 @@ fn arch_include_and_packages_arch_follow_the_target() {
     assert_eq!(x.treeref, "os/x86_64");
     assert_eq!(x.packages, ["bash", "grub2"]);
     assert!(x.boards.is_empty());
+    // `${basearch}` is Fedora's name, `armhfp`; `packages-armhfp` and `armhfp:` apply.
     let arm = load(&dir, "top.yaml", Arch::Armv7hl);
-    assert_eq!(arm.treeref, "os/armv7hl");
+    assert_eq!(arm.treeref, "os/armhfp");
     assert_eq!(arm.packages, ["kernel-lpae", "bash", "uboot-images-armv7"]);
     assert_has(
         &error(&dir, "bad.yaml", Arch::Aarch64),
@@ -458,6 +459,52 @@ fn arch_include_and_packages_arch_follow_the_target() {
             "aarch64, armhfp",
         ],
     );
+}
+
+/// `${basearch}` and `$basearch` are Fedora's names (`armhfp` for armv7hl), so
+/// refs and mirror URLs match Fedora's layout; dnf's `$arch` is the rpm arch.
+#[test]
+fn armv7hl_basearch_is_fedoras_armhfp() {
+    let dir = fixture(&[
+        (
+            "t.yaml",
+            "ref: fedora/${releasever}/${basearch}/iot\nreleasever: 41\nrepos: [fedora, local]\npackages: [bash]\n\
+             packages-armhfp: [uboot-images-armv7]\npackages-aarch64: [uboot-images-armv8]\n\
+             conditional-include:\n  - if: basearch == \"armhfp\"\n    include:\n      packages: [kernel-lpae]\n\
+             \x20 - if: basearch == \"armv7hl\"\n    include:\n      packages: [arm-old-name]\n",
+        ),
+        (
+            "f.repo",
+            "[fedora]\nname=Fedora $releasever - $basearch\n\
+             baseurl=https://dl.fedoraproject.org/pub/fedora-secondary/releases/$releasever/Everything/$basearch/os/\n\
+             [local]\nbaseurl=https://example.org/device-repo/$arch/\n",
+        ),
+    ]);
+    let arm = load(&dir, "t.yaml", Arch::Armv7hl);
+    assert_eq!(arm.treeref, "fedora/41/armhfp/iot");
+    assert_eq!(arm.repos[0].name, "Fedora 41 - armhfp");
+    assert_eq!(
+        arm.repos[0].baseurl,
+        ["https://dl.fedoraproject.org/pub/fedora-secondary/releases/41/Everything/armhfp/os/"]
+    );
+    assert_eq!(arm.repos[1].baseurl, ["https://example.org/device-repo/armv7hl/"]);
+    // `basearch == "armv7hl"` still holds, as `arch-include` accepts both names
+    // (later includes' packages come first, as in rpm-ostree).
+    assert_eq!(
+        arm.packages,
+        ["arm-old-name", "kernel-lpae", "bash", "uboot-images-armv7"]
+    );
+    assert!(treefile::print_json(&arm).contains("\"basearch\": \"armhfp\""));
+
+    let a = load(&dir, "t.yaml", Arch::Aarch64);
+    assert_eq!(a.treeref, "fedora/41/aarch64/iot");
+    assert_eq!(
+        a.repos[0].baseurl,
+        ["https://dl.fedoraproject.org/pub/fedora-secondary/releases/41/Everything/aarch64/os/"]
+    );
+    assert_eq!(a.repos[1].baseurl, ["https://example.org/device-repo/aarch64/"]);
+    assert_eq!(a.packages, ["bash", "uboot-images-armv8"]);
+    assert!(treefile::print_json(&a).contains("\"basearch\": \"aarch64\""));
 }
 
 #[test]
@@ -889,7 +936,7 @@ fn shipped_fedora_iot_rpi4_structure_loads_offline() {
 #[test]
 fn shipped_sample_armv7_names_its_board() {
     let t = treefile::load(&shipped("sample-armv7.yaml"), Arch::Armv7hl).unwrap();
-    assert_eq!(t.treeref, "arbor/armv7hl/sample-armv7");
+    assert_eq!(t.treeref, "arbor/armhfp/sample-armv7");
     assert_eq!(t.boards, ["qemu-virt-armv7"]);
     assert!(t.packages.iter().any(|p| p == "kernel"), "{:?}", t.packages);
     // Every board it names exists.
@@ -909,7 +956,7 @@ fn shipped_sample_device_adds_arbor_from_the_device_repository_per_arch() {
         (Arch::Armv7hl, &["qemu-virt-armv7"][..]),
     ] {
         let t = treefile::load(&shipped("sample-device.yaml"), arch).unwrap();
-        assert_eq!(t.treeref, format!("arbor/{arch}/sample-device"));
+        assert_eq!(t.treeref, format!("arbor/{}/sample-device", arch.basearch()));
         for p in [
             "arbor",
             "glibc",
@@ -927,7 +974,7 @@ fn shipped_sample_device_adds_arbor_from_the_device_repository_per_arch() {
         assert_eq!(t.boards, boards, "{arch}");
         let ids: Vec<&str> = t.repos.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["arbor-sample", "arbor-device"], "{arch}");
-        // $basearch picks the arch's directory of `make device-repo`'s output.
+        // dnf's $arch (the rpm arch) picks the arch's directory of `make device-repo`'s output.
         let device = root.join(format!("target/device-repo/{arch}"));
         assert_eq!(t.repos[1].baseurl, [format!("file://{}/", device.display())], "{arch}");
     }
