@@ -4,10 +4,9 @@
 //! and Fedora packages rely on it (files in group `ssh_keys`). The package
 //! import maps owners through the packages' own /etc/passwd and /etc/group and
 //! leaves root for a name they lack; here, after the scripts and sysusers.d
-//! ran, every file whose header owner is not root gets the ids the tree's
-//! /etc/passwd and /etc/group now give (rpm-ostree does the same after
-//! assembly, in `apply_rpmfi_overrides`). That also corrects a cached package
-//! imported under another passwd.
+//! ran, every such file gets the ids the tree's /etc/passwd and /etc/group
+//! now give (rpm-ostree does the same after assembly, in
+//! `apply_rpmfi_overrides`).
 
 use anyhow::{Context, Result, bail};
 use cap_std::fs::{Dir, MetadataExt};
@@ -18,20 +17,18 @@ use crate::rpm::header::HeaderInfo;
 /// The capability xattr, which the kernel removes on a change of owner.
 const CAPS: &str = "security.capability";
 
-/// Gives each file of `headers` its header owner in the tree at `root` (its
-/// `/etc` the scripts' view), through the tree's /etc/passwd and /etc/group;
-/// the number of files changed. An owner neither file names is an error
-/// listing every such file. Files a script removed or replaced by another
-/// type are left alone.
-pub fn apply(root: &Dir, headers: &[HeaderInfo]) -> Result<usize> {
+/// Gives each file of `headers` whose owner the import's accounts
+/// (`imported`) lacked its header owner in the tree at `root` (its `/etc` the
+/// scripts' view), through the tree's /etc/passwd and /etc/group; the number
+/// of files changed. An owner neither file names is an error listing every
+/// such file. Files a script removed or replaced by another type are left
+/// alone. Owners the import knew are already right in the package commits
+/// (and a compose without root could not chown them anyway).
+pub fn apply(root: &Dir, headers: &[HeaderInfo], imported: &Users) -> Result<usize> {
+    let known = |f: &crate::rpm::header::FileInfo| imported.uid(&f.user).is_some() && imported.gid(&f.group).is_some();
     let wanted: Vec<(&HeaderInfo, &crate::rpm::header::FileInfo)> = headers
         .iter()
-        .flat_map(|h| {
-            h.files
-                .iter()
-                .filter(|f| !f.ghost && (f.user != "root" || f.group != "root"))
-                .map(move |f| (h, f))
-        })
+        .flat_map(|h| h.files.iter().filter(|f| !f.ghost && !known(f)).map(move |f| (h, f)))
         .collect();
     if wanted.is_empty() {
         return Ok(0);

@@ -202,7 +202,7 @@ pub fn compose(tf: &Treefile, opts: &Options) -> Result<Composed> {
         stage("compose::scripts-run", &mut clock)?;
         Some(report)
     };
-    let owners = super::owners::apply(&root, &headers)?;
+    let owners = super::owners::apply(&root, &headers, &users)?;
     tracing::debug!(files = owners, "file owners applied from the tree's accounts");
     let report = super::postprocess::run(&root, tf, &version, &headers, Some(&upper))?;
     tell_postprocessed(&report);

@@ -203,7 +203,7 @@ pub fn build(repo: &Repo, base: &str, layering: &Layering, opts: &Options) -> Re
     let scripts = memo::run_steps(&runner, &mut sb, &steps, &inputs, &names, &exec_opts)
         .context("a script of the layered packages failed; nothing was deployed")?;
     crate::scriptlet::users::apply_tree(&root)?;
-    crate::compose::owners::apply(&root, &headers)?;
+    crate::compose::owners::apply(&root, &headers, &users)?;
     root.remove_file("etc")
         .context("removing the /etc link of the scripts")?;
     crate::compose::postprocess::layered_var_to_tmpfiles(&root, "arbor-layered.conf", &mut pp)?;
