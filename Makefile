@@ -3,7 +3,7 @@
 # installs Debian's /usr/bin/cargo, which has no clippy).
 CARGO ?= $(firstword $(wildcard $(HOME)/.cargo/bin/cargo) cargo)
 
-.PHONY: all setup build demo test lint bench soak soak-bootcount sample-repo cross device-repo clean
+.PHONY: all setup build demo test lint bench fuzz soak soak-bootcount sample-repo cross device-repo clean
 
 all: build
 
@@ -62,6 +62,14 @@ endif
 # upgrade tests (tests/it/device_vm.rs) boot trees that carry it.
 test: setup lint device-repo
 	$(CARGO) test --no-fail-fast -- $(TEST_ARGS)
+
+# Coverage-guided fuzzing (cargo fuzz, libFuzzer) of every reader of untrusted bytes:
+# FUZZ_SECONDS in all (60 by default), shared equally by the targets; FUZZ_TARGETS picks
+# some. Prints each target's runs and corpus; exits 1 on a crash (scripts/fuzz).
+FUZZ_SECONDS ?= 60
+fuzz:
+	scripts/setup --fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz
 
 # Long soaks, opt-in (as root): the device kill matrix with SOAK_RUNS SIGKILLs at
 # seeded random moments of an upgrade (make test runs 50); prints its counts.

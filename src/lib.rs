@@ -15,6 +15,8 @@ pub mod decompress;
 pub mod device;
 pub mod failpoint;
 pub mod fdt;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod host;
 pub mod image;
 pub mod input;

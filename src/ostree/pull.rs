@@ -227,7 +227,7 @@ pub fn summary(url: &str, trust: &Trust) -> Result<Summary> {
 }
 
 /// The ed25519 signatures in a detached `a{sv}` signature file (`what` names it).
-fn detached_signatures(bytes: &[u8], what: &str) -> Signatures {
+pub(crate) fn detached_signatures(bytes: &[u8], what: &str) -> Signatures {
     let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from(bytes), glib::VariantTy::VARDICT);
     if v.is_normal_form() {
         super::sign::signature_entries(&v)
@@ -236,7 +236,7 @@ fn detached_signatures(bytes: &[u8], what: &str) -> Signatures {
     }
 }
 
-fn parse_summary(bytes: &[u8]) -> Result<Summary> {
+pub(crate) fn parse_summary(bytes: &[u8]) -> Result<Summary> {
     let ty = glib::VariantTy::new("(a(s(taya{sv}))a{sv})").context("summary type")?;
     let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from(bytes), ty);
     if !v.is_normal_form() {
@@ -399,7 +399,7 @@ fn is_not_found(e: &anyhow::Error) -> bool {
 
 /// Sum of the compressed sizes of a superblock's parts and fallback objects;
 /// the superblock must be the delta to commit `to`.
-fn superblock_size(bytes: &[u8], to: &str) -> Result<u64> {
+pub(crate) fn superblock_size(bytes: &[u8], to: &str) -> Result<u64> {
     let ty =
         glib::VariantTy::new("(a{sv}tayay(a{sv}aya(say)sstayay)aya(uayttay)a(yaytt))").context("superblock type")?;
     let v = glib::Variant::from_bytes_with_type(&glib::Bytes::from(bytes), ty);

@@ -26,7 +26,7 @@ use self::include::shown;
 use self::layer::{Layer, Src};
 use self::repo::RepoDir;
 pub use self::repo::{RepoConfig, enabled_repos};
-pub use self::vars::VarValue;
+pub use self::vars::{VarValue, parse_condition};
 use self::vars::{SubstError, Syntax, Vars};
 use crate::arch::Arch;
 
