@@ -63,11 +63,10 @@ pub(crate) fn import_or_find(repo: &Repo, path: &Path, users: &Users) -> Result<
 
 pub(super) fn open(path: &Path) -> Result<Opened> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut buffered = BufReader::new(&mut file);
-    let metadata = rpm::PackageMetadata::parse(&mut buffered).context("reading the RPM headers")?;
-    let unread = buffered.buffer().len() as u64;
-    drop(buffered);
-    let payload_offset = file.stream_position().context("reading the RPM headers")? - unread;
+    // Bounds-checked by arbor's reader before the `rpm` crate parses them.
+    let headers = crate::rpm::blob::read_headers(&mut BufReader::new(&mut file)).context("reading the RPM headers")?;
+    let metadata = rpm::PackageMetadata::parse(&mut headers.bytes.as_slice()).context("reading the RPM headers")?;
+    let payload_offset = headers.bytes.len() as u64;
     let offsets = metadata.get_package_segment_offsets();
     if offsets.payload != payload_offset {
         bail!(

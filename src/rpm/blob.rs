@@ -335,19 +335,52 @@ impl Blob {
 /// Reads the lead, the signature header and the main header of a package file.
 pub fn read_package(path: &Path) -> Result<(Blob, Blob)> {
     let file = File::open(path).context("opening the package")?;
-    let mut r = BufReader::new(file);
+    let p = read_headers(&mut BufReader::new(file))?;
+    Ok((p.sig, p.main))
+}
+
+/// A package's lead and headers, bounds-checked.
+pub struct Headers {
+    /// The signature header.
+    pub sig: Blob,
+    /// The main header.
+    pub main: Blob,
+    /// The bytes they were read from: the lead, both headers with their magic
+    /// and the padding between them; the payload starts right after.
+    pub bytes: Vec<u8>,
+}
+
+/// Reads the lead and both headers from the start of a package, leaving `r`
+/// at the payload.
+pub fn read_headers(r: &mut impl Read) -> Result<Headers> {
     let mut lead = [0u8; LEAD_SIZE];
     r.read_exact(&mut lead)
         .context("reading the lead: not an rpm package")?;
     ensure!(lead[..4] == LEAD_MAGIC, "not an rpm package (bad lead magic)");
     // Lead type 1 is a source package: rpm -i unpacks those into %_topdir instead.
     ensure!(lead[6..8] == [0, 0], "is a source package");
-    let sig = read_header(&mut r).context("reading the signature header")?;
+    let sig = read_header(r).context("reading the signature header")?;
     let pad = (8 - sig.data().len() % 8) % 8;
     r.read_exact(&mut [0u8; 8][..pad])
         .context("reading the signature header's padding")?;
-    let main = read_header(&mut r).context("reading the main header")?;
-    Ok((sig, main))
+    let main = read_header(r).context("reading the main header")?;
+    let mut bytes = Vec::with_capacity(LEAD_SIZE + 16 + sig.bytes().len() + pad + main.bytes().len());
+    bytes.extend_from_slice(&lead);
+    bytes.extend_from_slice(&HEADER_MAGIC);
+    bytes.extend_from_slice(sig.bytes());
+    bytes.extend_from_slice(&[0u8; 8][..pad]);
+    bytes.extend_from_slice(&HEADER_MAGIC);
+    bytes.extend_from_slice(main.bytes());
+    Ok(Headers { sig, main, bytes })
+}
+
+/// The package's metadata as the `rpm` crate reads it, from headers that
+/// passed [`read_headers`]'s bounds checks first: the crate slices header data
+/// at offsets it does not check, so a hostile header would panic it.
+pub fn metadata(path: &Path) -> Result<rpm::PackageMetadata> {
+    let file = File::open(path).context("opening the package")?;
+    let p = read_headers(&mut BufReader::new(file))?;
+    Ok(rpm::PackageMetadata::parse(&mut p.bytes.as_slice())?)
 }
 
 /// Reads a header (magic, then `il`, `dl`, entries, data) from `r`.
