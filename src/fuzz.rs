@@ -211,6 +211,16 @@ pub fn vercmp(data: &[u8]) {
     if ab == Ordering::Equal && bc == Ordering::Equal {
         assert_eq!(ac, Ordering::Equal, "equality not transitive: {a:?} {b:?} {c:?}");
     }
+    // The solver orders versions with libsolv's comparison: both must agree on
+    // plain versions (no epoch or release, which each splits its own way).
+    thread_local! {
+        static POOL: crate::solve::Pool = crate::solve::Pool::new_rpm();
+    }
+    let plain = |s: &str| !s.contains([':', '-', '\0']);
+    if plain(a) && plain(b) {
+        let solv = POOL.with(|p| p.evrcmp(a, b)).expect("no NUL in either");
+        assert_eq!(ab, solv, "arbor and libsolv order {a:?} and {b:?} differently");
+    }
 }
 
 /// Detached signature metadata (`a{sv}` with `ostree.sign.ed25519`) judged

@@ -42,6 +42,11 @@ impl BlsEntry {
 pub fn parse_bls(name: &str, text: &str) -> Result<BlsEntry> {
     let mut keys: BTreeMap<String, String> = BTreeMap::new();
     for (i, raw) in text.lines().enumerate() {
+        // A NUL, CR or other control character would end or split the line
+        // in the bootloader file it is copied into.
+        if let Some(c) = raw.chars().find(|c| c.is_control() && *c != '\t') {
+            bail!("BLS entry {name}, line {}: control character {c:?}", i + 1);
+        }
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;

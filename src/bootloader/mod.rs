@@ -200,6 +200,21 @@ fn boot_script(board: &Board, entries: &[BlsEntry], trial: Option<&str>) -> Resu
                     );
                 }
             }
+            // Paths go into the script unquoted: one word, nothing the shell expands.
+            let paths = [
+                Some(&e.linux),
+                e.initrd.as_ref(),
+                e.devicetree.as_ref(),
+                e.fdtdir.as_ref(),
+            ];
+            for v in paths.into_iter().flatten() {
+                if v.contains(|c: char| c.is_whitespace() || "\"'$\\;#{}".contains(c)) {
+                    bail!(
+                        "BLS entry {}: path {v:?} has a space or a character U-Boot's shell would interpret",
+                        e.name
+                    );
+                }
+            }
             let fdt = match (board.kernel_dtb(), &e.devicetree, &e.fdtdir) {
                 (None, _, _) => String::new(),
                 (Some(_), Some(dt), _) => dt.clone(),

@@ -259,6 +259,34 @@ fn boot_script_counts_only_the_default_deployment_on_trial() {
     bad[0].options.push_str(" x=$(reboot)");
     let e = render(&board, &bad, "", None).unwrap_err().to_string();
     assert!(e.contains("U-Boot's shell"), "{e}");
+    // So are paths that would split into two words or run a second command (fuzz: bootloader).
+    for path in ["/ostree/a b/vmlinuz", "/ostree/a;reset/vmlinuz", "/ostree/${x}/vmlinuz"] {
+        let mut bad = entries(1);
+        bad[0].linux = path.into();
+        let e = render(&board, &bad, "", None).unwrap_err().to_string();
+        assert!(e.contains("U-Boot's shell") && e.contains(path), "{e}");
+    }
+}
+
+/// A NUL, CR or other control character in an entry (which would cut or
+/// split the line it is copied into) is refused naming the entry and line.
+#[test]
+fn bls_entries_with_control_characters_are_refused() {
+    for (text, line) in [
+        ("linux /v\0x\n", 1),
+        ("title t\noptions a\rb\nlinux /v\n", 2),
+        ("linux /v\x1b[2J\n", 1),
+    ] {
+        let e = parse_bls("ostree-1.conf", text).unwrap_err().to_string();
+        assert!(
+            e.contains("ostree-1.conf") && e.contains(&format!("line {line}")),
+            "{text:?}: {e}"
+        );
+    }
+    assert!(
+        parse_bls("ostree-1.conf", "title\ta\r\nlinux /v\r\n").is_ok(),
+        "CRLF line ends and tabs are fine"
+    );
 }
 
 /// arbor's script image is byte for byte what u-boot-tools' mkimage makes.
