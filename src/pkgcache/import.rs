@@ -63,6 +63,8 @@ pub(crate) fn import_or_find(repo: &Repo, path: &Path, users: &Users) -> Result<
 
 pub(super) fn open(path: &Path) -> Result<Opened> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    crate::rpm::blob::check_sizes(&mut file).context("reading the RPM headers")?;
+    file.rewind().context("reading the RPM headers")?;
     let mut buffered = BufReader::new(&mut file);
     let metadata = rpm::PackageMetadata::parse(&mut buffered).context("reading the RPM headers")?;
     let unread = buffered.buffer().len() as u64;

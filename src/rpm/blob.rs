@@ -6,7 +6,7 @@
 //! package cache's file list (`pkgcache::plan`) read headers through here.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
@@ -119,6 +119,12 @@ const REGION_COUNT: u32 = 16;
 /// rpm's `hdrchkTags` and `hdrchkData` limits.
 const MAX_TAGS: u32 = 0xffff;
 const MAX_DATA: u32 = 0x0fff_ffff;
+/// Most bytes the two headers of a package file may take together (index
+/// and data). rpm allows 256 MiB per header; real headers are a few MiB (a
+/// kernel's, with every module listed, about 3), and a header is held in
+/// memory, more than once by the `rpm` crate: this keeps reading one on a
+/// board with 512 MiB under the 100 MiB every decoded input is held to.
+pub const MAX_HEADERS: u64 = 32 << 20;
 
 /// One index entry of a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,24 +340,78 @@ impl Blob {
 
 /// Reads the lead, the signature header and the main header of a package file.
 pub fn read_package(path: &Path) -> Result<(Blob, Blob)> {
+    let (sig, main, _) = read_headers(path)?;
+    Ok((sig, main))
+}
+
+/// [`read_package`], also returning the payload's offset in the file.
+pub fn read_headers(path: &Path) -> Result<(Blob, Blob, u64)> {
     let file = File::open(path).context("opening the package")?;
     let mut r = BufReader::new(file);
+    read_lead(&mut r)?;
+    let mut budget = MAX_HEADERS;
+    let sig = read_header(&mut r, &mut budget).context("reading the signature header")?;
+    let pad = sig_padding(sig.data().len() as u64);
+    r.read_exact(&mut [0u8; 8][..pad as usize])
+        .context("reading the signature header's padding")?;
+    let main = read_header(&mut r, &mut budget).context("reading the main header")?;
+    let offset = LEAD_SIZE as u64 + 8 + sig.bytes.len() as u64 + pad + 8 + main.bytes.len() as u64;
+    Ok((sig, main, offset))
+}
+
+/// The `rpm` crate's reading of the package file at `path`, its header sizes
+/// checked first by [`check_sizes`]: the crate allocates what a header
+/// declares (4 GiB for a hostile one) before it reads it.
+pub fn open_metadata(path: &Path) -> Result<rpm::PackageMetadata> {
+    let mut file = File::open(path).context("opening the package")?;
+    check_sizes(&mut file)?;
+    file.seek(SeekFrom::Start(0)).context("reading the package")?;
+    rpm::PackageMetadata::parse(&mut BufReader::new(file)).context("reading the RPM headers")
+}
+
+/// Checks the sizes the two headers of a package file declare, reading only
+/// their 16-byte intros: within rpm's limits and [`MAX_HEADERS`], and within
+/// the file.
+pub fn check_sizes(file: &mut File) -> Result<()> {
+    let len = file.metadata().context("reading the package's size")?.len();
+    let mut r = BufReader::new(file);
+    read_lead(&mut r)?;
+    let mut budget = MAX_HEADERS;
+    let (sig_len, sig_data) = read_intro(&mut r, &mut budget).context("reading the signature header")?;
+    let skip = sig_len + sig_padding(sig_data);
+    let main_at = LEAD_SIZE as u64 + 16 + skip;
+    ensure!(
+        main_at + 16 <= len,
+        "the file is truncated: its signature header declares {sig_len} bytes, the file has {len}"
+    );
+    r.seek(SeekFrom::Start(main_at)).context("reading the main header")?;
+    let (main_len, _) = read_intro(&mut r, &mut budget).context("reading the main header")?;
+    ensure!(
+        main_at + 16 + main_len <= len,
+        "the file is truncated: its headers declare {} bytes, the file has {len}",
+        main_at + 16 + main_len
+    );
+    Ok(())
+}
+
+fn read_lead(r: &mut impl Read) -> Result<()> {
     let mut lead = [0u8; LEAD_SIZE];
     r.read_exact(&mut lead)
         .context("reading the lead: not an rpm package")?;
     ensure!(lead[..4] == LEAD_MAGIC, "not an rpm package (bad lead magic)");
     // Lead type 1 is a source package: rpm -i unpacks those into %_topdir instead.
     ensure!(lead[6..8] == [0, 0], "is a source package");
-    let sig = read_header(&mut r).context("reading the signature header")?;
-    let pad = (8 - sig.data().len() % 8) % 8;
-    r.read_exact(&mut [0u8; 8][..pad])
-        .context("reading the signature header's padding")?;
-    let main = read_header(&mut r).context("reading the main header")?;
-    Ok((sig, main))
+    Ok(())
 }
 
-/// Reads a header (magic, then `il`, `dl`, entries, data) from `r`.
-fn read_header(r: &mut impl Read) -> Result<Blob> {
+/// Padding after a signature header of `data_len` bytes of data.
+fn sig_padding(data_len: u64) -> u64 {
+    (8 - data_len % 8) % 8
+}
+
+/// Reads a header's magic, `il` and `dl`, checks them against rpm's limits
+/// and what is left of `budget`, and returns (index and data bytes, data bytes).
+fn read_intro(r: &mut impl Read, budget: &mut u64) -> Result<(u64, u64)> {
     let mut intro = [0u8; 16];
     r.read_exact(&mut intro).context("the file is truncated")?;
     ensure!(intro[..8] == HEADER_MAGIC, "bad header magic");
@@ -361,9 +421,25 @@ fn read_header(r: &mut impl Read) -> Result<Blob> {
         (1..=MAX_TAGS).contains(&il) && dl <= MAX_DATA,
         "header size out of range ({il} tags, {dl} bytes)"
     );
+    let len = 16 * u64::from(il) + u64::from(dl);
+    ensure!(
+        len <= *budget,
+        "the headers are too big: {il} tags and {dl} bytes of data, over arbor's limit of {} MiB for both headers",
+        MAX_HEADERS >> 20
+    );
+    *budget -= len;
+    Ok((len, u64::from(dl)))
+}
+
+/// Reads a header (magic, then `il`, `dl`, entries, data) from `r`.
+fn read_header(r: &mut impl Read, budget: &mut u64) -> Result<Blob> {
+    let mut intro = [0u8; 16];
+    r.read_exact(&mut intro).context("the file is truncated")?;
+    let (len, _) = read_intro(&mut &intro[..], budget)?;
     let mut bytes = intro[8..].to_vec();
-    bytes.resize(8 + 16 * il as usize + dl as usize, 0);
-    r.read_exact(&mut bytes[8..]).context("the file is truncated")?;
+    // Grown as bytes arrive, so a truncated file allocates only what it has.
+    r.take(len).read_to_end(&mut bytes).context("reading the header")?;
+    ensure!(bytes.len() as u64 == 8 + len, "the file is truncated");
     Blob::parse(bytes)
 }
 

@@ -146,7 +146,7 @@ pub fn name_evr_nevra(m: &rpm::PackageMetadata) -> Result<(String, String, Strin
 /// Reads the header of the .rpm at `path`.
 pub fn read(path: &Path) -> Result<HeaderInfo> {
     let ctx = || format!("reading the RPM header of {}", path.display());
-    let m = rpm::PackageMetadata::open(path).with_context(ctx)?;
+    let m = super::blob::open_metadata(path).with_context(ctx)?;
     let (name, _, nevra) = name_evr_nevra(&m).with_context(ctx)?;
     let mut files = Vec::new();
     for e in m.get_file_entries().with_context(ctx)? {

@@ -54,7 +54,7 @@ pub struct PackageInfo {
 
 /// Reads the header of the package at `path`.
 pub fn read(path: &Path) -> Result<PackageInfo> {
-    let pkg = rpm::PackageMetadata::open(path).with_context(|| format!("reading RPM header of {}", path.display()))?;
+    let pkg = super::blob::open_metadata(path).with_context(|| format!("reading RPM header of {}", path.display()))?;
     let ctx = || format!("reading RPM header of {}", path.display());
     let deps = |v: Vec<rpm::Dependency>| -> Vec<String> { v.iter().map(show_dep).collect() };
     let mut scriptlets = Vec::new();

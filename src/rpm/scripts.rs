@@ -121,7 +121,7 @@ pub struct PackageScripts {
 /// Reads the scriptlets, triggers and file list of the .rpm at `path`.
 pub fn read(path: &Path) -> Result<PackageScripts> {
     let ctx = || format!("reading the scriptlets of {}", path.display());
-    let m = rpm::PackageMetadata::open(path).with_context(ctx)?;
+    let m = super::blob::open_metadata(path).with_context(ctx)?;
     from_metadata(&m).with_context(ctx)
 }
 
