@@ -1,0 +1,181 @@
+//! Memory bounds (issue 17): what the device decodes from untrusted input
+//! stays under `peak::LIMIT` (100 MiB; armv7 boards have 512 MiB or less),
+//! measured as the peak resident memory of the `arbor` process doing it
+//! (`peak::watch`, which prints it). Here: a 300 MiB package downloaded and
+//! verified as layering does, and package headers declaring huge sizes.
+//! (Bundle headers: `bundle.rs`; compression bombs in packages: `hostile_rpms.rs`.)
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::{arbor, http, peak, run};
+
+/// A noarch package `big` holding one file of `size` incompressible bytes,
+/// stored uncompressed, so the package file is that big.
+fn big_package(dir: &Path, size: usize) -> PathBuf {
+    let mut content = vec![0u8; size];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in content.chunks_mut(8) {
+        // xorshift64: incompressible, and fast to make.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let mut b = rpm::PackageBuilder::new("big", "1.0", "MIT", "noarch", "a big package");
+    b.release("1").using_config(
+        rpm::BuildConfig::v4()
+            .compression(rpm::CompressionWithLevel::None)
+            .source_date(1_700_000_000u32),
+    );
+    b.with_file_contents(content, rpm::FileOptions::new("/usr/share/big/blob"))
+        .unwrap();
+    let path = dir.join("big-1.0-1.noarch.rpm");
+    b.build().unwrap().write_file(&path).unwrap();
+    path
+}
+
+/// `arbor compose resolve --download` of `big` from `server` into a fresh
+/// cache: the download and verification layering runs on the device
+/// (`layer::resolve` → `compose::resolve::download_packages`).
+fn download_watched(server: &http::Server, scratch: &Path) -> peak::Watched {
+    std::fs::write(
+        scratch.join("t.repo"),
+        format!("[big]\nname=big\nbaseurl={}\ngpgcheck=0\n", server.url),
+    )
+    .unwrap();
+    std::fs::write(scratch.join("t.yaml"), "ref: t\nrepos: [big]\npackages: [big]\n").unwrap();
+    let cache = scratch.join("cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let mut c = arbor();
+    c.args(["compose", "resolve", "--arch", "aarch64", "--download", "--cache-dir"])
+        .arg(&cache)
+        .arg(scratch.join("t.yaml"));
+    peak::watch(&mut c, Duration::from_secs(300))
+}
+
+/// The cached package files under `cache`.
+fn cached_rpms(cache: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(cache.join("packages")) else {
+        return Vec::new();
+    };
+    rd.flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rpm"))
+        .collect()
+}
+
+#[test]
+fn a_300_mib_package_downloads_and_verifies_in_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let rpm = big_package(&repo, 300 << 20);
+    let size = std::fs::metadata(&rpm).unwrap().len();
+    assert!(size > 300 << 20, "the package is {size} bytes");
+    run(Command::new("createrepo_c").arg("--quiet").arg(&repo));
+    let server = http::Server::start(repo.clone());
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+
+    let w = download_watched(&server, &scratch);
+    w.check_peak(&format!("downloading and verifying a package of {size} bytes"));
+    assert_eq!(w.code, Some(0), "{}", w.stderr);
+    assert!(w.stdout.contains("downloaded and verified 1 packages"), "{}", w.stdout);
+    let cached = cached_rpms(&scratch.join("cache"));
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert_eq!(std::fs::metadata(&cached[0]).unwrap().len(), size);
+
+    // The same package with one payload byte changed, and repository metadata
+    // that matches it: only the payload digest in its header can catch it.
+    let mut f = std::fs::OpenOptions::new().write(true).open(&rpm).unwrap();
+    use std::os::unix::fs::FileExt as _;
+    let mut byte = [0u8; 1];
+    std::fs::File::open(&rpm)
+        .unwrap()
+        .read_exact_at(&mut byte, size - 4096)
+        .unwrap();
+    f.write_all_at(&[byte[0] ^ 0xff], size - 4096).unwrap();
+    f.flush().unwrap();
+    drop(f);
+    run(Command::new("createrepo_c").arg("--quiet").arg(&repo));
+    let w = download_watched(&server, &scratch);
+    w.check_peak(&format!(
+        "downloading a package of {size} bytes whose payload digest is wrong"
+    ));
+    assert_eq!(w.code, Some(1), "{}", w.stdout);
+    assert!(
+        w.stderr.contains("big-1.0-1.noarch") && w.stderr.contains("payload SHA-256 digest mismatch"),
+        "{}",
+        w.stderr
+    );
+    assert!(w.stderr.contains("the file was removed"), "{}", w.stderr);
+    assert!(
+        cached_rpms(&scratch.join("cache")).is_empty(),
+        "a package that failed verification stays in the cache"
+    );
+}
+
+/// Byte offsets of the two header intros (magic, entry count, data length)
+/// of the package file `bytes`.
+fn header_intros(bytes: &[u8]) -> [usize; 2] {
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let sig = 96;
+    let sig_len = 16 * be(sig + 8) + be(sig + 12);
+    let main = sig + 16 + sig_len + (8 - be(sig + 12) % 8) % 8;
+    assert_eq!(bytes[main..main + 3], [0x8e, 0xad, 0xe8], "main header magic");
+    [sig, main]
+}
+
+#[test]
+fn huge_sizes_in_rpm_headers_are_refused_in_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = rpm::PackageBuilder::new("declares", "1.0", "MIT", "noarch", "huge declared sizes");
+    b.release("1")
+        .using_config(rpm::BuildConfig::v4().source_date(1_700_000_000u32));
+    b.with_file_contents("data\n", rpm::FileOptions::new("/usr/share/declares/data"))
+        .unwrap();
+    let good = tmp.path().join("good.rpm");
+    b.build().unwrap().write_file(&good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let [sig, main] = header_intros(&bytes);
+    let w = peak::watch(arbor().args(["pkg", "info"]).arg(&good), Duration::from_secs(60));
+    w.check_peak("arbor pkg info on a good package");
+    assert_eq!(w.code, Some(0), "{}", w.stderr);
+
+    // (header, entry count, data length): past rpm's own limits (2^31 entries,
+    // 4 GiB of data), and within them but past arbor's 32 MiB (rpm's largest
+    // header, 65535 entries and 256 MiB of data).
+    let cases: [(&str, usize, u32, u32); 5] = [
+        ("signature", sig, 0x8000_0000, 64),
+        ("main", main, 0x8000_0000, 64),
+        ("main", main, 8, 0xffff_ffff),
+        ("main", main, 0xffff, 0x0fff_ffff),
+        ("signature", sig, 4, 0x0fff_fff0),
+    ];
+    for (which, at, il, dl) in cases {
+        let mut hostile = bytes.clone();
+        hostile[at + 8..at + 12].copy_from_slice(&il.to_be_bytes());
+        hostile[at + 12..at + 16].copy_from_slice(&dl.to_be_bytes());
+        let path = tmp.path().join(format!("{which}-{il:x}-{dl:x}.rpm"));
+        std::fs::write(&path, &hostile).unwrap();
+        let w = peak::watch(arbor().args(["pkg", "info"]).arg(&path), Duration::from_secs(60));
+        w.check_peak(&format!(
+            "arbor pkg info, {which} header declaring {il} entries and {dl} bytes"
+        ));
+        assert_eq!(w.code, Some(1), "{}", w.stdout);
+        assert!(
+            w.stderr.contains(&path.display().to_string()) && w.stderr.contains(&format!("{which} header")),
+            "the error names the file and the header: {}",
+            w.stderr
+        );
+        assert!(
+            w.stderr.contains("out of range") || w.stderr.contains("too big"),
+            "{}",
+            w.stderr
+        );
+        eprintln!("  refused: {}", w.stderr.trim());
+    }
+}
