@@ -2,7 +2,8 @@
 //! stays under `peak::LIMIT` (100 MiB; armv7 boards have 512 MiB or less),
 //! measured as the peak resident memory of the `arbor` process doing it
 //! (`peak::watch`, which prints it). Here: a 300 MiB package downloaded and
-//! verified as layering does, and package headers declaring huge sizes.
+//! verified as layering does, package headers declaring huge sizes, and
+//! static deltas whose parts are xz bombs, in a bundle and on a server.
 //! (Bundle headers: `bundle.rs`; compression bombs in packages: `hostile_rpms.rs`.)
 
 use std::io::Write;
@@ -10,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{arbor, http, peak, run};
+use sha2::Digest as _;
+
+use crate::common::{self, arbor, archive, delta, http, peak, run};
+use crate::device::{self, Mounted};
 
 /// A noarch package `big` holding one file of `size` incompressible bytes,
 /// stored uncompressed, so the package file is that big.
@@ -178,4 +182,166 @@ fn huge_sizes_in_rpm_headers_are_refused_in_bounded_memory() {
         );
         eprintln!("  refused: {}", w.stderr.trim());
     }
+}
+
+/// What the xz bombs unpack to: ten times the bound.
+const BOMB: u64 = 1 << 30;
+
+/// `arbor upgrade --sysroot M EXTRA…`, watched.
+fn upgrade_watched(m: &Mounted, extra: &[&str]) -> peak::Watched {
+    let mut c = arbor();
+    c.arg("upgrade").arg("--sysroot").arg(m.arg());
+    if let Some(dev) = &m.firmware {
+        c.args(["--firmware-partition", dev]);
+    }
+    c.args(extra);
+    peak::watch(&mut c, Duration::from_secs(600))
+}
+
+/// The sysroot's repository passes `ostree fsck`.
+fn fsck(m: &Mounted) {
+    let out = run(Command::new("ostree")
+        .arg("fsck")
+        .arg("--repo")
+        .arg(m.top.join("ostree/repo")));
+    assert!(out.contains("no errors found"), "{out}");
+}
+
+#[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
+fn a_bundle_whose_delta_parts_are_xz_bombs_is_refused_in_bounded_memory() {
+    common::need_root();
+    let w = device::world();
+    let t = tempfile::tempdir().unwrap();
+    let good = t.path().join("v2.arbor");
+    run(arbor()
+        .args(["bundle", "create", "--repo"])
+        .arg(w.path("repo"))
+        .args(["--from", &w.v1, "--to", &w.v2, "-o"])
+        .arg(&good)
+        .arg("--key")
+        .arg(w.path("key")));
+    // Every inline part of the delta becomes 1 GiB of zeros in xz; the
+    // manifest then lists the new delta and is signed again with the bundle
+    // key, so the bundle verifies and libostree reaches the decompression.
+    let mut members = archive::unpack(&good);
+    let at = |name: &str| members.iter().position(|r| r.name == name.as_bytes()).unwrap();
+    let (d, m, sig) = (at("delta"), at("manifest.json"), at("manifest.sig"));
+    let (bombed, parts) = delta::with_inline_parts(&members[d].data, &delta::xz_bomb(BOMB));
+    assert!(parts > 0, "the bundle's delta has no inline parts");
+    let mut manifest = arbor::bundle::Manifest::parse(&members[m].data).unwrap();
+    for member in &mut manifest.members {
+        if member.name == "delta" {
+            member.size = bombed.len() as u64;
+            member.sha256 = hex::encode(sha2::Sha256::digest(&bombed));
+        }
+    }
+    members[d].data = bombed;
+    members[m].data = manifest.to_bytes();
+    let key = arbor::sign::keys::read_secret_key(&w.path("key")).unwrap();
+    members[sig].data = arbor::bundle::sign_manifest(&members[m].data, &key).to_vec();
+    let hostile = t.path().join("bombed.arbor");
+    archive::pack(&members, &hostile);
+    run(arbor()
+        .args(["bundle", "verify"])
+        .arg(&hostile)
+        .arg("--keys")
+        .arg(w.path("key.pub")));
+
+    let img = device::image_copy("qemu-virt-aarch64", t.path());
+    let m = Mounted::new(&img);
+    // No server: the remote points nowhere.
+    run(arbor()
+        .args(["remote", "set-url", "origin", "http://127.0.0.1:9/", "--sysroot"])
+        .arg(m.arg()));
+    let before = device::fingerprint(&m);
+    let bad = upgrade_watched(&m, &["--bundle", hostile.to_str().unwrap()]);
+    bad.check_peak(&format!(
+        "arbor upgrade --bundle, {parts} delta part(s) each {} MiB of zeros in {} kB of xz",
+        BOMB >> 20,
+        delta::xz_bomb(BOMB).len() / 1000
+    ));
+    eprintln!("  refused: {}", bad.stderr.trim().lines().last().unwrap_or(""));
+    assert_eq!(bad.code, Some(1), "{}", bad.stdout);
+    assert!(
+        bad.stderr.contains(&hostile.display().to_string()) && bad.stderr.contains("delta"),
+        "the error names the bundle and its delta: {}",
+        bad.stderr
+    );
+    assert_eq!(before, device::fingerprint(&m), "a refused bundle changed the sysroot");
+    fsck(&m);
+
+    // The real bundle, for comparison: applied, within the bound too.
+    let ok = upgrade_watched(&m, &["--bundle", good.to_str().unwrap()]);
+    ok.check_peak("arbor upgrade --bundle, the real v1 → v2 bundle");
+    assert_eq!(ok.code, Some(0), "{}", ok.stderr);
+    fsck(&m);
+}
+
+/// The part files of every static delta under a published repository.
+fn delta_parts(public: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![public.join("deltas")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
+fn a_served_delta_part_that_is_an_xz_bomb_is_refused_in_bounded_memory() {
+    common::need_root();
+    let w = device::world();
+    let t = tempfile::tempdir().unwrap();
+    let public = t.path().join("pub");
+    run(Command::new("cp").arg("-a").arg(w.path("pub")).arg(&public));
+    // A hostile server (or mirror) serves 1 GiB of zeros in xz for every
+    // delta part at least that big: the signed superblock is unchanged, and
+    // libostree checks a part's checksum only once it is unpacked.
+    let part = delta::xz_part(&delta::xz_bomb(BOMB));
+    let mut replaced = 0;
+    for p in delta_parts(&public) {
+        if std::fs::metadata(&p).unwrap().len() >= part.len() as u64 {
+            std::fs::write(&p, &part).unwrap();
+            replaced += 1;
+        }
+    }
+    assert!(replaced > 0, "no delta part of at least {} bytes", part.len());
+    let server = http::Server::start(public.clone());
+    let img = device::image_copy("qemu-virt-aarch64", t.path());
+    let m = Mounted::new(&img);
+    run(arbor()
+        .args(["remote", "set-url", "origin", &server.url, "--sysroot"])
+        .arg(m.arg()));
+    let before = device::fingerprint(&m);
+    let bad = upgrade_watched(&m, &[]);
+    bad.check_peak(&format!(
+        "arbor upgrade, {replaced} served delta part(s) each {} MiB of zeros in {} kB of xz",
+        BOMB >> 20,
+        part.len() / 1000
+    ));
+    eprintln!("  refused: {}", bad.stderr.trim().lines().last().unwrap_or(""));
+    assert_eq!(bad.code, Some(1), "{}", bad.stdout);
+    assert!(
+        bad.stderr.contains("delta"),
+        "the error names the delta: {}",
+        bad.stderr
+    );
+    assert_eq!(before, device::fingerprint(&m), "a refused upgrade changed the sysroot");
+    fsck(&m);
 }
