@@ -384,3 +384,52 @@ fn a_served_delta_part_that_is_an_xz_bomb_is_refused_in_bounded_memory() {
     assert_eq!(before, device::fingerprint(&m), "a refused upgrade changed the sysroot");
     fsck(&m);
 }
+
+/// An upgrade from a server whose v1 → v2 superblock (signed again with the
+/// trusted key, the summary too) declares `size` / `usize` for every part:
+/// the mounted sysroot, its fingerprint before, the run (and the directory
+/// holding the image, last so it outlives the mount).
+fn upgrade_declaring(
+    name: &str,
+    size: Option<u64>,
+    usize: Option<u64>,
+) -> (Mounted, String, peak::Watched, tempfile::TempDir) {
+    let w = device::world();
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().to_path_buf();
+    let public = t.join("pub");
+    run(Command::new("cp").arg("-a").arg(w.path("pub")).arg(&public));
+    let changed = delta::edit_superblocks(&public, &w.path("key"), |b| delta::with_part_sizes(b, size, usize));
+    assert!(changed > 0, "no delta between two commits in {}", public.display());
+    let server = http::Server::start(public);
+    let img = device::image_copy("qemu-virt-aarch64", &t);
+    let m = Mounted::new(&img);
+    run(arbor()
+        .args(["remote", "set-url", "origin", &server.url, "--sysroot"])
+        .arg(m.arg()));
+    let before = device::fingerprint(&m);
+    let watched = upgrade_watched(&m, &[]);
+    watched.check_peak(&format!("arbor upgrade, {name}"));
+    eprintln!("  result: {}", watched.stderr.trim().lines().last().unwrap_or(""));
+    (m, before, watched, dir)
+}
+
+#[test]
+#[ignore = "needs root: loop devices and mounts (and arbor image)"]
+fn delta_parts_declaring_huge_sizes_are_refused_in_bounded_memory() {
+    common::need_root();
+    // Compressed sizes are what arbor sizes the download by: 1 EiB per part
+    // cannot fit, and nothing is fetched.
+    let (m, before, w, _dir) = upgrade_declaring("every delta part declaring 1 EiB compressed", Some(1 << 60), None);
+    assert_eq!(w.code, Some(1), "{}", w.stdout);
+    assert!(w.stderr.contains("not enough space"), "{}", w.stderr);
+    assert_eq!(before, device::fingerprint(&m), "a refused upgrade changed the sysroot");
+    fsck(&m);
+    drop(m);
+    // Uncompressed sizes are what libostree checks free space against.
+    let (m, before, w, _dir) = upgrade_declaring("every delta part declaring 1 EiB uncompressed", None, Some(1 << 60));
+    assert_eq!(w.code, Some(1), "{}", w.stdout);
+    assert!(w.stderr.contains("space"), "{}", w.stderr);
+    assert_eq!(before, device::fingerprint(&m), "a refused upgrade changed the sysroot");
+    fsck(&m);
+}
