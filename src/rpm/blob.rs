@@ -119,6 +119,12 @@ const REGION_COUNT: u32 = 16;
 /// rpm's `hdrchkTags` and `hdrchkData` limits.
 const MAX_TAGS: u32 = 0xffff;
 const MAX_DATA: u32 = 0x0fff_ffff;
+/// Most bytes the two headers of a package file may take together (index
+/// and data). rpm allows 256 MiB per header; real headers are a few MiB (a
+/// kernel's, with every module listed, about 3), and a header is held in
+/// memory, more than once by the `rpm` crate: this keeps reading one on a
+/// board with 512 MiB under the 100 MiB every decoded input is held to.
+pub const MAX_HEADERS: u64 = 32 << 20;
 
 /// One index entry of a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,8 +340,7 @@ impl Blob {
 
 /// Reads the lead, the signature header and the main header of a package file.
 pub fn read_package(path: &Path) -> Result<(Blob, Blob)> {
-    let file = File::open(path).context("opening the package")?;
-    let p = read_headers(&mut BufReader::new(file))?;
+    let p = open_headers(path)?;
     Ok((p.sig, p.main))
 }
 
@@ -350,8 +355,15 @@ pub struct Headers {
     pub bytes: Vec<u8>,
 }
 
+/// [`read_headers`] of the package file at `path`.
+pub fn open_headers(path: &Path) -> Result<Headers> {
+    let file = File::open(path).context("opening the package")?;
+    read_headers(&mut BufReader::new(file))
+}
+
 /// Reads the lead and both headers from the start of a package, leaving `r`
-/// at the payload.
+/// at the payload. Both headers together are held to [`MAX_HEADERS`] before
+/// anything is allocated, and every entry's data is checked to lie inside its header.
 pub fn read_headers(r: &mut impl Read) -> Result<Headers> {
     let mut lead = [0u8; LEAD_SIZE];
     r.read_exact(&mut lead)
@@ -359,11 +371,12 @@ pub fn read_headers(r: &mut impl Read) -> Result<Headers> {
     ensure!(lead[..4] == LEAD_MAGIC, "not an rpm package (bad lead magic)");
     // Lead type 1 is a source package: rpm -i unpacks those into %_topdir instead.
     ensure!(lead[6..8] == [0, 0], "is a source package");
-    let sig = read_header(r).context("reading the signature header")?;
-    let pad = (8 - sig.data().len() % 8) % 8;
+    let mut budget = MAX_HEADERS;
+    let sig = read_header(r, &mut budget).context("reading the signature header")?;
+    let pad = sig_padding(sig.data().len() as u64) as usize;
     r.read_exact(&mut [0u8; 8][..pad])
         .context("reading the signature header's padding")?;
-    let main = read_header(r).context("reading the main header")?;
+    let main = read_header(r, &mut budget).context("reading the main header")?;
     let mut bytes = Vec::with_capacity(LEAD_SIZE + 16 + sig.bytes().len() + pad + main.bytes().len());
     bytes.extend_from_slice(&lead);
     bytes.extend_from_slice(&HEADER_MAGIC);
@@ -375,28 +388,48 @@ pub fn read_headers(r: &mut impl Read) -> Result<Headers> {
 }
 
 /// The package's metadata as the `rpm` crate reads it, from headers that
-/// passed [`read_headers`]'s bounds checks first: the crate slices header data
-/// at offsets it does not check, so a hostile header would panic it.
+/// passed [`read_headers`]'s checks first: the crate allocates what a header
+/// declares (4 GiB for a hostile one) and slices header data at offsets it
+/// does not check (a hostile entry panicked it: fuzz target rpm_header).
 pub fn metadata(path: &Path) -> Result<rpm::PackageMetadata> {
-    let file = File::open(path).context("opening the package")?;
-    let p = read_headers(&mut BufReader::new(file))?;
-    Ok(rpm::PackageMetadata::parse(&mut p.bytes.as_slice())?)
+    let p = open_headers(path)?;
+    rpm::PackageMetadata::parse(&mut p.bytes.as_slice()).context("reading the RPM headers")
 }
 
-/// Reads a header (magic, then `il`, `dl`, entries, data) from `r`.
-fn read_header(r: &mut impl Read) -> Result<Blob> {
-    let mut intro = [0u8; 16];
-    r.read_exact(&mut intro).context("the file is truncated")?;
+/// Padding after a signature header of `data_len` bytes of data.
+fn sig_padding(data_len: u64) -> u64 {
+    (8 - data_len % 8) % 8
+}
+
+/// Reads a header's magic, `il` and `dl`, checks them against rpm's limits
+/// and what is left of `budget`, and returns the index and data bytes that follow.
+fn read_intro(intro: &[u8; 16], budget: &mut u64) -> Result<u64> {
     ensure!(intro[..8] == HEADER_MAGIC, "bad header magic");
-    let il = be32(&intro, 8);
-    let dl = be32(&intro, 12);
+    let il = be32(intro, 8);
+    let dl = be32(intro, 12);
     ensure!(
         (1..=MAX_TAGS).contains(&il) && dl <= MAX_DATA,
         "header size out of range ({il} tags, {dl} bytes)"
     );
+    let len = 16 * u64::from(il) + u64::from(dl);
+    ensure!(
+        len <= *budget,
+        "the headers are too big: {il} tags and {dl} bytes of data, over arbor's limit of {} MiB for both headers",
+        MAX_HEADERS >> 20
+    );
+    *budget -= len;
+    Ok(len)
+}
+
+/// Reads a header (magic, then `il`, `dl`, entries, data) from `r`.
+fn read_header(r: &mut impl Read, budget: &mut u64) -> Result<Blob> {
+    let mut intro = [0u8; 16];
+    r.read_exact(&mut intro).context("the file is truncated")?;
+    let len = read_intro(&intro, budget)?;
     let mut bytes = intro[8..].to_vec();
-    bytes.resize(8 + 16 * il as usize + dl as usize, 0);
-    r.read_exact(&mut bytes[8..]).context("the file is truncated")?;
+    // Grown as bytes arrive, so a truncated file allocates only what it has.
+    r.take(len).read_to_end(&mut bytes).context("reading the header")?;
+    ensure!(bytes.len() as u64 == 8 + len, "the file is truncated");
     Blob::parse(bytes)
 }
 

@@ -5,6 +5,8 @@
 //!   decompressed through [`crate::decompress`], up to its trailer;
 //! - [`files`]: the header's file arrays as rpm's payload reader reads them
 //!   (hardlink sets, the sizes of stripped entries);
+//! - [`digests`]: a package file's header and payload digests, the payload
+//!   hashed as it streams;
 //! - [`caps`]: the capability text of a header → the `security.capability` xattr.
 //!
 //! Built on them or on the `rpm` crate: header summaries for compose
@@ -14,6 +16,7 @@
 pub mod blob;
 pub mod caps;
 pub mod cpio;
+pub mod digests;
 pub mod elfdeps;
 pub mod files;
 pub mod header;

@@ -14,20 +14,20 @@ use std::sync::OnceLock;
 use common::{arbor, ok_json, run};
 use sha2::Digest as _;
 
-const REF: &str = "arbor/aarch64/sample-minimal";
+pub(crate) const REF: &str = "arbor/aarch64/sample-minimal";
 /// v1's commit time; v2 is a day later, the downgrade a day earlier.
 const EPOCH: u64 = 1_704_067_200;
 
 /// Composes, signs and publishes v1 and v2 of the sample tree, and images v1
 /// for each board once, pointing at the server that serves them.
-struct World {
+pub(crate) struct World {
     dir: tempfile::TempDir,
     server: http::Server,
-    v1: String,
-    v2: String,
+    pub(crate) v1: String,
+    pub(crate) v2: String,
 }
 
-fn world() -> &'static World {
+pub(crate) fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
         common::sample_repo();
@@ -66,7 +66,7 @@ fn world() -> &'static World {
 }
 
 impl World {
-    fn path(&self, p: &str) -> PathBuf {
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
 }
@@ -220,7 +220,7 @@ impl Mounted {
         m
     }
 
-    fn arg(&self) -> &Path {
+    pub(crate) fn arg(&self) -> &Path {
         &self.top
     }
 
@@ -268,7 +268,7 @@ impl Drop for Mounted {
 }
 
 /// A copy of the board's v1 image (sparse, so it is quick) and its manifest.
-fn image_copy(board: &str, dir: &Path) -> PathBuf {
+pub(crate) fn image_copy(board: &str, dir: &Path) -> PathBuf {
     let w = world();
     let img = dir.join(format!("{board}.img"));
     run(Command::new("cp")
@@ -472,7 +472,8 @@ fn rpi4s_firmware_partition_dtb_follows_the_default_deployment() {
     assert!(now == built, "same kernel in v1 and v2: the image's DTB again");
 }
 
-fn fingerprint(m: &Mounted) -> String {
+/// The deployments, refs and boot files: what a refused update leaves unchanged.
+pub(crate) fn fingerprint(m: &Mounted) -> String {
     let mut out = run(Command::new("ostree")
         .args(["admin", "status", "--sysroot"])
         .arg(m.arg()));

@@ -25,6 +25,7 @@ mod hostile_rpms;
 mod image;
 mod initramfs;
 mod layer;
+mod memory_bounds;
 mod opt_and_nodes;
 mod owners;
 mod package_conflicts;

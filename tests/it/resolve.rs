@@ -222,8 +222,13 @@ fn unreachable_repo_names_the_url() {
     assert!(e.contains("file:///nonexistent/arbor-repo/repodata/repomd.xml"), "{e}");
 }
 
+/// A private copy of the sample repository to damage. (In a worktree its
+/// `target/sample-repo` is a symlink to the main checkout's, and `cp -a` copies
+/// a symlink as a symlink: the copy goes through the resolved path.)
 fn copy_repo(to: &Path) {
-    common::run(Command::new("cp").arg("-a").arg(&common::sample_repo().out).arg(to));
+    let from = std::fs::canonicalize(&common::sample_repo().out).unwrap();
+    common::run(Command::new("cp").arg("-a").arg(&from).arg(to));
+    assert!(!to.is_symlink() && to.is_dir(), "{} is not a copy", to.display());
 }
 
 #[test]

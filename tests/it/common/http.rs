@@ -1,7 +1,7 @@
 //! A tiny HTTP/1.1 file server for tests: serves a directory, honours
 //! `Range: bytes=N-`, and records every request path (`HEAD /path` for a HEAD).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -48,20 +48,26 @@ impl Server {
                     path.clone()
                 });
                 let file = root.join(path.trim_start_matches('/'));
-                match std::fs::read(&file) {
-                    Ok(body) => {
-                        let (status, body) = match range_from {
-                            Some(from) if from <= body.len() => ("206 Partial Content", body[from..].to_vec()),
-                            _ => ("200 OK", body),
+                // Streamed from the file: tests serve packages of hundreds of MiB.
+                match std::fs::File::open(&file).and_then(|f| f.metadata().map(|m| (f, m.len()))) {
+                    Ok((mut body, len)) if !std::fs::metadata(&file).is_ok_and(|m| m.is_dir()) => {
+                        let (status, from) = match range_from {
+                            Some(from) if from as u64 <= len => ("206 Partial Content", from as u64),
+                            _ => ("200 OK", 0),
                         };
                         let head = format!(
                             "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            body.len()
+                            len - from
                         );
-                        let body: &[u8] = if head_only { &[] } else { &body };
-                        let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body));
+                        let _ = stream.write_all(head.as_bytes()).and_then(|_| {
+                            if head_only {
+                                return Ok(());
+                            }
+                            body.seek(SeekFrom::Start(from))?;
+                            std::io::copy(&mut body, &mut stream).map(|_| ())
+                        });
                     }
-                    Err(_) => {
+                    _ => {
                         let _ = stream
                             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     }

@@ -3,7 +3,9 @@
 //! checkout's `cargo test` on the same target directory) from building it at
 //! the same time.
 
+pub mod archive;
 pub mod deadline;
+pub mod delta;
 pub mod http;
 pub mod peak;
 
