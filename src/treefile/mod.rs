@@ -26,8 +26,8 @@ use self::include::shown;
 use self::layer::{Layer, Src};
 use self::repo::RepoDir;
 pub use self::repo::{RepoConfig, enabled_repos};
-pub use self::vars::{VarValue, parse_condition};
 use self::vars::{SubstError, Syntax, Vars};
+pub use self::vars::{VarValue, parse_condition};
 use crate::arch::Arch;
 
 /// Where kernels go in the tree (rpm-ostree's `boot-location`).
