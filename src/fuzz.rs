@@ -30,8 +30,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rpmmd", rpmmd),
     ("rpm_header", rpm_header),
     ("rpm_import", rpm_import),
+    ("rpmdb_blob", rpmdb_blob),
     ("vercmp", vercmp),
     ("signature", signature),
+    ("keys", keys),
     ("summary", summary),
     ("bundle", bundle),
     ("bmap", bmap),
@@ -187,6 +189,13 @@ pub fn rpm_import(data: &[u8]) {
     let _ = crate::pkgcache::import_all(&dir.join("repo"), &[path], &users, 1);
 }
 
+/// A header blob from a tree's rpm database (`rpmdb.sqlite`'s `Packages`),
+/// as layering on the device reads the installed set and its scriptlets.
+pub fn rpmdb_blob(data: &[u8]) {
+    let _ = crate::compose::rpmdb::installed::package(data.to_vec());
+    let _ = crate::rpm::scripts::from_header_blob(data);
+}
+
 /// rpm version comparison is a total order: reflexive, antisymmetric and
 /// transitive over any three strings, and libsolv's agrees with arbor's.
 pub fn vercmp(data: &[u8]) {
@@ -230,6 +239,11 @@ pub fn signature(data: &[u8]) {
     let p = parts(data, 2);
     let sigs = crate::ostree::pull::detached_signatures(p[1], "fuzz.sig");
     let _ = crate::sign::judge_signatures(p[0], &sigs, &trust());
+}
+
+/// A trusted-keys file (the device reads its deployment's `/etc/arbor/keys`).
+pub fn keys(data: &[u8]) {
+    let _ = crate::sign::keys::parse_public_keys(&text(data));
 }
 
 /// A server's `summary` and a static delta's superblock.

@@ -18,7 +18,7 @@
 
 mod header;
 mod index;
-mod installed;
+pub(crate) mod installed;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -130,7 +130,7 @@ fn read_packages(conn: &Connection) -> Result<Vec<InstalledPackage>> {
 }
 
 /// What layering needs from one installed header.
-fn package(blob: Vec<u8>) -> Result<InstalledPackage> {
+pub(crate) fn package(blob: Vec<u8>) -> Result<InstalledPackage> {
     let header = Blob::parse(blob.clone())?;
     let arch = header.string(tag::ARCH).context("the header has no ARCH")?;
     let mut scripts = crate::rpm::scripts::from_header_blob(&blob)?;
