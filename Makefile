@@ -86,7 +86,7 @@ soak-bootcount: setup device-repo
 		bootcount_vm::bad_updates_roll_back_by_themselves_and_power_cuts_leave_old_or_new
 
 bench: setup device-repo
-	$(CARGO) bench --bench sample_repo --bench resolve --bench compose --bench delta --bench scriptlets --bench image --bench upgrade --bench layer --bench device_size
+	$(CARGO) bench --bench sample_repo --bench resolve --bench compose --bench delta --bench scriptlets --bench image --bench upgrade --bench layer --bench device_size --bench peer
 	@echo "== rollback time: rebooting into a bad update until the previous deployment runs again (qemu, as root) =="
 	@if [ "$$(id -u)" = 0 ]; then ARBOR_POWER_CUTS=0 $(CARGO) test --test it -- --include-ignored --exact --nocapture \
 		bootcount_vm::bad_updates_roll_back_by_themselves_and_power_cuts_leave_old_or_new 2>&1 | grep -E '^(bad update|boot counting)'; \
