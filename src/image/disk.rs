@@ -47,17 +47,17 @@ pub(super) fn partitions(plan: &Plan, staged: BootFiles, bar: &Progress) -> Resu
     }
     write_table(tmp.as_file(), board, &plan.placed, plan.size, seed)?;
     bar.inc();
-    for p in &plan.placed {
-        bar.message(&format!(
-            "{} partition {} ({})",
-            p.partition.fs, p.partition.label, p.partition.role
-        ));
+    // Each partition is its own region of the image and its own filesystem:
+    // they are written at once (the root's mkfs.ext4 -d takes the longest),
+    // and the first error in partition order is the one returned.
+    let image = tmp.as_file();
+    let write = |p: &Placed| -> Result<()> {
         tracing::info!(partition = %p.partition.label, fs = %p.partition.fs, mib = p.size >> 20, "writing");
         let label = &p.partition.label;
         let id = &plan.ids[label];
         match (p.partition.role, p.partition.fs) {
             (Role::Firmware, Fs::Vfat) => write_fat(
-                tmp.as_file(),
+                image,
                 p.start,
                 p.size,
                 label,
@@ -84,8 +84,24 @@ pub(super) fn partitions(plan: &Plan, staged: BootFiles, bar: &Progress) -> Resu
             )?,
             (role, fs) => bail!("board {}: a {role} partition on {fs} is not supported", board.name),
         }
+        bar.message(&format!(
+            "{} partition {} ({}) written",
+            p.partition.fs, p.partition.label, p.partition.role
+        ));
         bar.inc();
-    }
+        Ok(())
+    };
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let running: Vec<_> = plan.placed.iter().map(|p| scope.spawn(move || write(p))).collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("writing a partition panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>>>()?;
     Ok(Partitioned {
         deployed: staged.deployed,
         image: tmp,
