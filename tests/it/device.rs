@@ -14,20 +14,20 @@ use std::sync::OnceLock;
 use common::{arbor, ok_json, run};
 use sha2::Digest as _;
 
-const REF: &str = "arbor/aarch64/sample-minimal";
+pub(crate) const REF: &str = "arbor/aarch64/sample-minimal";
 /// v1's commit time; v2 is a day later, the downgrade a day earlier.
 const EPOCH: u64 = 1_704_067_200;
 
 /// Composes, signs and publishes v1 and v2 of the sample tree, and images v1
 /// for each board once, pointing at the server that serves them.
-struct World {
+pub(crate) struct World {
     dir: tempfile::TempDir,
     server: http::Server,
-    v1: String,
-    v2: String,
+    pub(crate) v1: String,
+    pub(crate) v2: String,
 }
 
-fn world() -> &'static World {
+pub(crate) fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
         common::sample_repo();
@@ -66,7 +66,7 @@ fn world() -> &'static World {
 }
 
 impl World {
-    fn path(&self, p: &str) -> PathBuf {
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
 }
@@ -151,7 +151,8 @@ pub(crate) struct Mounted {
     /// The firmware partition's loop device when the kernel cannot mount it
     /// (arbor then edits it in place: `--firmware-partition`).
     pub(crate) firmware: Option<String>,
-    mounts: Vec<PathBuf>,
+    /// Mount points, with the loop device mounted there.
+    mounts: Vec<(PathBuf, String)>,
     loops: Vec<String>,
     _dir: tempfile::TempDir,
 }
@@ -214,14 +215,30 @@ impl Mounted {
                 let target = top.join(at);
                 std::fs::create_dir_all(&target).unwrap();
                 run(Command::new("mount").arg(dev).arg(&target));
-                m.mounts.push(target);
+                m.mounts.push((target, dev.clone()));
             }
         }
         m
     }
 
-    fn arg(&self) -> &Path {
+    pub(crate) fn arg(&self) -> &Path {
         &self.top
+    }
+
+    /// Unmounts every partition, checks and repairs each (`e2fsck -fy`), and
+    /// mounts them again, as after a disk that failed came back; e2fsck's reports.
+    pub(crate) fn check_and_remount(&self) -> String {
+        for (t, _) in self.mounts.iter().rev() {
+            run(Command::new("umount").arg(t));
+        }
+        let mut report = String::new();
+        for (_, dev) in &self.mounts {
+            report += &common::loopfs::e2fsck(dev);
+        }
+        for (t, dev) in &self.mounts {
+            run(Command::new("mount").arg(dev).arg(t));
+        }
+        report
     }
 
     /// A file of the firmware partition, through the mount or with mtools.
@@ -258,7 +275,7 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        for t in self.mounts.iter().rev() {
+        for (t, _) in self.mounts.iter().rev() {
             let _ = Command::new("umount").arg(t).timed_status();
         }
         for l in &self.loops {
@@ -268,7 +285,7 @@ impl Drop for Mounted {
 }
 
 /// A copy of the board's v1 image (sparse, so it is quick) and its manifest.
-fn image_copy(board: &str, dir: &Path) -> PathBuf {
+pub(crate) fn image_copy(board: &str, dir: &Path) -> PathBuf {
     let w = world();
     let img = dir.join(format!("{board}.img"));
     run(Command::new("cp")
@@ -293,11 +310,11 @@ pub(crate) fn device(verb: &[&str], m: &Mounted, extra: &[&str]) -> Output {
     cmd.args(extra).timed_output().unwrap()
 }
 
-fn status(m: &Mounted) -> serde_json::Value {
+pub(crate) fn status(m: &Mounted) -> serde_json::Value {
     ok_json(&device(&["status", "--json"], m, &[]))
 }
 
-fn commits(s: &serde_json::Value) -> Vec<String> {
+pub(crate) fn commits(s: &serde_json::Value) -> Vec<String> {
     s["deployments"]
         .as_array()
         .unwrap()
@@ -307,7 +324,7 @@ fn commits(s: &serde_json::Value) -> Vec<String> {
 }
 
 /// `ostree admin status` agrees with `arbor status --json`, and fsck is clean.
-fn agrees_with_ostree(m: &Mounted) {
+pub(crate) fn agrees_with_ostree(m: &Mounted) {
     let s = status(m);
     let text = run(Command::new("ostree")
         .args(["admin", "status", "--sysroot"])
@@ -472,7 +489,7 @@ fn rpi4s_firmware_partition_dtb_follows_the_default_deployment() {
     assert!(now == built, "same kernel in v1 and v2: the image's DTB again");
 }
 
-fn fingerprint(m: &Mounted) -> String {
+pub(crate) fn fingerprint(m: &Mounted) -> String {
     let mut out = run(Command::new("ostree")
         .args(["admin", "status", "--sysroot"])
         .arg(m.arg()));

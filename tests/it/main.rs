@@ -40,4 +40,5 @@ mod sandbox;
 mod scriptlets;
 mod sign;
 mod solve;
+mod storage_faults;
 mod treefile;

@@ -5,6 +5,7 @@
 
 pub mod deadline;
 pub mod http;
+pub mod loopfs;
 pub mod peak;
 
 pub use deadline::Deadline;
