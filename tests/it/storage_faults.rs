@@ -387,7 +387,7 @@ fn a_publish_out_of_space_leaves_the_published_files_and_a_rerun_completes() {
 fn an_image_out_of_space_leaves_the_old_image_and_a_rerun_completes() {
     common::need_root();
     let w = device::world();
-    let fs = LoopFs::new(1024);
+    let fs = LoopFs::new(3072);
     let dir = fs.path("images");
     std::fs::create_dir(&dir).unwrap();
     let img = dir.join("board.img");
@@ -410,22 +410,37 @@ fn an_image_out_of_space_leaves_the_old_image_and_a_rerun_completes() {
             .timed_output()
             .unwrap()
     };
+    // Less space than it needs, then twice as much each time until it fits:
+    // each run that fails (in whichever step ran out: the staging sysroot,
+    // the filesystems, the image) leaves the old image and nothing beside it.
     let before = hashes(&dir);
-    let filler = loopfs::fill_leaving(fs.mnt(), 16 << 20);
-    let used = loopfs::used_bytes(fs.mnt());
-    let out = image();
-    let err = failed(&out, NO_SPACE, "", &dir);
-    eprintln!("image, no space:\n{err}");
-    assert_eq!(hashes(&dir), before, "the output directory changed");
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left.len(), 2, "left beside the image: {left:?}");
-    let grown = loopfs::used_bytes(fs.mnt()) - used;
-    assert!(grown < 64 << 10, "the failed image left {grown} bytes behind");
-    std::fs::remove_file(&filler).unwrap();
-    let v = ok_json(&image());
+    let mut leave: u64 = 16 << 20;
+    let mut failures = Vec::new();
+    let v = loop {
+        let filler = loopfs::fill_leaving(fs.mnt(), leave);
+        let used = loopfs::used_bytes(fs.mnt());
+        let out = image();
+        if out.status.success() {
+            std::fs::remove_file(&filler).unwrap();
+            break ok_json(&out);
+        }
+        let err = failed(&out, NO_SPACE, "", &dir);
+        failures.push(format!("{} MiB free: {}", leave >> 20, err.trim()));
+        let what = format!("an image that failed with {} MiB free:\n{err}", leave >> 20);
+        assert_kept(&dir, &before, None, &what);
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{what}\nleft beside the image: {left:?}");
+        let grown = loopfs::used_bytes(fs.mnt()).saturating_sub(used);
+        assert!(grown < 256 << 10, "{what}\nleft {grown} bytes behind");
+        std::fs::remove_file(&filler).unwrap();
+        leave *= 2;
+        assert!(leave < 2 << 30, "the image never fit:\n{}", failures.join("\n"));
+    };
+    eprintln!("image, no space:\n{}", failures.join("\n"));
+    assert!(!failures.is_empty(), "the image fit in {} MiB", leave >> 20);
     eprintln!("image: {v}");
     let table = run(Command::new("sfdisk").arg("-J").arg(&img));
     assert!(table.contains("partitions"), "{table}");
