@@ -119,10 +119,21 @@ pub fn shut_down(mnt: &Path) {
     );
 }
 
-/// Bytes a non-root writer could still allocate on the filesystem holding `p`.
+/// Bytes root could still allocate on the filesystem holding `p`: the blocks
+/// reserved for root count (arbor runs as root), the clusters ext4 keeps for
+/// itself (`reserved_clusters`, which statfs counts as free) do not.
 pub fn free_bytes(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
     let s = nix::sys::statvfs::statvfs(p).unwrap();
-    s.blocks_available() as u64 * s.fragment_size() as u64
+    let dev = std::fs::metadata(p).unwrap().dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let kept = std::fs::read_link(format!("/sys/dev/block/{major}:{minor}"))
+        .ok()
+        .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|name| std::fs::read_to_string(format!("/sys/fs/ext4/{name}/reserved_clusters")).ok())
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    (s.blocks_free() as u64).saturating_sub(kept) * s.fragment_size() as u64
 }
 
 /// Bytes in use on the filesystem holding `p`.
@@ -131,21 +142,58 @@ pub fn used_bytes(p: &Path) -> u64 {
     (s.blocks() as u64 - s.blocks_free() as u64) * s.fragment_size() as u64
 }
 
-/// Fills the filesystem holding `dir` with a file `dir/filler` (allocated, not
-/// sparse) so that about `leave` bytes stay free; returns the file, which the
-/// test removes to free the space again.
-pub fn fill_leaving(dir: &Path, leave: u64) -> PathBuf {
+/// Files that fill a filesystem; [`Filler::remove`] frees the space again.
+pub struct Filler {
+    dir: PathBuf,
+}
+
+impl Filler {
+    /// Removes the filler files.
+    pub fn remove(self) {
+        std::fs::remove_dir_all(&self.dir).unwrap();
+    }
+}
+
+/// Fills the filesystem holding `dir` with files in `dir/filler/` (allocated,
+/// not sparse) so that about `leave` bytes stay free, counting the blocks
+/// reserved for root.
+pub fn fill_leaving(dir: &Path, leave: u64) -> Filler {
+    use std::io::Write as _;
     let filler = dir.join("filler");
+    std::fs::create_dir(&filler).unwrap();
     let free = free_bytes(dir);
     assert!(free > leave, "only {free} bytes free on {}", dir.display());
-    run(Command::new("fallocate")
-        .args(["-l", &(free - leave).to_string()])
-        .arg(&filler));
+    // Most of it at once; ext4 keeps some space of its own that statfs counts
+    // as free, so the last 64 MiB are written, chunk by chunk, until only
+    // `leave` is left or the kernel says there is no more.
+    const TAIL: u64 = 64 << 20;
+    if free - leave > TAIL {
+        run(Command::new("fallocate")
+            .args(["-l", &(free - leave - TAIL).to_string()])
+            .arg(filler.join("bulk")));
+    }
+    let mut f = std::fs::File::create(filler.join("tail")).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    loop {
+        let free = free_bytes(dir);
+        if free <= leave {
+            break;
+        }
+        let n = ((free - leave) as usize).min(zeros.len());
+        if n < 4096 {
+            break;
+        }
+        match f.write_all(&zeros[..n]).and_then(|_| f.sync_data()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
     let left = free_bytes(dir);
     assert!(
-        left <= leave + (1 << 20),
+        left <= leave + (2 << 20),
         "{} still has {left} bytes free after the filler",
         dir.display()
     );
-    filler
+    Filler { dir: filler }
 }
