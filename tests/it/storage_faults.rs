@@ -503,13 +503,14 @@ fn an_upgrade_out_of_space_keeps_the_deployments_and_a_rerun_deploys() {
     device::agrees_with_ostree(&m);
 }
 
-/// The root filesystem's disk dies while an upgrade pulls the content: the
-/// error names the repository and the I/O error; once the disk is back
-/// (e2fsck, mount) deployments, refs and boot files are as they were, and a
-/// rerun deploys.
+/// The root filesystem's disk dies after the upgrade fetched the commit
+/// object (before it checks it and pulls the content), then after the pull
+/// (in the deploy): the error names the path and the I/O error; once the disk
+/// is back (e2fsck, mount) deployments and boot files are as they were, the
+/// repository checks out clean, and a rerun deploys.
 #[test]
 #[ignore = "needs root: loop devices and mounts (and arbor image)"]
-fn an_upgrade_whose_disk_fails_in_the_pull_keeps_the_deployments_and_a_rerun_deploys() {
+fn an_upgrade_whose_disk_fails_keeps_the_deployments_and_a_rerun_deploys() {
     common::need_root();
     let w = device::world();
     let t = tempfile::tempdir().unwrap();
@@ -523,6 +524,24 @@ fn an_upgrade_whose_disk_fails_in_the_pull_keeps_the_deployments_and_a_rerun_dep
     let report = m.check_and_remount();
     eprintln!("e2fsck after the fault:\n{report}");
     assert_eq!(device::fingerprint(&m), before, "the sysroot changed");
+    device::agrees_with_ostree(&m);
+    let out = device::device(&["upgrade"], &m, &[]);
+    assert!(out.status.success(), "rerun: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(device::commits(&device::status(&m)), [w.v2.clone(), w.v1.clone()]);
+    device::agrees_with_ostree(&m);
+
+    // The disk dies after the content is pulled, in the deploy.
+    let t = tempfile::tempdir().unwrap();
+    let m = device::Mounted::new(&device::image_copy("qemu-virt-aarch64", t.path()));
+    let boot = hashes(&m.top.join("boot"));
+    let mut cmd = arbor();
+    cmd.args(["upgrade", "--sysroot"]).arg(m.arg());
+    let out = with_disk_gone_at(&mut cmd, "device::content-pulled", &m.top);
+    let err = failed(&out, IO_ERROR, "", &m.top);
+    eprintln!("deploy, disk gone:\n{err}");
+    m.check_and_remount();
+    assert_eq!(device::commits(&device::status(&m)), [w.v1.clone()]);
+    assert_kept(&m.top.join("boot"), &boot, None, "a deploy whose disk failed");
     device::agrees_with_ostree(&m);
     let out = device::device(&["upgrade"], &m, &[]);
     assert!(out.status.success(), "rerun: {}", String::from_utf8_lossy(&out.stderr));
