@@ -1,11 +1,13 @@
 //! Storage faults: the place arbor writes runs out of space (ENOSPC, a small
 //! ext4 filesystem on a loop device, filled up to a few hundred kB) or its disk
 //! dies (EIO, ext4's shutdown ioctl: this VM's kernel has no device-mapper, see
-//! `common::loopfs`) in a compose (package import, commit), `arbor image`,
-//! `arbor publish` and a device upgrade. Each fails naming what it was doing
-//! and the path; refs, published files, images and deployments stay as they
-//! were; a failed run does not leave its temporary files filling the disk; and
-//! once there is space again (or the disk is back) a rerun completes.
+//! `common::loopfs`) in a compose (package download, import, commit), `arbor
+//! image`, `arbor publish` and a device upgrade (checks, pull, deploy). Each
+//! fails naming what it was doing and the path; refs, published files, images
+//! and deployments stay as they were; a failed run does not leave its
+//! temporary files filling the disk; and once there is space again (or the
+//! disk is back: e2fsck, mount) a rerun completes. `ARBOR_FAILPOINT=NAME=stop`
+//! holds arbor at a step while the test fills the filesystem or takes it away.
 
 use crate::common::{self, Deadline as _};
 use crate::device;
@@ -189,10 +191,11 @@ fn stopped_at(cmd: &mut Command, failpoint: &str, then: impl FnOnce()) -> Output
     child.wait_with_output().unwrap()
 }
 
-/// Compose into a repository on a full filesystem: the import of a new package
-/// fails, then (everything imported) the commit of new content fails; each
-/// names the repository and leaves every ref as it was and no temporary files
-/// behind; with space again a rerun completes.
+/// Compose into a repository (and its cache beside it) on a full filesystem:
+/// the download of a new package fails, then its import, then (everything
+/// imported) the commit of new content; each names the step and the path,
+/// leaves every ref as it was and no temporary files behind; with space again
+/// a rerun completes.
 #[test]
 #[ignore = "needs root: loop devices and mounts"]
 fn a_compose_out_of_space_in_import_or_commit_keeps_its_refs_and_a_rerun_completes() {
@@ -313,9 +316,11 @@ fn a_compose_whose_disk_fails_in_the_commit_keeps_its_refs_and_a_rerun_completes
     ostree(&repo, &["fsck"]);
 }
 
-/// `arbor publish` to a full filesystem: every published file (summary,
-/// refs, deltas, objects, index) stays byte for byte as it was; with space
-/// again a rerun publishes the new commit.
+/// `arbor publish` to a full filesystem, with less space each time than the
+/// step before needed (objects, then deltas): every published file (summary,
+/// refs, deltas, index, objects) stays byte for byte as it was (objects copied
+/// before the space ran out may stay, unreferenced); with space again a rerun
+/// publishes the new commit.
 #[test]
 #[ignore = "needs root: loop devices and mounts"]
 fn a_publish_out_of_space_leaves_the_published_files_and_a_rerun_completes() {
@@ -386,9 +391,10 @@ fn a_publish_out_of_space_leaves_the_published_files_and_a_rerun_completes() {
     ostree(&public, &["fsck"]);
 }
 
-/// `arbor image` to a full filesystem: the image already at the output path
-/// stays as it was and nothing else is left beside it; with space again a
-/// rerun writes the image.
+/// `arbor image` to a full filesystem, with more space each time (the staging
+/// sysroot, then the partition filesystems run out): the image already at the
+/// output path stays as it was and nothing else is left beside it; with space
+/// again a rerun writes the image.
 #[test]
 #[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn an_image_out_of_space_leaves_the_old_image_and_a_rerun_completes() {
@@ -453,9 +459,10 @@ fn an_image_out_of_space_leaves_the_old_image_and_a_rerun_completes() {
     assert!(table.contains("partitions"), "{table}");
 }
 
-/// An upgrade into a sysroot whose root filesystem is full: it fails naming
-/// the repository, deployments, refs and every boot file are unchanged, the
-/// repository checks out clean; with space again a rerun deploys.
+/// An upgrade into a sysroot whose root filesystem is full (refused by the
+/// space check), then one whose root filesystem fills after the pull (the
+/// deploy fails): each names the path; deployments, refs and boot files are
+/// unchanged, the repository checks out clean; with space again a rerun deploys.
 #[test]
 #[ignore = "needs root: loop devices and mounts (and arbor image)"]
 fn an_upgrade_out_of_space_keeps_the_deployments_and_a_rerun_deploys() {
@@ -493,7 +500,7 @@ fn an_upgrade_out_of_space_keeps_the_deployments_and_a_rerun_deploys() {
     });
     let err = failed(&out, NO_SPACE, "", &m.top);
     eprintln!("deploy, no space:\n{err}");
-    assert_eq!(device::commits(&device::status(&m)), [w.v1.clone()]);
+    assert_eq!(device::commits(&device::status(&m)), std::slice::from_ref(&w.v1));
     assert_kept(&m.top.join("boot"), &boot, None, "a deploy that ran out of space");
     device::agrees_with_ostree(&m);
     filler.unwrap().remove();
@@ -540,7 +547,7 @@ fn an_upgrade_whose_disk_fails_keeps_the_deployments_and_a_rerun_deploys() {
     let err = failed(&out, IO_ERROR, "", &m.top);
     eprintln!("deploy, disk gone:\n{err}");
     m.check_and_remount();
-    assert_eq!(device::commits(&device::status(&m)), [w.v1.clone()]);
+    assert_eq!(device::commits(&device::status(&m)), std::slice::from_ref(&w.v1));
     assert_kept(&m.top.join("boot"), &boot, None, "a deploy whose disk failed");
     device::agrees_with_ostree(&m);
     let out = device::device(&["upgrade"], &m, &[]);
