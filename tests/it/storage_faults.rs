@@ -282,6 +282,30 @@ fn a_compose_out_of_space_in_import_or_commit_keeps_its_refs_and_a_rerun_complet
     assert!(ls.contains(&format!(" {} ", 24 << 20)), "{ls}");
 }
 
+/// A repository on one filesystem and the package cache on another: the
+/// package checkouts (hardlinks into the repository) cannot be made there,
+/// and the error says so and what to do, naming both.
+#[test]
+#[ignore = "needs root: loop devices and mounts"]
+fn a_cache_on_another_filesystem_than_the_repository_is_a_clear_error() {
+    common::need_root();
+    let t = Scratch::new(&sample_url(), SMALL);
+    let fs = LoopFs::new(128);
+    let repo = fs.path("repo");
+    std::fs::write(t.path("t.yaml"), SMALL).unwrap();
+    let out = arbor()
+        .args(["compose", "tree", "--no-scripts", "--arch", "aarch64", "--repo"])
+        .arg(&repo)
+        .arg("--cache-dir")
+        .arg(t.path("cache"))
+        .arg(t.path("t.yaml"))
+        .timed_output()
+        .unwrap();
+    let err = failed(&out, &["another filesystem"], "--cache-dir", &repo);
+    assert!(err.contains(t.path("cache").to_str().unwrap()), "{err}");
+    assert!(!repo.join("refs/heads/test").exists(), "a ref was written");
+}
+
 /// The disk under the repository dies while the compose commits: the error
 /// names the repository and the I/O error; once the disk is back (e2fsck, mount)
 /// the ref is the old commit, the repository checks out clean, and a rerun
