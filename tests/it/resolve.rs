@@ -222,8 +222,17 @@ fn unreachable_repo_names_the_url() {
     assert!(e.contains("file:///nonexistent/arbor-repo/repodata/repomd.xml"), "{e}");
 }
 
+/// A copy of the sample repository to tamper with. `-H`: target/sample-repo
+/// may be a symlink to a checkout's shared one (a worktree's), and `cp -a` of
+/// the link alone would send every edit below into the shared repository.
 fn copy_repo(to: &Path) {
-    common::run(Command::new("cp").arg("-a").arg(&common::sample_repo().out).arg(to));
+    common::run(
+        Command::new("cp")
+            .arg("-a")
+            .arg("-H")
+            .arg(&common::sample_repo().out)
+            .arg(to),
+    );
 }
 
 #[test]
