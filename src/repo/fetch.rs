@@ -132,9 +132,12 @@ impl Fetcher {
                 want.kind
             );
         }
-        std::fs::File::open(&part)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("syncing {}", part.display()))?;
+        // Data the disk could not take (no space, an I/O error) shows here at the
+        // latest: such a part is not worth keeping either.
+        if let Err(e) = std::fs::File::open(&part).and_then(|f| f.sync_all()) {
+            std::fs::remove_file(&part).ok();
+            return Err(e).with_context(|| format!("syncing {}", part.display()));
+        }
         std::fs::rename(&part, dest).with_context(|| format!("renaming {} into place", part.display()))?;
         Ok(())
     }
@@ -205,7 +208,7 @@ impl Fetcher {
 }
 
 /// A download's `.part` file: a failed write says which file, and is told
-/// apart from the network's failures (see [`part_is_resumable`]).
+/// apart from the network's failures (see [`part_write_failed`]).
 struct PartFile<'a> {
     file: std::fs::File,
     path: &'a Path,
