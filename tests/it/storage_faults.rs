@@ -306,17 +306,34 @@ fn a_cache_on_another_filesystem_than_the_repository_is_a_clear_error() {
     assert!(!repo.join("refs/heads/test").exists(), "a ref was written");
 }
 
-/// The disk under the repository dies while the compose commits: the error
-/// names the repository and the I/O error; once the disk is back (e2fsck, mount)
-/// the ref is the old commit, the repository checks out clean, and a rerun
-/// completes.
+/// The disk under the repository (and its cache) dies once the package set is
+/// resolved, then (everything imported) while the compose commits: the error
+/// names the path and the I/O error; once the disk is back (e2fsck, mount) the
+/// refs are as they were, the repository checks out clean, and a rerun completes.
 #[test]
 #[ignore = "needs root: loop devices and mounts"]
-fn a_compose_whose_disk_fails_in_the_commit_keeps_its_refs_and_a_rerun_completes() {
+fn a_compose_whose_disk_fails_keeps_its_refs_and_a_rerun_completes() {
     common::need_root();
     let t = Scratch::new(&sample_url(), SMALL);
     let mut fs = LoopFs::new(256);
     let repo = fs.path("repo");
+    ok_json(&compose(&t, &repo, SMALL, &[]));
+    run(Command::new("sync").arg("-f").arg(&repo));
+
+    // The disk dies once the set is resolved: strace's download and import fail.
+    let before = refs(&repo);
+    let out = with_disk_gone_at(
+        &mut compose_cmd(&t, &repo, &with_strace()),
+        "compose::resolved",
+        fs.mnt(),
+    );
+    let err = failed(&out, IO_ERROR, "", fs.mnt());
+    eprintln!("download and import, disk gone:\n{err}");
+    let report = fs.check_and_remount();
+    eprintln!("e2fsck after the fault:\n{report}");
+    assert_eq!(refs(&repo), before, "refs changed by a compose whose disk failed");
+    ostree(&repo, &["fsck"]);
+
     // strace is imported here: the run below only commits.
     let v1 = ok_json(&compose(&t, &repo, &with_strace(), &[]))["commit"]
         .as_str()
