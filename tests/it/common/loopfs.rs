@@ -82,16 +82,26 @@ impl Drop for LoopFs {
 }
 
 /// `e2fsck -fy DEV`: repairs what it can; panics when it could not (exit 4 or more).
+/// An unmounted filesystem can still be "in use" for a while: a sandbox that
+/// another test started meanwhile copied every mount into its own mount
+/// namespace, and the filesystem lives on there until that sandbox ends.
 pub fn e2fsck(dev: &str) -> String {
-    let out = super::Deadline::timed_output(Command::new("e2fsck").args(["-f", "-y", dev])).unwrap();
-    let code = out.status.code().unwrap_or(8);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(code < 4, "e2fsck -fy {dev} left errors (exit {code}):\n{text}");
-    text
+    let started = std::time::Instant::now();
+    loop {
+        let out = super::Deadline::timed_output(Command::new("e2fsck").args(["-f", "-y", dev])).unwrap();
+        let code = out.status.code().unwrap_or(8);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if code == 8 && text.contains("is in use") && started.elapsed() < super::deadline::timeout() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            continue;
+        }
+        assert!(code < 4, "e2fsck -fy {dev} left errors (exit {code}):\n{text}");
+        return text;
+    }
 }
 
 /// Shuts the ext4 filesystem mounted at `mnt` down without flushing its
