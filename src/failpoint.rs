@@ -1,7 +1,9 @@
 //! Failpoints: `ARBOR_FAILPOINT=<name>` makes arbor die abruptly (SIGKILL-like
 //! abort, no cleanup) when it reaches that point; `<name>=error` makes it fail
-//! there with an error instead. Tests use them to prove that a run killed at
-//! any step leaves repositories and refs as they were.
+//! there with an error instead, and `<name>=stop` makes it stop itself
+//! (SIGSTOP) there until a SIGCONT, so a test can change the world at exactly
+//! that point (take a filesystem away) and let it go on. Tests use them to
+//! prove that a run killed at any step leaves repositories and refs as they were.
 
 use anyhow::{Result, bail};
 
@@ -38,6 +40,11 @@ pub fn hit(name: &str) -> Result<()> {
     };
     match spec.split_once('=') {
         Some((n, "error")) if n == name => bail!("failpoint {name} triggered"),
+        Some((n, "stop")) if n == name => {
+            eprintln!("arbor: failpoint {name}: stopping until SIGCONT");
+            nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP)?;
+            Ok(())
+        }
         None if spec == name => {
             eprintln!("arbor: failpoint {name}: aborting");
             std::process::abort();

@@ -14,12 +14,12 @@ impl Repo {
         let (root, _) = self
             .raw()
             .read_commit(commit, gio::Cancellable::NONE)
-            .with_context(|| format!("reading commit {commit}"))?;
+            .with_context(|| format!("reading commit {commit} from {}", self.path().display()))?;
         let root = root
             .downcast::<ostree::RepoFile>()
             .map_err(|_| anyhow::anyhow!("read_commit returned no RepoFile"))?;
         root.ensure_resolved()
-            .with_context(|| format!("reading commit {commit}"))?;
+            .with_context(|| format!("reading commit {commit} from {}", self.path().display()))?;
         match (root.tree_get_contents_checksum(), root.tree_get_metadata_checksum()) {
             (Some(c), Some(m)) => Ok(format!("{c}{m}")),
             _ => anyhow::bail!("commit {commit} has no root directory"),

@@ -420,7 +420,7 @@ impl Repo {
         let (root, _) = self
             .repo
             .read_commit(commit, cancel)
-            .with_context(|| format!("reading commit {commit}"))?;
+            .with_context(|| format!("reading commit {commit} from {}", self.path.display()))?;
         let modules = root.resolve_relative_path("usr/lib/modules");
         let mut total = 0;
         for kdir in children(&modules)? {
@@ -449,7 +449,7 @@ impl Repo {
             let (variant, _) = self
                 .repo
                 .load_commit(&cur)
-                .with_context(|| format!("loading commit {cur}"))?;
+                .with_context(|| format!("loading commit {cur} from {}", self.path.display()))?;
             let Some(parent) = ::ostree::commit_get_parent(&variant) else {
                 break;
             };

@@ -166,9 +166,10 @@ const OS_RELEASE_HOPS: usize = 8;
 /// (`image::tree`), but the deploy is libostree's, so the commit is checked first.
 fn refuse_linked_boot_files(repo: &ostree::Repo, commit: &str) -> Result<()> {
     let cancel = gio::Cancellable::NONE;
-    let (root, _) = repo
-        .read_commit(commit, cancel)
-        .with_context(|| format!("reading commit {commit}"))?;
+    let (root, _) = repo.read_commit(commit, cancel).with_context(|| {
+        let path = repo.path().path().unwrap_or_default();
+        format!("reading commit {commit} from {}", path.display())
+    })?;
     let mut links = Vec::new();
     for dir in BOOT_DIRS {
         if kind(&root.resolve_relative_path(dir), dir)? == Some(gio::FileType::SymbolicLink) {

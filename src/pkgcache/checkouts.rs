@@ -23,6 +23,7 @@ pub const KEEP_UNUSED: Duration = Duration::from_secs(14 * 24 * 3600);
 pub fn layers(repo: &Path, cache_dir: &Path, commits: &[String], jobs: usize) -> Result<Vec<PathBuf>> {
     let dir = cache_dir.join("checkouts");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    same_filesystem(repo, &dir)?;
     remove_stale_temporaries(&dir);
     let groups = group(commits);
     let missing: Vec<&(String, Vec<String>)> = groups.iter().filter(|(key, _)| !dir.join(key).is_dir()).collect();
@@ -37,6 +38,26 @@ pub fn layers(repo: &Path, cache_dir: &Path, commits: &[String], jobs: usize) ->
         out.push(path);
     }
     Ok(out)
+}
+
+/// Checkouts are hardlinks into the repository: libostree cannot make them on
+/// another filesystem (it would say only "across devices").
+fn same_filesystem(repo: &Path, dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.dev())
+            .with_context(|| format!("looking at {}", p.display()))
+    };
+    if dev(repo)? != dev(dir)? {
+        anyhow::bail!(
+            "the package checkouts in {} are hardlinks into the repository {}, which is on another \
+             filesystem: put the cache directory (--cache-dir) on the repository's filesystem",
+            dir.display(),
+            repo.display()
+        );
+    }
+    Ok(())
 }
 
 /// Layer names and their commits, bottom first: one layer per commit, except

@@ -103,7 +103,9 @@ impl Fetcher {
     }
 
     /// Downloads `url` to `dest`, resuming a `dest.part` left by an earlier run, and
-    /// renames it into place only when its checksum matches.
+    /// renames it into place only when its checksum matches. A `.part` that could
+    /// not be written (no space, a failing disk) is removed: kept, it would hold
+    /// the space the next run needs. One cut short by the network is kept to resume.
     pub fn download(&self, url: &str, dest: &Path, want: &Checksum) -> Result<()> {
         let part = part_path(dest);
         if let Some(parent) = dest.parent() {
@@ -111,26 +113,16 @@ impl Fetcher {
         }
         if let Some(src) = file_url_path(url)? {
             // Local repositories: copy (a hardlink would let a later edit of the
-            // repository change our verified cache).
-            std::fs::copy(&src, &part).with_context(|| format!("copying {url} to {}", part.display()))?;
-        } else {
-            let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&part)
-                .with_context(|| format!("opening {}", part.display()))?;
-            let resumed = self
-                .http(url, have, &mut f)
-                .with_context(|| format!("downloading {url}"))?;
-            if !resumed && have > 0 {
-                // The server ignored the Range request and sent everything: start over.
-                drop(f);
+            // repository change our verified cache). A copy starts over each time.
+            if let Err(e) = std::fs::copy(&src, &part) {
                 std::fs::remove_file(&part).ok();
-                let mut f = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
-                self.http(url, 0, &mut f)
-                    .with_context(|| format!("downloading {url}"))?;
+                return Err(e).with_context(|| format!("copying {url} to {}", part.display()));
             }
+        } else if let Err(e) = self.download_http(url, &part) {
+            if part_write_failed(&e) {
+                std::fs::remove_file(&part).ok();
+            }
+            return Err(e);
         }
         let got = want.of_file(&part)?;
         if got != want.hex {
@@ -140,10 +132,37 @@ impl Fetcher {
                 want.kind
             );
         }
-        std::fs::File::open(&part)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("syncing {}", part.display()))?;
+        // Data the disk could not take (no space, an I/O error) shows here at the
+        // latest: such a part is not worth keeping either.
+        if let Err(e) = std::fs::File::open(&part).and_then(|f| f.sync_all()) {
+            std::fs::remove_file(&part).ok();
+            return Err(e).with_context(|| format!("syncing {}", part.display()));
+        }
         std::fs::rename(&part, dest).with_context(|| format!("renaming {} into place", part.display()))?;
+        Ok(())
+    }
+
+    /// The HTTP part of [`Fetcher::download`]: appends to `part` from where it ends.
+    fn download_http(&self, url: &str, part: &Path) -> Result<()> {
+        let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(part)
+            .with_context(|| format!("opening {}", part.display()))?;
+        let mut out = PartFile { file: f, path: part };
+        let resumed = self
+            .http(url, have, &mut out)
+            .with_context(|| format!("downloading {url}"))?;
+        if !resumed && have > 0 {
+            // The server ignored the Range request and sent everything: start over.
+            drop(out);
+            std::fs::remove_file(part).ok();
+            let f = std::fs::File::create(part).with_context(|| format!("creating {}", part.display()))?;
+            let mut out = PartFile { file: f, path: part };
+            self.http(url, 0, &mut out)
+                .with_context(|| format!("downloading {url}"))?;
+        }
         Ok(())
     }
 
@@ -186,6 +205,55 @@ impl Fetcher {
             None => bail!("no attempt made"),
         }
     }
+}
+
+/// A download's `.part` file: a failed write says which file, and is told
+/// apart from the network's failures (see [`part_write_failed`]).
+struct PartFile<'a> {
+    file: std::fs::File,
+    path: &'a Path,
+}
+
+/// Why writing a `.part` failed, named with it: such a part is not resumed.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {path}")]
+struct PartWriteError {
+    path: String,
+    #[source]
+    source: std::io::Error,
+}
+
+impl Write for PartFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf).map_err(|e| self.failed(e))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush().map_err(|e| self.failed(e))
+    }
+}
+
+impl PartFile<'_> {
+    fn failed(&self, e: std::io::Error) -> std::io::Error {
+        let kind = e.kind();
+        std::io::Error::new(
+            kind,
+            PartWriteError {
+                path: self.path.display().to_string(),
+                source: e,
+            },
+        )
+    }
+}
+
+/// Whether a download failed writing its `.part` (no space, a failing disk)
+/// rather than in the network: then the part is not worth keeping.
+fn part_write_failed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<PartWriteError>())
+    })
 }
 
 /// The most [`Fetcher::get`] reads: repository metadata, compressed (Fedora's

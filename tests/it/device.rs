@@ -151,7 +151,8 @@ pub(crate) struct Mounted {
     /// The firmware partition's loop device when the kernel cannot mount it
     /// (arbor then edits it in place: `--firmware-partition`).
     pub(crate) firmware: Option<String>,
-    mounts: Vec<PathBuf>,
+    /// Mount points, with the loop device mounted there.
+    mounts: Vec<(PathBuf, String)>,
     loops: Vec<String>,
     _dir: tempfile::TempDir,
 }
@@ -214,7 +215,7 @@ impl Mounted {
                 let target = top.join(at);
                 std::fs::create_dir_all(&target).unwrap();
                 run(Command::new("mount").arg(dev).arg(&target));
-                m.mounts.push(target);
+                m.mounts.push((target, dev.clone()));
             }
         }
         m
@@ -222,6 +223,22 @@ impl Mounted {
 
     pub(crate) fn arg(&self) -> &Path {
         &self.top
+    }
+
+    /// Unmounts every partition, checks and repairs each (`e2fsck -fy`), and
+    /// mounts them again, as after a disk that failed came back; e2fsck's reports.
+    pub(crate) fn check_and_remount(&self) -> String {
+        for (t, _) in self.mounts.iter().rev() {
+            run(Command::new("umount").arg(t));
+        }
+        let mut report = String::new();
+        for (_, dev) in &self.mounts {
+            report += &common::loopfs::e2fsck(dev);
+        }
+        for (t, dev) in &self.mounts {
+            run(Command::new("mount").arg(dev).arg(t));
+        }
+        report
     }
 
     /// A file of the firmware partition, through the mount or with mtools.
@@ -258,7 +275,7 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        for t in self.mounts.iter().rev() {
+        for (t, _) in self.mounts.iter().rev() {
             let _ = Command::new("umount").arg(t).timed_status();
         }
         for l in &self.loops {
@@ -293,11 +310,11 @@ pub(crate) fn device(verb: &[&str], m: &Mounted, extra: &[&str]) -> Output {
     cmd.args(extra).timed_output().unwrap()
 }
 
-fn status(m: &Mounted) -> serde_json::Value {
+pub(crate) fn status(m: &Mounted) -> serde_json::Value {
     ok_json(&device(&["status", "--json"], m, &[]))
 }
 
-fn commits(s: &serde_json::Value) -> Vec<String> {
+pub(crate) fn commits(s: &serde_json::Value) -> Vec<String> {
     s["deployments"]
         .as_array()
         .unwrap()
@@ -307,7 +324,7 @@ fn commits(s: &serde_json::Value) -> Vec<String> {
 }
 
 /// `ostree admin status` agrees with `arbor status --json`, and fsck is clean.
-fn agrees_with_ostree(m: &Mounted) {
+pub(crate) fn agrees_with_ostree(m: &Mounted) {
     let s = status(m);
     let text = run(Command::new("ostree")
         .args(["admin", "status", "--sysroot"])

@@ -41,4 +41,5 @@ mod sandbox;
 mod scriptlets;
 mod sign;
 mod solve;
+mod storage_faults;
 mod treefile;

@@ -108,6 +108,7 @@ pub fn commit_layers_hiding(
     copied: &[Copied],
     req: &CommitRequest,
 ) -> Result<(String, Applied)> {
+    let path = repo.path();
     let repo = repo.raw();
     crate::ostree::repo::in_transaction(repo, || {
         let mtree = ostree::MutableTree::new();
@@ -144,6 +145,7 @@ pub fn commit_layers_hiding(
         let checksum = finish_commit(repo, &mtree, req)?;
         Ok((checksum, applied))
     })
+    .with_context(|| format!("committing {} into the repository {}", req.refname, path.display()))
 }
 
 /// Removes the files and symlinks at `paths` from `mt` (absent ones are skipped).

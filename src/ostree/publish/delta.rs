@@ -150,9 +150,10 @@ pub fn generate_parallel(repo: &Repo, pairs: &[Pair], opts: &Options, jobs: usiz
         }
         .with_context(|| {
             format!(
-                "generating the delta {} → {}",
+                "generating the delta {} → {} in {}",
                 p.from.as_deref().unwrap_or("(scratch)"),
-                p.to
+                p.to,
+                repo_path.display()
             )
         })
     })?;

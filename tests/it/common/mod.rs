@@ -7,6 +7,7 @@ pub mod archive;
 pub mod deadline;
 pub mod delta;
 pub mod http;
+pub mod loopfs;
 pub mod peak;
 
 pub use deadline::Deadline;
