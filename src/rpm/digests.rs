@@ -62,16 +62,22 @@ pub fn verify(path: &Path) -> Result<()> {
 }
 
 /// The main header against the signature header's SHA-256 of it.
-fn check_header(sig: &Blob, main: &Blob) -> Result<()> {
-    let Some(want) = sig.string(tag::SHA256HEADER) else {
-        bail!("the signature header has no SHA-256 digest of the header to check it against");
-    };
-    let got = hex::encode(
+/// The SHA-256 of a main header as the signature header's `SHA256HEADER`
+/// digests it (with its magic), in lowercase hex.
+pub fn header_sha256(main: &Blob) -> String {
+    hex::encode(
         Sha256::new()
             .chain_update(HEADER_MAGIC)
             .chain_update(main.bytes())
             .finalize(),
-    );
+    )
+}
+
+fn check_header(sig: &Blob, main: &Blob) -> Result<()> {
+    let Some(want) = sig.string(tag::SHA256HEADER) else {
+        bail!("the signature header has no SHA-256 digest of the header to check it against");
+    };
+    let got = header_sha256(main);
     ensure!(
         got.eq_ignore_ascii_case(&want),
         "header SHA-256 digest mismatch: the signature header says {}, the header hashes to {got}",

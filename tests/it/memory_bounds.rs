@@ -319,26 +319,7 @@ fn a_bundle_whose_delta_parts_are_xz_bombs_is_refused_in_bounded_memory() {
 
 /// The part files of every static delta under a published repository.
 fn delta_parts(public: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![public.join("deltas")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-            {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    common::delta::delta_files(public, |name| name.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[test]

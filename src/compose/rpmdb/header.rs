@@ -10,9 +10,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
-use sha2::{Digest, Sha256};
 
-use crate::rpm::blob::{Blob, HEADER_MAGIC, align_diff, read_package, sigtag, tag, ty};
+use crate::rpm::blob::{Blob, align_diff, read_package, sigtag, tag, ty};
 
 /// `RPMFILE_STATE_NORMAL`: the file is installed.
 const FILE_STATE_NORMAL: u8 = 0;
@@ -152,12 +151,7 @@ fn check_digest(sig: &Blob, main: &Blob) -> Result<()> {
     let Some(want) = sig.string(tag::SHA256HEADER) else {
         return Ok(());
     };
-    let got = hex::encode(
-        Sha256::new()
-            .chain_update(HEADER_MAGIC)
-            .chain_update(main.bytes())
-            .finalize(),
-    );
+    let got = crate::rpm::digests::header_sha256(main);
     ensure!(
         got.eq_ignore_ascii_case(&want),
         "the header's SHA256 digest is {got}, the signature header says {want}: the package is damaged"

@@ -107,19 +107,11 @@ pub fn edit_superblocks(
 ) -> usize {
     let key = arbor::sign::keys::read_secret_key(key_file).unwrap();
     let mut changed = 0;
-    let mut stack = vec![public.join("deltas")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == "superblock") {
-                if let Some(new) = edit(&std::fs::read(&p).unwrap()) {
-                    std::fs::write(&p, &new).unwrap();
-                    std::fs::write(p.with_file_name("superblock.sig"), signature_file(&new, &key)).unwrap();
-                    changed += 1;
-                }
-            }
+    for p in delta_files(public, |name| name == "superblock") {
+        if let Some(new) = edit(&std::fs::read(&p).unwrap()) {
+            std::fs::write(&p, &new).unwrap();
+            std::fs::write(p.with_file_name("superblock.sig"), signature_file(&new, &key)).unwrap();
+            changed += 1;
         }
     }
     super::run(
@@ -130,4 +122,22 @@ pub fn edit_superblocks(
     let summary = std::fs::read(public.join("summary")).unwrap();
     std::fs::write(public.join("summary.sig"), signature_file(&summary, &key)).unwrap();
     changed
+}
+
+/// The files under `public`'s deltas/ whose name `wanted` accepts, sorted.
+pub fn delta_files(public: &std::path::Path, wanted: impl Fn(&str) -> bool) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![public.join("deltas")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| wanted(&n.to_string_lossy())) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }
